@@ -1,0 +1,19 @@
+//! The task model: what to migrate, from where, to where, and how.
+//!
+//! A task file is TOML. It names a source and a target by libpq connection string, says which
+//! tables to move with DMS-style include and exclude rules, and sets the migration type and
+//! the load's parallelism. Everything here is pure data and validation: no I/O beyond reading
+//! the file, so every rule can be unit tested without a database.
+
+mod error;
+mod pattern;
+mod selection;
+mod task;
+
+pub use error::ConfigError;
+pub use pattern::NamePattern;
+pub use selection::{Selection, TableRule};
+pub use task::{
+    DEFAULT_CHUNK_SIZE, Endpoint, FullLoadSettings, MigrationType, PasswordSource,
+    TargetTablePrepMode, Task,
+};

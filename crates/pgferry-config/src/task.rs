@@ -1,0 +1,501 @@
+//! The task file and its validated form.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::selection::{Selection, TableRule};
+
+/// Tables bigger than this are split into chunks of about this size. 256 MB keeps a chunk's
+/// COPY under a few seconds on ordinary hardware, so a resumed load repeats little work and
+/// two workers can share one big table, while the per-chunk bookkeeping stays negligible.
+pub const DEFAULT_CHUNK_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Smallest accepted chunk size; below this the per-chunk transaction dominates.
+const MIN_CHUNK_SIZE: u64 = 1024 * 1024;
+
+/// What the task does, named as DMS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationType {
+    /// Copy the tables once, from one consistent snapshot.
+    FullLoad,
+    /// Stream changes only, from a slot that already exists or is created now.
+    Cdc,
+    /// Copy the tables, then stream every change made since the copy's snapshot.
+    FullLoadAndCdc,
+}
+
+impl MigrationType {
+    /// Whether the task streams changes and so needs logical replication on the source.
+    pub fn needs_cdc(self) -> bool {
+        matches!(self, Self::Cdc | Self::FullLoadAndCdc)
+    }
+
+    /// Whether the task copies table contents.
+    pub fn needs_full_load(self) -> bool {
+        matches!(self, Self::FullLoad | Self::FullLoadAndCdc)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FullLoad => "full-load",
+            Self::Cdc => "cdc",
+            Self::FullLoadAndCdc => "full-load-and-cdc",
+        }
+    }
+}
+
+impl fmt::Display for MigrationType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do when a selected table already exists on the target, as DMS's
+/// `TargetTablePrepMode`, plus `fail`, the safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetTablePrepMode {
+    /// Refuse to start and list the tables in the way.
+    #[default]
+    Fail,
+    /// Keep the existing tables and their rows; load into them as they are.
+    DoNothing,
+    /// Keep the existing table definitions, empty them, then load.
+    Truncate,
+    /// Drop the existing tables (with CASCADE) and create them from the source's definition.
+    DropAndCreate,
+}
+
+impl TargetTablePrepMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::DoNothing => "do_nothing",
+            Self::Truncate => "truncate",
+            Self::DropAndCreate => "drop_and_create",
+        }
+    }
+}
+
+impl FromStr for TargetTablePrepMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fail" => Ok(Self::Fail),
+            "do_nothing" => Ok(Self::DoNothing),
+            "truncate" | "truncate_before_load" => Ok(Self::Truncate),
+            "drop_and_create" => Ok(Self::DropAndCreate),
+            other => Err(format!(
+                "unknown target_table_prep_mode {other:?}; expected fail, do_nothing, truncate \
+                 or drop_and_create"
+            )),
+        }
+    }
+}
+
+/// Where a password comes from. Never the task file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The named environment variable.
+    Env(String),
+    /// The first line of a file (relative paths are relative to the task file).
+    File(PathBuf),
+    /// The first line a shell command prints, for vaults and cloud secret managers.
+    Command(String),
+}
+
+/// One side of the migration: a libpq connection string plus where its password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// A libpq URI (`postgres://user@host:port/db?sslmode=verify-full`) or keyword string
+    /// (`host=... dbname=...`). `PG*` environment variables fill what it leaves out.
+    pub url: String,
+    pub password: Option<PasswordSource>,
+}
+
+/// Settings of the full load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullLoadSettings {
+    /// Parallel COPY pipes, and parallel index builds afterwards.
+    pub jobs: usize,
+    /// Tables bigger than this (in bytes on disk) are split into chunks of about this size.
+    pub chunk_size: u64,
+    pub target_table_prep_mode: TargetTablePrepMode,
+    /// Restore object owners (`ALTER ... OWNER TO`); the roles must exist on the target.
+    pub keep_owners: bool,
+    /// Restore `GRANT`s; the roles must exist on the target.
+    pub keep_privileges: bool,
+}
+
+/// A validated task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Names the task in the control schema, so several tasks can share one target.
+    pub name: String,
+    pub migration_type: MigrationType,
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub selection: Selection,
+    pub full_load: FullLoadSettings,
+    /// The task file's path, for messages; `None` for tasks built in code.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    url: Option<String>,
+    password: Option<toml::Value>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: Option<String>,
+    migration_type: MigrationType,
+    source: RawEndpoint,
+    target: RawEndpoint,
+    jobs: Option<usize>,
+    chunk_size: Option<ByteSize>,
+    target_table_prep_mode: Option<TargetTablePrepMode>,
+    #[serde(default)]
+    keep_owners: bool,
+    #[serde(default)]
+    keep_privileges: bool,
+    #[serde(default)]
+    include: Vec<TableRule>,
+    #[serde(default)]
+    exclude: Vec<TableRule>,
+}
+
+/// The default parallelism: one job per core, at least two so one big table never leaves
+/// the other pipe idle, and at most eight so a laptop does not swamp a production source.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+impl Task {
+    /// Reads and validates a task file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses task TOML. `path` is used for messages and to resolve relative file paths.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("<task>"));
+        let raw: RawTask = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            key: key.to_owned(),
+            message,
+        };
+        let base_dir = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+
+        let name = raw.name.unwrap_or_else(|| "default".to_owned());
+        if name.is_empty()
+            || name.len() > 40
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "name",
+                "must be 1 to 40 characters of letters, digits, `_` or `-`".to_owned(),
+            ));
+        }
+
+        let jobs = raw.jobs.unwrap_or_else(default_jobs);
+        if !(1..=256).contains(&jobs) {
+            return Err(invalid(
+                "jobs",
+                format!("is {jobs}; it must be between 1 and 256"),
+            ));
+        }
+        let chunk_size = raw
+            .chunk_size
+            .map(|b| b.as_u64())
+            .unwrap_or(DEFAULT_CHUNK_SIZE);
+        if chunk_size < MIN_CHUNK_SIZE {
+            return Err(invalid(
+                "chunk_size",
+                format!("is {chunk_size} bytes; it must be at least 1MB"),
+            ));
+        }
+
+        let source = endpoint(raw.source, "source", &base_dir, &invalid)?;
+        let target = endpoint(raw.target, "target", &base_dir, &invalid)?;
+
+        Ok(Task {
+            name,
+            migration_type: raw.migration_type,
+            source,
+            target,
+            selection: Selection::new(raw.include, raw.exclude),
+            full_load: FullLoadSettings {
+                jobs,
+                chunk_size,
+                target_table_prep_mode: raw.target_table_prep_mode.unwrap_or_default(),
+                keep_owners: raw.keep_owners,
+                keep_privileges: raw.keep_privileges,
+            },
+            path: path.map(Path::to_path_buf),
+        })
+    }
+
+    /// A task built in code, for tests and the demo.
+    pub fn new(migration_type: MigrationType, source_url: &str, target_url: &str) -> Self {
+        Task {
+            name: "default".to_owned(),
+            migration_type,
+            source: Endpoint {
+                url: source_url.to_owned(),
+                password: None,
+            },
+            target: Endpoint {
+                url: target_url.to_owned(),
+                password: None,
+            },
+            selection: Selection::everything(),
+            full_load: FullLoadSettings {
+                jobs: default_jobs(),
+                chunk_size: DEFAULT_CHUNK_SIZE,
+                target_table_prep_mode: TargetTablePrepMode::Fail,
+                keep_owners: false,
+                keep_privileges: false,
+            },
+            path: None,
+        }
+    }
+
+    /// The settings worth recording with the task's state, as JSON. Never holds secrets:
+    /// connection strings are rejected at parse time when they carry a password.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "migration_type": self.migration_type.as_str(),
+            "jobs": self.full_load.jobs,
+            "chunk_size": self.full_load.chunk_size,
+            "target_table_prep_mode": self.full_load.target_table_prep_mode.as_str(),
+            "keep_owners": self.full_load.keep_owners,
+            "keep_privileges": self.full_load.keep_privileges,
+            "include": self.selection.include_rules(),
+            "exclude": self.selection.exclude_rules(),
+        })
+    }
+}
+
+fn endpoint(
+    raw: RawEndpoint,
+    side: &str,
+    base_dir: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Endpoint, ConfigError> {
+    if raw.password.is_some() {
+        return Err(invalid(
+            &format!("{side}.password"),
+            "is not allowed: passwords never go in the task file. Use password_env, \
+             password_file or password_command, or PGPASSWORD or ~/.pgpass."
+                .to_owned(),
+        ));
+    }
+    let url = raw.url.ok_or_else(|| {
+        invalid(
+            &format!("{side}.url"),
+            "is missing: give a libpq connection string such as \
+             \"postgres://user@host:5432/dbname\""
+                .to_owned(),
+        )
+    })?;
+    let mut sources = Vec::new();
+    if let Some(var) = raw.password_env {
+        sources.push(PasswordSource::Env(var));
+    }
+    if let Some(file) = raw.password_file {
+        let file = if file.is_relative() {
+            base_dir.join(file)
+        } else {
+            file
+        };
+        sources.push(PasswordSource::File(file));
+    }
+    if let Some(cmd) = raw.password_command {
+        sources.push(PasswordSource::Command(cmd));
+    }
+    if sources.len() > 1 {
+        return Err(invalid(
+            side,
+            "sets more than one of password_env, password_file and password_command; keep one"
+                .to_owned(),
+        ));
+    }
+    Ok(Endpoint {
+        url,
+        password: sources.pop(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+migration_type = "full-load"
+[source]
+url = "postgres://postgres@127.0.0.1:5432/inventory"
+[target]
+url = "postgres://postgres@127.0.0.1:5433/inventory"
+"#;
+
+    #[test]
+    fn the_minimal_task_file_parses_with_defaults() {
+        let t = Task::parse(MINIMAL, None).expect("minimal task parses");
+        assert_eq!(t.name, "default");
+        assert_eq!(t.migration_type, MigrationType::FullLoad);
+        assert_eq!(t.source.url, "postgres://postgres@127.0.0.1:5432/inventory");
+        assert_eq!(t.full_load.chunk_size, DEFAULT_CHUNK_SIZE);
+        assert_eq!(
+            t.full_load.target_table_prep_mode,
+            TargetTablePrepMode::Fail
+        );
+        assert!(t.selection.includes_table("public", "products"));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+name = "inv-2"
+migration_type = "full-load-and-cdc"
+jobs = 6
+chunk_size = "64MiB"
+target_table_prep_mode = "truncate"
+keep_owners = true
+keep_privileges = true
+[source]
+url = "host=a dbname=b"
+password_file = "secrets/src"
+[target]
+url = "postgres://t@b/c"
+password_command = "pass show target"
+[[include]]
+schema = "public"
+[[exclude]]
+table = "audit_%"
+"#;
+        let t = Task::parse(text, Some(Path::new("/etc/pgferry/task.toml"))).unwrap();
+        assert_eq!(t.name, "inv-2");
+        assert_eq!(t.full_load.jobs, 6);
+        assert_eq!(t.full_load.chunk_size, 64 * 1024 * 1024);
+        assert_eq!(
+            t.full_load.target_table_prep_mode,
+            TargetTablePrepMode::Truncate
+        );
+        assert!(t.full_load.keep_owners && t.full_load.keep_privileges);
+        assert_eq!(
+            t.source.password,
+            Some(PasswordSource::File(PathBuf::from(
+                "/etc/pgferry/secrets/src"
+            )))
+        );
+        assert_eq!(
+            t.target.password,
+            Some(PasswordSource::Command("pass show target".into()))
+        );
+        assert!(t.selection.includes_table("public", "orders"));
+        assert!(!t.selection.includes_table("public", "audit_log"));
+        assert!(!t.selection.includes_table("sales", "orders"));
+    }
+
+    #[test]
+    fn a_password_in_the_file_is_refused_with_the_alternatives() {
+        let text = MINIMAL.replace("[target]", "password = \"hunter2\"\n[target]");
+        let err = Task::parse(&text, None).unwrap_err().to_string();
+        assert!(err.contains("source.password"), "{err}");
+        assert!(err.contains("password_env"), "{err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the secret must not be echoed: {err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_point_at_the_line() {
+        let err = Task::parse(&format!("jobz = 3\n{MINIMAL}"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jobz") && err.contains("line 1"), "{err}");
+        let err = Task::parse(&MINIMAL.replace("full-load", "fulload"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fulload") && err.contains("full-load-and-cdc"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_settings_are_explained() {
+        let err = Task::parse(&format!("jobs = 0\n{MINIMAL}"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`jobs`") && err.contains("between 1 and 256"),
+            "{err}"
+        );
+        let err = Task::parse(&format!("chunk_size = \"10KB\"\n{MINIMAL}"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chunk_size"), "{err}");
+        let err = Task::parse(&format!("name = \"a b\"\n{MINIMAL}"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`name`"), "{err}");
+    }
+
+    #[test]
+    fn two_password_sources_are_ambiguous() {
+        let text = MINIMAL.replace(
+            "[target]",
+            "password_env = \"A\"\npassword_file = \"b\"\n[target]",
+        );
+        let err = Task::parse(&text, None).unwrap_err().to_string();
+        assert!(err.contains("more than one"), "{err}");
+    }
+
+    #[test]
+    fn prep_modes_accept_dms_spellings() {
+        assert_eq!("DO_NOTHING".parse(), Ok(TargetTablePrepMode::DoNothing));
+        assert_eq!(
+            "TRUNCATE_BEFORE_LOAD".parse(),
+            Ok(TargetTablePrepMode::Truncate)
+        );
+        assert_eq!(
+            "DROP_AND_CREATE".parse(),
+            Ok(TargetTablePrepMode::DropAndCreate)
+        );
+        assert!("nope".parse::<TargetTablePrepMode>().is_err());
+    }
+}
