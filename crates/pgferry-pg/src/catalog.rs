@@ -479,7 +479,10 @@ pub async fn object_counts(
 mod tests {
     use super::*;
 
-    fn facts(entries: &[(Oid, char, Oid, Oid, bool, bool, &[Oid])]) -> HashMap<Oid, TypeFacts> {
+    /// `(oid, typtype, element, base, varlena, binary I/O, composite fields)`
+    type Fact<'a> = (Oid, char, Oid, Oid, bool, bool, &'a [Oid]);
+
+    fn facts(entries: &[Fact<'_>]) -> HashMap<Oid, TypeFacts> {
         entries
             .iter()
             .map(|(oid, typtype, element, base, varlena, io, fields)| {

@@ -113,7 +113,7 @@ impl PgTools {
                 Some((v, e.path().join("bin")))
             })
             .collect();
-        debian.sort_by(|a, b| b.0.cmp(&a.0));
+        debian.sort_by_key(|d| std::cmp::Reverse(d.0));
         candidates.extend(debian.into_iter().map(|(_, p)| Some(p)));
         candidates.push(None);
         let mut newest_found = None;

@@ -1,0 +1,472 @@
+//! The control schema: all of a task's state, in the target database.
+//!
+//! The target is the source of truth. Any process (`run`, `status`, a second run after a
+//! crash) reads the same state, and nothing that matters lives only in memory. The layout
+//! is versioned in `pgferry.meta`; [`ensure_schema`] applies missing migrations in order,
+//! under a transaction-level advisory lock so two processes never migrate at once.
+//!
+//! Invariants:
+//! * A chunk is done exactly when its `pgferry.chunk` row says so, and that row is written
+//!   in the same target transaction as the chunk's rows. A crash leaves either both or
+//!   neither.
+//! * A schema step is done exactly when its `pgferry.schema_step` row says so, written in the
+//!   same transaction as the step's DDL (all pre-data steps share one transaction).
+//! * Only one process runs a task at a time: `run` holds a session-level advisory lock on
+//!   the task's name for its whole life; the lock dies with the connection.
+
+use pgferry_pg::{PgClient, PgError, Side};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use crate::error::{EngineError, Result};
+
+/// The newest layout this build understands.
+pub const CONTROL_SCHEMA_VERSION: i32 = 1;
+
+/// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
+pub const LOCK_CLASS: i32 = 0x7067_6672;
+
+/// Each migration moves the layout from version N to N+1.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE pgferry.task (
+    name text PRIMARY KEY,
+    migration_type text NOT NULL,
+    settings jsonb NOT NULL,
+    phase text NOT NULL,
+    source text NOT NULL,
+    target text NOT NULL,
+    schema_archive bytea,
+    schema_preamble text,
+    existing_tables jsonb NOT NULL DEFAULT '[]',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    load_started_at timestamptz,
+    load_finished_at timestamptz,
+    finished_at timestamptz,
+    last_error text
+);
+COMMENT ON TABLE pgferry.task IS 'One row per pgferry task: what it moves and how far it got.';
+
+CREATE TABLE pgferry.table_state (
+    task text NOT NULL REFERENCES pgferry.task ON DELETE CASCADE,
+    table_id integer NOT NULL,
+    source_schema text NOT NULL,
+    source_table text NOT NULL,
+    target_schema text NOT NULL,
+    target_table text NOT NULL,
+    state text NOT NULL DEFAULT 'pending',
+    copy_format text NOT NULL,
+    columns jsonb NOT NULL,
+    estimated_rows bigint,
+    estimated_bytes bigint NOT NULL,
+    rows_copied bigint NOT NULL DEFAULT 0,
+    bytes_copied bigint NOT NULL DEFAULT 0,
+    chunks_total integer NOT NULL,
+    chunks_done integer NOT NULL DEFAULT 0,
+    existed_before boolean NOT NULL DEFAULT false,
+    analyzed boolean NOT NULL DEFAULT false,
+    started_at timestamptz,
+    finished_at timestamptz,
+    last_error text,
+    PRIMARY KEY (task, table_id)
+);
+
+CREATE TABLE pgferry.chunk (
+    task text NOT NULL,
+    table_id integer NOT NULL,
+    chunk_no integer NOT NULL,
+    start_block bigint,
+    end_block bigint,
+    state text NOT NULL DEFAULT 'pending',
+    rows bigint,
+    bytes bigint,
+    attempts integer NOT NULL DEFAULT 0,
+    seconds double precision,
+    finished_at timestamptz,
+    PRIMARY KEY (task, table_id, chunk_no),
+    FOREIGN KEY (task, table_id) REFERENCES pgferry.table_state ON DELETE CASCADE
+);
+
+CREATE TABLE pgferry.schema_step (
+    task text NOT NULL REFERENCES pgferry.task ON DELETE CASCADE,
+    dump_id integer NOT NULL,
+    section text NOT NULL,
+    ordinal integer NOT NULL,
+    phase integer NOT NULL,
+    kind text NOT NULL,
+    label text NOT NULL,
+    depends_on integer[] NOT NULL DEFAULT '{}',
+    sql text NOT NULL,
+    state text NOT NULL DEFAULT 'pending',
+    note text,
+    seconds double precision,
+    finished_at timestamptz,
+    PRIMARY KEY (task, dump_id)
+);
+
+CREATE TABLE pgferry.event (
+    id bigserial PRIMARY KEY,
+    task text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    level text NOT NULL,
+    kind text NOT NULL,
+    message text NOT NULL,
+    detail jsonb
+);
+CREATE INDEX event_task_id ON pgferry.event (task, id);
+
+CREATE TABLE pgferry.validation (
+    task text NOT NULL,
+    source_schema text NOT NULL,
+    source_table text NOT NULL,
+    target_schema text NOT NULL,
+    target_table text NOT NULL,
+    checked_at timestamptz NOT NULL DEFAULT now(),
+    outcome text NOT NULL,
+    source_rows bigint,
+    target_rows bigint,
+    detail text,
+    PRIMARY KEY (task, source_schema, source_table)
+);
+"#];
+
+/// Maps an error of a statement on the control schema, which always lives on the target.
+fn target_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> EngineError + use<> {
+    let context = context.to_owned();
+    move |e| EngineError::Pg(PgError::query(Side::Target, context, e))
+}
+
+/// Whether the target has a control schema at all.
+pub async fn schema_exists(client: &PgClient) -> Result<bool> {
+    let row = client
+        .query_one(
+            "looking for the pgferry schema",
+            "SELECT to_regclass('pgferry.meta') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Creates or upgrades the control schema.
+pub async fn ensure_schema(client: &mut PgClient) -> Result<()> {
+    const CONTEXT: &str = "creating the pgferry control schema";
+    let tx = client
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(target_err(CONTEXT))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
+        .await
+        .map_err(target_err(CONTEXT))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS pgferry;
+         COMMENT ON SCHEMA pgferry IS 'State of pgferry migrations into this database.';
+         CREATE TABLE IF NOT EXISTS pgferry.meta (key text PRIMARY KEY, value text NOT NULL);",
+    )
+    .await
+    .map_err(target_err(CONTEXT))?;
+    let version: i32 = tx
+        .query_opt(
+            "SELECT value::int FROM pgferry.meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(target_err(CONTEXT))?
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    if version > CONTROL_SCHEMA_VERSION {
+        return Err(EngineError::ControlSchemaTooNew {
+            found: version,
+            supported: CONTROL_SCHEMA_VERSION,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(migration)
+            .await
+            .map_err(target_err("migrating the pgferry control schema"))?;
+        tx.execute(
+            "INSERT INTO pgferry.meta VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&(i as i32 + 1).to_string()],
+        )
+        .await
+        .map_err(target_err("migrating the pgferry control schema"))?;
+    }
+    tx.commit().await.map_err(target_err(CONTEXT))?;
+    Ok(())
+}
+
+/// Takes the run lock of `task` on this connection, or says who holds it.
+pub async fn lock_task(client: &PgClient, task: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "taking the task lock",
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&LOCK_CLASS, &task],
+        )
+        .await?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    let holder = client
+        .query_opt(
+            "finding who runs the task",
+            "SELECT format('pid %s, %s%s, since %s', a.pid, a.application_name,
+                           coalesce(' from ' || host(a.client_addr), ''),
+                           to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.classid::int = $1
+               AND l.objid::int = hashtext($2) AND l.granted
+             LIMIT 1",
+            &[&LOCK_CLASS, &task],
+        )
+        .await?
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_else(|| "another pgferry process".to_owned());
+    Err(EngineError::TaskBusy {
+        task: task.to_owned(),
+        holder,
+    })
+}
+
+/// Where a task is. Phases only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The plan and schema are stored; the pre-data schema is not restored yet.
+    Planned,
+    /// Tables exist on the target; chunks are being copied.
+    Loading,
+    /// All rows are copied; indexes, constraints and the rest are being built.
+    PostData,
+    /// Sequences and statistics.
+    Finishing,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planned => "planned",
+            Phase::Loading => "loading",
+            Phase::PostData => "post-data",
+            Phase::Finishing => "finishing",
+            Phase::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Some(match s {
+            "planned" => Phase::Planned,
+            "loading" => Phase::Loading,
+            "post-data" => Phase::PostData,
+            "finishing" => Phase::Finishing,
+            "done" => Phase::Done,
+            _ => return None,
+        })
+    }
+}
+
+/// The stored row of a task.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    pub name: String,
+    pub migration_type: String,
+    pub phase: Phase,
+    pub settings: serde_json::Value,
+    pub schema_archive: Option<Vec<u8>>,
+    pub schema_preamble: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub load_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub load_finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_error: Option<String>,
+    pub source: String,
+    pub target: String,
+}
+
+pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>> {
+    let row = client
+        .query_opt(
+            "reading the task",
+            "SELECT name, migration_type, phase, settings, schema_archive, schema_preamble,
+                    created_at, updated_at, load_started_at, load_finished_at, finished_at,
+                    last_error, source, target
+             FROM pgferry.task WHERE name = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(row.map(|r| TaskRow {
+        name: r.get(0),
+        migration_type: r.get(1),
+        phase: Phase::parse(r.get::<_, &str>(2)).unwrap_or(Phase::Planned),
+        settings: r.get(3),
+        schema_archive: r.get(4),
+        schema_preamble: r.get(5),
+        created_at: r.get(6),
+        updated_at: r.get(7),
+        load_started_at: r.get(8),
+        load_finished_at: r.get(9),
+        finished_at: r.get(10),
+        last_error: r.get(11),
+        source: r.get(12),
+        target: r.get(13),
+    }))
+}
+
+/// Moves the task to `phase`, stamping the matching times.
+pub async fn set_phase(client: &impl GenericClient, task: &str, phase: Phase) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgferry.task SET phase = $2, updated_at = now(),
+                    load_started_at = CASE WHEN $2 = 'loading'
+                        THEN coalesce(load_started_at, now()) ELSE load_started_at END,
+                    load_finished_at = CASE WHEN $2 = 'post-data'
+                        THEN coalesce(load_finished_at, now()) ELSE load_finished_at END,
+                    finished_at = CASE WHEN $2 = 'done' THEN now() ELSE finished_at END,
+                    last_error = CASE WHEN $2 = 'done' THEN NULL ELSE last_error END
+             WHERE name = $1",
+            &[&task, &phase.as_str()],
+        )
+        .await
+        .map_err(target_err("recording the task's phase"))?;
+    Ok(())
+}
+
+/// Records the error that stopped a run, for `status`.
+pub async fn set_last_error(client: &PgClient, task: &str, message: &str) -> Result<()> {
+    client
+        .execute(
+            "recording the task's error",
+            "UPDATE pgferry.task SET last_error = $2, updated_at = now() WHERE name = $1",
+            &[&task, &message],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Severity of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Appends to the task's event log. Events are for people: what happened, in words.
+pub async fn event(
+    client: &impl GenericClient,
+    task: &str,
+    level: Level,
+    kind: &str,
+    message: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO pgferry.event (task, level, kind, message, detail)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&task, &level.as_str(), &kind, &message, &detail],
+        )
+        .await
+        .map_err(target_err("writing to the event log"))?;
+    Ok(())
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub level: String,
+    pub kind: String,
+    pub message: String,
+}
+
+pub async fn recent_events(client: &PgClient, task: &str, limit: i64) -> Result<Vec<Event>> {
+    let rows = client
+        .query(
+            "reading the event log",
+            "SELECT id, at, level, kind, message FROM (
+                 SELECT * FROM pgferry.event WHERE task = $1 ORDER BY id DESC LIMIT $2
+             ) e ORDER BY id",
+            &[&task, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Event {
+            id: r.get(0),
+            at: r.get(1),
+            level: r.get(2),
+            kind: r.get(3),
+            message: r.get(4),
+        })
+        .collect())
+}
+
+/// Marks a chunk done and adds its counts to its table, inside the transaction that
+/// copied its rows.
+pub async fn finish_chunk(
+    tx: &impl GenericClient,
+    task: &str,
+    table_id: i32,
+    chunk_no: i32,
+    rows: i64,
+    bytes: i64,
+    seconds: f64,
+) -> Result<()> {
+    tx.execute(
+        "WITH c AS (
+             UPDATE pgferry.chunk SET state = 'done', rows = $4, bytes = $5, seconds = $6,
+                    finished_at = now(), attempts = attempts + 1
+             WHERE task = $1 AND table_id = $2 AND chunk_no = $3 AND state <> 'done'
+             RETURNING 1)
+         UPDATE pgferry.table_state t
+            SET rows_copied = rows_copied + $4, bytes_copied = bytes_copied + $5,
+                chunks_done = chunks_done + 1,
+                state = CASE WHEN chunks_done + 1 >= chunks_total THEN 'loaded' ELSE 'loading' END,
+                started_at = coalesce(started_at, now()),
+                finished_at = CASE WHEN chunks_done + 1 >= chunks_total THEN now() END,
+                last_error = NULL
+          WHERE t.task = $1 AND t.table_id = $2 AND EXISTS (SELECT 1 FROM c)",
+        &[&task, &table_id, &chunk_no, &rows, &bytes, &seconds],
+    )
+    .await
+    .map_err(target_err("recording a finished chunk"))?;
+    Ok(())
+}
+
+/// Records a failed chunk attempt on its table, outside the failed transaction.
+pub async fn fail_chunk(
+    client: &PgClient,
+    task: &str,
+    table_id: i32,
+    chunk_no: i32,
+    message: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "recording a failed chunk",
+            "WITH c AS (UPDATE pgferry.chunk SET attempts = attempts + 1
+                        WHERE task = $1 AND table_id = $2 AND chunk_no = $3 RETURNING 1)
+             UPDATE pgferry.table_state SET state = 'failed', last_error = $4
+             WHERE task = $1 AND table_id = $2",
+            &[&task, &table_id, &chunk_no, &message],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Errors of the engine. Each says what failed and on which object; [`EngineError::hint`]
+//! says what to do.
+
+use pgferry_pg::{PgError, QualifiedName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+
+    #[error(
+        "the target already holds {} of the selected tables: {}",
+        tables.len(),
+        list(tables)
+    )]
+    TablesInTheWay { tables: Vec<QualifiedName> },
+
+    #[error("the selection matches no table on the source")]
+    NothingSelected,
+
+    #[error("{table} is selected, but it depends on {dependency}, which the selection leaves out")]
+    MissingDependency { table: String, dependency: String },
+
+    #[error(
+        "the target's pgferry control schema is version {found}; this pgferry understands up \
+         to version {supported}"
+    )]
+    ControlSchemaTooNew { found: i32, supported: i32 },
+
+    #[error("task \"{task}\" is already running: {holder}")]
+    TaskBusy { task: String, holder: String },
+
+    #[error("no task named \"{task}\" in the target's pgferry schema")]
+    UnknownTask { task: String },
+
+    #[error(
+        "task \"{task}\" was started as {was}, but the task file now says {now}; a task's \
+         migration type cannot change"
+    )]
+    TaskChanged {
+        task: String,
+        was: String,
+        now: String,
+    },
+
+    #[error("restoring {entry} on the target failed: {message}")]
+    SchemaRestore { entry: String, message: String },
+
+    #[error("{failed} of {total} tables failed to load: {}", list_strs(.tables))]
+    LoadFailed {
+        failed: usize,
+        total: usize,
+        tables: Vec<String>,
+    },
+
+    #[error("{} schema object(s) could not be created after the load: {}", .steps.len(), list_strs(.steps))]
+    PostDataFailed { steps: Vec<String> },
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn list(names: &[QualifiedName]) -> String {
+    list_strs(&names.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
+fn list_strs(items: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    s
+}
+
+impl EngineError {
+    /// What the user should do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::Pg(e) => e.hint(),
+            EngineError::TablesInTheWay { .. } => Some(
+                "choose what to do with them in the task file: target_table_prep_mode = \
+                 \"drop_and_create\" (replace them), \"truncate\" (keep their definition, empty \
+                 them) or \"do_nothing\" (load into them as they are); or exclude them"
+                    .to_owned(),
+            ),
+            EngineError::NothingSelected => Some(
+                "check the [[include]] and [[exclude]] rules; patterns are case-sensitive and \
+                 use % and _ as wildcards"
+                    .to_owned(),
+            ),
+            EngineError::MissingDependency { .. } => Some(
+                "include the schema that holds the dependency, or exclude the table".to_owned(),
+            ),
+            EngineError::ControlSchemaTooNew { .. } => {
+                Some("upgrade pgferry to the version that wrote this schema".to_owned())
+            }
+            EngineError::TaskBusy { .. } => Some(
+                "wait for it to finish, or stop it; two runs of one task would copy the same \
+                 rows twice"
+                    .to_owned(),
+            ),
+            EngineError::UnknownTask { .. } => Some(
+                "check the task name and the target connection, or start the task with \
+                 `pgferry run`"
+                    .to_owned(),
+            ),
+            EngineError::TaskChanged { task, .. } => Some(format!(
+                "give the new task another name, or drop the old state with `pgferry reset \
+                 --task ...` (task \"{task}\")"
+            )),
+            EngineError::SchemaRestore { .. } => Some(
+                "fix the cause on the target (a missing extension or role, for example), then \
+                 run again: pgferry resumes where it stopped"
+                    .to_owned(),
+            ),
+            EngineError::LoadFailed { .. } | EngineError::PostDataFailed { .. } => Some(
+                "`pgferry status` shows each error; fix the cause and run again: finished work \
+                 is not repeated"
+                    .to_owned(),
+            ),
+            EngineError::Interrupted => Some(
+                "run the same command again to resume; finished work is not repeated".to_owned(),
+            ),
+        }
+    }
+
+    /// Whether running again without changing anything may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Pg(e) => e.is_retryable(),
+            EngineError::TaskBusy { .. } | EngineError::Interrupted => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,101 @@
+//! After the schema is complete: sequences take the source's values, and the planner gets
+//! fresh statistics. Both are idempotent, so a crash here just repeats them.
+
+use std::sync::Arc;
+
+use pgferry_pg::catalog::list_sequences;
+use pgferry_pg::{ConnInfo, PgClient, QualifiedName, Side};
+
+use crate::error::Result;
+use crate::queue::WorkQueue;
+use crate::session;
+
+/// Sets every sequence of the migrated schemas to the source's current value. Sequences
+/// that were not created on the target are skipped.
+pub async fn sync_sequences(
+    source: &PgClient,
+    target: &PgClient,
+    schemas: &[String],
+) -> Result<usize> {
+    let sequences = list_sequences(source, schemas).await?;
+    let mut set = 0;
+    for seq in &sequences {
+        let (value, is_called) = match seq.last_value {
+            Some(v) => (v, true),
+            None => (seq.start_value, false),
+        };
+        let row = target
+            .query_one(
+                "setting a sequence",
+                "SELECT pg_catalog.setval(to_regclass($1), $2, $3) IS NOT NULL",
+                &[&seq.name.quoted(), &value, &is_called],
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            set += 1;
+        }
+    }
+    Ok(set)
+}
+
+/// Runs `ANALYZE` on the tables not analysed yet, `jobs` at a time, recording each.
+pub async fn analyze(target_info: &ConnInfo, task: &str, jobs: usize) -> Result<usize> {
+    let control = pgferry_pg::connect(Side::Target, target_info, "pgferry analyze").await?;
+    let rows = control
+        .query(
+            "listing tables to analyze",
+            "SELECT table_id, target_schema, target_table FROM pgferry.table_state
+             WHERE task = $1 AND NOT analyzed ORDER BY estimated_bytes DESC",
+            &[&task],
+        )
+        .await?;
+    let count = rows.len();
+    let queue = Arc::new(WorkQueue::new(
+        rows.iter()
+            .map(|r| {
+                let id: i32 = r.get(0);
+                (
+                    id,
+                    QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+                    Vec::new(),
+                )
+            })
+            .collect(),
+    ));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs.max(1).min(count.max(1)) {
+        let queue = queue.clone();
+        let info = target_info.clone();
+        let task = task.to_owned();
+        workers.spawn(async move {
+            let client = pgferry_pg::connect(Side::Target, &info, "pgferry analyze").await?;
+            client.batch("setting up", session::NO_TIMEOUTS).await?;
+            while let Some((id, table)) = queue.next().await {
+                let analyzed = client
+                    .batch(
+                        &format!("analyzing {table}"),
+                        &format!("ANALYZE {}", table.quoted()),
+                    )
+                    .await;
+                queue.complete(&id, analyzed.is_ok());
+                analyzed?;
+                client
+                    .execute(
+                        "recording ANALYZE",
+                        "UPDATE pgferry.table_state SET analyzed = true
+                         WHERE task = $1 AND table_id = $2",
+                        &[&task, &id],
+                    )
+                    .await?;
+            }
+            Ok::<(), crate::error::EngineError>(())
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            queue.close();
+            return Err(e);
+        }
+    }
+    Ok(count)
+}

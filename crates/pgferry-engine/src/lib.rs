@@ -1,0 +1,27 @@
+//! The pgferry migration engine.
+//!
+//! * [`run`] drives a task through its phases: plan, schema, load, post-data, finish;
+//! * [`plan`] decides tables, formats and chunks; [`schema`] decides and creates schema
+//!   objects; [`load`] copies chunks; [`finish`] sets sequences and statistics;
+//! * [`control`] keeps all state in the target's `pgferry` schema;
+//! * [`validate`] compares source and target; [`status`] reports a task's state;
+//! * [`progress`] exposes live counters to whatever draws them.
+
+pub mod control;
+pub mod error;
+pub mod finish;
+pub mod load;
+pub mod plan;
+pub mod preflight;
+pub mod progress;
+pub mod queue;
+pub mod run;
+pub mod schema;
+pub mod session;
+pub mod snapshot;
+pub mod status;
+pub mod validate;
+
+pub use error::{EngineError, Result};
+pub use progress::{RunProgress, TableProgress, TableState};
+pub use run::{Endpoints, RunSummary, TableSummary, run};

@@ -1,0 +1,260 @@
+//! Which tables to copy, in which format, split into which chunks.
+//!
+//! Planning is pure: it turns catalog facts into a plan, so every rule here is tested without
+//! a database. The plan is stored in the control schema once and reused by every later run
+//! of the task, so a resumed load copies exactly the chunks the first run planned.
+
+use pgferry_config::Selection;
+use pgferry_pg::QualifiedName;
+use pgferry_pg::catalog::Table;
+use pgferry_pg::copy::{BlockRange, CopyFormat};
+use serde::Serialize;
+
+/// One table to copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTable {
+    /// Stable within a task; orders tables in the control schema.
+    pub table_id: i32,
+    pub source_oid: u32,
+    pub source: QualifiedName,
+    pub target: QualifiedName,
+    /// Columns COPY moves, in source order; generated columns are left out.
+    pub columns: Vec<String>,
+    pub format: CopyFormat,
+    pub estimated_rows: Option<i64>,
+    pub estimated_bytes: i64,
+    /// `None` for a whole-table chunk.
+    pub chunks: Vec<Option<BlockRange>>,
+}
+
+/// Settings that shape the plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanSettings {
+    pub chunk_size: u64,
+    pub block_size: i64,
+    /// Whether the source can read a CTID range without scanning the whole table (14+).
+    pub tid_range_scan: bool,
+    /// Copy everything as text, e.g. because the two databases' encodings differ.
+    pub force_text: bool,
+}
+
+/// The tables the selection picks, and the reasons others with rows were left out.
+#[derive(Debug, Clone, Default)]
+pub struct Selected {
+    /// Selected tables with rows (regular tables and leaf partitions).
+    pub tables: Vec<Table>,
+    /// Selected partitioned parents: they have no rows but are created on the target.
+    pub parents: Vec<Table>,
+    pub warnings: Vec<String>,
+}
+
+/// Applies the task's selection. A partition goes with its root, so `orders` selects
+/// `orders_2024` too. Tables that belong to an extension are left out: the extension
+/// creates them on the target.
+pub fn select_tables(all: &[Table], selection: &Selection) -> Selected {
+    let mut selected = Selected::default();
+    for table in all {
+        let name = table.selection_name();
+        if !selection.includes_table(&name.schema, &name.name) {
+            continue;
+        }
+        if let Some(ext) = &table.extension {
+            selected.warnings.push(format!(
+                "{} belongs to extension {ext}; the extension creates it on the target, and \
+                 its rows are not copied",
+                table.name
+            ));
+            continue;
+        }
+        if table.kind == 'p' {
+            selected.parents.push(table.clone());
+        } else {
+            selected.tables.push(table.clone());
+        }
+    }
+    selected
+}
+
+/// Splits a table into block ranges of about `chunk_size` bytes each.
+///
+/// The number of chunks follows the table's total size (heap and TOAST), because TOASTed
+/// values are read along with their rows; the ranges split the heap, where rows live. The
+/// last range is open-ended. Without TID range scans (before PostgreSQL 14) every range
+/// would scan the whole table, so such tables are copied in one piece.
+pub fn chunk_ranges(table: &Table, settings: &PlanSettings) -> Vec<Option<BlockRange>> {
+    let total = table.table_bytes.max(table.heap_bytes).max(0) as u64;
+    let blocks = table.heap_bytes / settings.block_size.max(1);
+    if !settings.tid_range_scan || total <= settings.chunk_size || blocks < 2 {
+        return vec![None];
+    }
+    let count = total.div_ceil(settings.chunk_size).min(blocks as u64) as i64;
+    let per_chunk = (blocks + count - 1) / count;
+    let mut ranges = Vec::with_capacity(count as usize);
+    let mut start = 0;
+    while start < blocks {
+        let end = start + per_chunk;
+        ranges.push(Some(BlockRange {
+            start,
+            end: (end < blocks).then_some(end),
+        }));
+        start = end;
+    }
+    ranges
+}
+
+/// Plans the selected tables, biggest first, so the longest copies start earliest.
+pub fn plan_tables(tables: &[Table], settings: &PlanSettings) -> Vec<PlannedTable> {
+    let mut planned: Vec<PlannedTable> = tables
+        .iter()
+        .map(|t| PlannedTable {
+            table_id: 0,
+            source_oid: t.oid,
+            source: t.name.clone(),
+            target: t.name.clone(),
+            columns: t.copy_columns().map(|c| c.name.clone()).collect(),
+            format: if t.binary_copy_safe && !settings.force_text {
+                CopyFormat::Binary
+            } else {
+                CopyFormat::Text
+            },
+            estimated_rows: t.estimated_rows,
+            estimated_bytes: t.table_bytes,
+            chunks: chunk_ranges(t, settings),
+        })
+        .collect();
+    planned.sort_by(|a, b| {
+        b.estimated_bytes
+            .cmp(&a.estimated_bytes)
+            .then_with(|| a.source.cmp(&b.source))
+    });
+    for (i, t) in planned.iter_mut().enumerate() {
+        t.table_id = i as i32 + 1;
+    }
+    planned
+}
+
+#[cfg(test)]
+mod tests {
+    use pgferry_config::TableRule;
+    use pgferry_pg::catalog::Column;
+
+    use super::*;
+
+    fn table(schema: &str, name: &str, bytes: i64) -> Table {
+        Table {
+            oid: 1,
+            name: QualifiedName::new(schema, name),
+            kind: 'r',
+            partition_root: None,
+            heap_bytes: bytes,
+            table_bytes: bytes,
+            estimated_rows: Some(10),
+            unlogged: false,
+            has_primary_key: true,
+            replica_identity: 'd',
+            row_security: false,
+            can_select: true,
+            extension: None,
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    type_oid: 23,
+                    type_name: "integer".into(),
+                    generated: false,
+                    not_null: true,
+                },
+                Column {
+                    name: "double".into(),
+                    type_oid: 23,
+                    type_name: "integer".into(),
+                    generated: true,
+                    not_null: false,
+                },
+            ],
+            binary_copy_safe: true,
+        }
+    }
+
+    const SETTINGS: PlanSettings = PlanSettings {
+        chunk_size: 100 * 8192,
+        block_size: 8192,
+        tid_range_scan: true,
+        force_text: false,
+    };
+
+    #[test]
+    fn small_tables_are_one_chunk() {
+        assert_eq!(chunk_ranges(&table("s", "t", 8192 * 10), &SETTINGS), vec![None]);
+    }
+
+    #[test]
+    fn big_tables_split_into_contiguous_ranges_with_an_open_end() {
+        let ranges = chunk_ranges(&table("s", "t", 8192 * 1000), &SETTINGS);
+        assert_eq!(ranges.len(), 10);
+        assert_eq!(ranges[0], Some(BlockRange { start: 0, end: Some(100) }));
+        assert_eq!(ranges[9], Some(BlockRange { start: 900, end: None }));
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].unwrap().end, Some(pair[1].unwrap().start));
+        }
+    }
+
+    #[test]
+    fn toast_heavy_tables_split_their_few_heap_blocks() {
+        let mut t = table("s", "blobs", 8192 * 4);
+        t.table_bytes = 8192 * 1000;
+        let ranges = chunk_ranges(&t, &SETTINGS);
+        assert_eq!(ranges.len(), 4, "never more chunks than blocks");
+        assert_eq!(ranges[3], Some(BlockRange { start: 3, end: None }));
+    }
+
+    #[test]
+    fn without_tid_range_scans_tables_stay_whole() {
+        let settings = PlanSettings {
+            tid_range_scan: false,
+            ..SETTINGS
+        };
+        assert_eq!(chunk_ranges(&table("s", "t", 8192 * 1000), &settings), vec![None]);
+    }
+
+    #[test]
+    fn partitions_follow_their_root_and_extension_tables_are_left_out() {
+        let mut part = table("public", "orders_2024", 10);
+        part.partition_root = Some(QualifiedName::new("public", "orders"));
+        let mut parent = table("public", "orders", 0);
+        parent.kind = 'p';
+        let mut ext = table("public", "spatial_ref_sys", 10);
+        ext.extension = Some("postgis".into());
+        let other = table("audit", "log", 10);
+        let selection = Selection::new(vec![TableRule::new("public", "%")], vec![]);
+        let s = select_tables(&[part, parent, ext, other], &selection);
+        assert_eq!(s.tables.len(), 1);
+        assert_eq!(s.tables[0].name.name, "orders_2024");
+        assert_eq!(s.parents.len(), 1);
+        assert!(s.warnings[0].contains("postgis"));
+        let only_other = Selection::new(vec![TableRule::new("public", "orders")], vec![]);
+        let mut part = table("public", "orders_2024", 10);
+        part.partition_root = Some(QualifiedName::new("public", "orders"));
+        assert_eq!(select_tables(&[part], &only_other).tables.len(), 1);
+    }
+
+    #[test]
+    fn plans_put_big_tables_first_and_skip_generated_columns() {
+        let mut odd = table("s", "odd", 10);
+        odd.binary_copy_safe = false;
+        let planned = plan_tables(&[table("s", "small", 1), odd, table("s", "big", 99)], &SETTINGS);
+        let names: Vec<_> = planned.iter().map(|p| p.source.name.as_str()).collect();
+        assert_eq!(names, ["big", "odd", "small"]);
+        assert_eq!(planned[0].table_id, 1);
+        assert_eq!(planned[0].columns, ["id"]);
+        assert_eq!(planned[1].format, CopyFormat::Text);
+        assert_eq!(planned[0].format, CopyFormat::Binary);
+        let text = plan_tables(
+            &[table("s", "t", 1)],
+            &PlanSettings {
+                force_text: true,
+                ..SETTINGS
+            },
+        );
+        assert_eq!(text[0].format, CopyFormat::Text);
+    }
+}

@@ -1,0 +1,649 @@
+//! `pgferry run`: a task from wherever it stands to done.
+//!
+//! ```text
+//!   plan ──► pre-data ──► load chunks ──► post-data ──► sequences, ANALYZE ──► done
+//!   (one target txn)  (one txn)   (txn per chunk)  (txn per step)
+//! ```
+//!
+//! Each arrow is a phase change recorded in the control schema, in the same transaction as
+//! the work that completes the phase where there is one. A run that starts finds the task's
+//! phase there and continues from it; work already recorded done is never repeated.
+//!
+//! Consistency: planning and the copy read one exported snapshot, so a load that runs
+//! through without a restart copies the source as of one instant. A load resumed after a
+//! crash copies its remaining chunks from a new snapshot; with CDC (a later phase), the
+//! change stream reconciles that difference.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgferry_config::{Task, TargetTablePrepMode};
+use pgferry_pg::catalog::{self, ServerInfo};
+use pgferry_pg::copy::{BlockRange, CopyFormat};
+use pgferry_pg::dump::{PgTools, RenderOptions};
+use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
+use serde::Serialize;
+
+use crate::control::{self, Level, Phase};
+use crate::error::{EngineError, Result};
+use crate::load::{self, ChunkJob, LoadContext, TableJob};
+use crate::plan::{self, PlanSettings};
+use crate::progress::{RunProgress, TableProgress, TableState};
+use crate::snapshot::{self, SnapshotHolder};
+use crate::{finish, preflight, schema};
+
+/// Both sides' connection details, resolved from the task.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub source: ConnInfo,
+    pub target: ConnInfo,
+}
+
+impl Endpoints {
+    pub fn resolve(task: &Task) -> Result<Self> {
+        let resolve = |side, endpoint: &pgferry_config::Endpoint| {
+            let info = ConnInfo::resolve(&endpoint.url, endpoint.password.as_ref())
+                .map_err(|source| EngineError::Pg(PgError::ConnInfo { side, source }))?;
+            for ignored in &info.ignored {
+                tracing::warn!(side = %side, option = %ignored, "connection option ignored");
+            }
+            Ok::<_, EngineError>(info)
+        };
+        Ok(Endpoints {
+            source: resolve(Side::Source, &task.source)?,
+            target: resolve(Side::Target, &task.target)?,
+        })
+    }
+}
+
+/// One table in the final summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSummary {
+    pub table: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub seconds: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub task: String,
+    /// The task was already done when this run started.
+    pub already_done: bool,
+    pub tables: Vec<TableSummary>,
+    pub rows: i64,
+    pub bytes: i64,
+    /// Wall time of the load phase, across runs.
+    pub load_seconds: f64,
+    /// Wall time of this run.
+    pub run_seconds: f64,
+    pub schema_objects: usize,
+    pub sequences: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Runs the task to completion. On failure the error is also recorded with the task, for
+/// `status`.
+pub async fn run(task: &Task, progress: Arc<RunProgress>) -> Result<RunSummary> {
+    let endpoints = Endpoints::resolve(task)?;
+    let result = run_phases(task, &endpoints, &progress).await;
+    if let Err(e) = &result {
+        record_error(&endpoints.target, &task.name, e).await;
+    }
+    result
+}
+
+async fn record_error(target: &ConnInfo, task: &str, error: &EngineError) {
+    if matches!(error, EngineError::TaskBusy { .. }) {
+        return;
+    }
+    let Ok(client) = pgferry_pg::connect(Side::Target, target, "pgferry").await else {
+        return;
+    };
+    if control::schema_exists(&client).await.unwrap_or(false)
+        && control::load_task(&client, task).await.ok().flatten().is_some()
+    {
+        let message = error.to_string();
+        let _ = control::set_last_error(&client, task, &message).await;
+        let _ = control::event(client.raw(), task, Level::Error, "run", &message, None).await;
+    }
+}
+
+/// The in-scope schemas of the source.
+async fn scope_schemas(source: &PgClient, task: &Task) -> Result<Vec<String>> {
+    Ok(catalog::list_schemas(source)
+        .await?
+        .into_iter()
+        .filter(|s| task.selection.includes_schema(s))
+        .collect())
+}
+
+async fn run_phases(
+    task: &Task,
+    endpoints: &Endpoints,
+    progress: &Arc<RunProgress>,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    progress.set_phase("connecting");
+    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
+    let mut control_client =
+        pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry control").await?;
+    let source_info = ServerInfo::load(&source).await?;
+    let target_info = ServerInfo::load(&control_client).await?;
+    preflight::check_source(task, &source_info)?;
+    let schemas = scope_schemas(&source, task).await?;
+    preflight::check_target(&control_client, &target_info, &schemas).await?;
+    if target_info.major() < source_info.major() {
+        warnings.push(format!(
+            "the target runs PostgreSQL {} and the source {}: objects using newer syntax may \
+             fail to restore",
+            target_info.version, source_info.version
+        ));
+    }
+    control::ensure_schema(&mut control_client).await?;
+    control::lock_task(&control_client, &task.name).await?;
+
+    let mut snapshot_holder: Option<SnapshotHolder> = None;
+    let existing = control::load_task(&control_client, &task.name).await?;
+    if let Some(row) = &existing {
+        if row.migration_type != task.migration_type.as_str() {
+            return Err(EngineError::TaskChanged {
+                task: task.name.clone(),
+                was: row.migration_type.clone(),
+                now: task.migration_type.as_str().to_owned(),
+            });
+        }
+        if row.phase == Phase::Done {
+            return summarize(&control_client, task, true, started, 0, 0, warnings).await;
+        }
+        tracing::info!(phase = row.phase.as_str(), "resuming task");
+        control::event(
+            control_client.raw(),
+            &task.name,
+            Level::Info,
+            "run",
+            &format!("run resumed in phase {}", row.phase.as_str()),
+            None,
+        )
+        .await?;
+    } else {
+        progress.set_phase("planning");
+        let tools = PgTools::locate(source_info.major()).await?;
+        let holder = SnapshotHolder::export(&endpoints.source).await?;
+        let planned = plan_task(
+            task,
+            &tools,
+            endpoints,
+            &source_info,
+            &target_info,
+            &mut control_client,
+            holder.name(),
+        )
+        .await?;
+        warnings.extend(planned);
+        snapshot_holder = Some(holder);
+    }
+    let row = control::load_task(&control_client, &task.name)
+        .await?
+        .ok_or_else(|| EngineError::UnknownTask {
+            task: task.name.clone(),
+        })?;
+    let mut phase = row.phase;
+    let preamble = row.schema_preamble.clone().unwrap_or_default();
+
+    if phase == Phase::Planned {
+        progress.set_phase("schema");
+        let existing: Vec<QualifiedName> = existing_tables(&control_client, &task.name).await?;
+        let notes = schema::restore_pre_data(
+            &mut control_client,
+            &task.name,
+            &preamble,
+            task.full_load.target_table_prep_mode,
+            &existing,
+        )
+        .await?;
+        warnings.extend(notes);
+        phase = Phase::Loading;
+    }
+
+    let tables = table_jobs(&control_client, &task.name).await?;
+    progress.set_tables(tables.iter().map(|t| t.progress.clone()).collect());
+
+    if phase == Phase::Loading {
+        progress.set_phase("load");
+        let chunks = pending_chunks(&control_client, &task.name, &tables).await?;
+        if !chunks.is_empty() {
+            let holder = match snapshot_holder.take() {
+                Some(h) if h.is_alive() => h,
+                _ => {
+                    let message = "the load resumes from a new snapshot: chunks copied before \
+                                   the restart reflect the source at that earlier time";
+                    control::event(
+                        control_client.raw(),
+                        &task.name,
+                        Level::Warning,
+                        "load",
+                        message,
+                        None,
+                    )
+                    .await?;
+                    SnapshotHolder::export(&endpoints.source).await?
+                }
+            };
+            let ctx = Arc::new(LoadContext {
+                task: task.name.clone(),
+                source: endpoints.source.clone(),
+                target: endpoints.target.clone(),
+                snapshot: holder.name().to_owned(),
+            });
+            let outcome = load::run(ctx, chunks, task.full_load.jobs).await?;
+            drop(holder);
+            if !outcome.failed.is_empty() {
+                return Err(EngineError::LoadFailed {
+                    failed: outcome.failed.len(),
+                    total: tables.len(),
+                    tables: outcome
+                        .failed
+                        .iter()
+                        .map(|(t, e)| format!("{t} ({e})"))
+                        .collect(),
+                });
+            }
+        }
+        control::set_phase(control_client.raw(), &task.name, Phase::PostData).await?;
+        control::event(
+            control_client.raw(),
+            &task.name,
+            Level::Info,
+            "load",
+            &format!("all {} tables loaded", tables.len()),
+            None,
+        )
+        .await?;
+        phase = Phase::PostData;
+    }
+    drop(snapshot_holder);
+
+    let mut schema_objects = 0;
+    if phase == Phase::PostData {
+        progress.set_phase("indexes and constraints");
+        let outcome = schema::run_post_data(
+            &endpoints.target,
+            &control_client,
+            &task.name,
+            &preamble,
+            task.full_load.jobs,
+            task.full_load.target_table_prep_mode != TargetTablePrepMode::Fail,
+            progress,
+        )
+        .await?;
+        warnings.extend(outcome.skipped);
+        schema_objects = outcome.done;
+        if !outcome.failed.is_empty() {
+            return Err(EngineError::PostDataFailed {
+                steps: outcome.failed,
+            });
+        }
+        control::set_phase(control_client.raw(), &task.name, Phase::Finishing).await?;
+        phase = Phase::Finishing;
+    }
+
+    let mut sequences = 0;
+    if phase == Phase::Finishing {
+        progress.set_phase("sequences and statistics");
+        sequences = finish::sync_sequences(&source, &control_client, &schemas).await?;
+        finish::analyze(&endpoints.target, &task.name, task.full_load.jobs).await?;
+        control::set_phase(control_client.raw(), &task.name, Phase::Done).await?;
+        control::event(
+            control_client.raw(),
+            &task.name,
+            Level::Info,
+            "run",
+            &format!("full load complete; {sequences} sequences set"),
+            None,
+        )
+        .await?;
+    }
+    progress.set_phase("done");
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    summarize(
+        &control_client,
+        task,
+        false,
+        started,
+        schema_objects,
+        sequences,
+        warnings,
+    )
+    .await
+}
+
+/// Plans a new task under `snapshot` and stores the plan, the schema and the task row in one
+/// target transaction. Returns warnings for the user.
+async fn plan_task(
+    task: &Task,
+    tools: &PgTools,
+    endpoints: &Endpoints,
+    source_info: &ServerInfo,
+    target_info: &ServerInfo,
+    control_client: &mut PgClient,
+    snapshot: &str,
+) -> Result<Vec<String>> {
+    let reader = snapshot::reader(&endpoints.source, snapshot, "pgferry plan").await?;
+    let all = catalog::list_tables(&reader).await?;
+    let selected = plan::select_tables(&all, &task.selection);
+    let mut warnings = selected.warnings.clone();
+    if selected.tables.is_empty() && selected.parents.is_empty() {
+        return Err(EngineError::NothingSelected);
+    }
+    preflight::check_source_tables(source_info, &selected.tables)?;
+
+    let names: Vec<QualifiedName> = selected
+        .tables
+        .iter()
+        .chain(&selected.parents)
+        .map(|t| t.name.clone())
+        .collect();
+    let existing = catalog::existing_relations(control_client, &names).await?;
+    let prep = task.full_load.target_table_prep_mode;
+    if !existing.is_empty() && prep == TargetTablePrepMode::Fail {
+        return Err(EngineError::TablesInTheWay { tables: existing });
+    }
+    let existing_set: HashSet<&QualifiedName> = existing.iter().collect();
+    let kept_existing: HashSet<u32> = match prep {
+        TargetTablePrepMode::Truncate | TargetTablePrepMode::DoNothing => selected
+            .tables
+            .iter()
+            .chain(&selected.parents)
+            .filter(|t| existing_set.contains(&t.name))
+            .map(|t| t.oid)
+            .collect(),
+        _ => HashSet::new(),
+    };
+
+    let settings = PlanSettings {
+        chunk_size: task.full_load.chunk_size,
+        block_size: source_info.block_size,
+        tid_range_scan: source_info.has_tid_range_scan(),
+        force_text: source_info.encoding != target_info.encoding,
+    };
+    if settings.force_text {
+        warnings.push(format!(
+            "the source's encoding is {} and the target's {}: every table is copied as text, \
+             which converts it",
+            source_info.encoding, target_info.encoding
+        ));
+    }
+    let planned = plan::plan_tables(&selected.tables, &settings);
+
+    let archive = tempfile::NamedTempFile::new().map_err(|e| PgError::Io {
+        context: "creating a file for the schema dump".to_owned(),
+        source: e,
+    })?;
+    tools
+        .dump_schema(&endpoints.source, Some(snapshot), archive.path())
+        .await?;
+    let all_oids: HashSet<u32> = all.iter().map(|t| t.oid).collect();
+    let selected_oids: HashSet<u32> = selected
+        .tables
+        .iter()
+        .chain(&selected.parents)
+        .map(|t| t.oid)
+        .collect();
+    let schema_plan = schema::plan_schema(
+        tools,
+        archive.path(),
+        &reader,
+        &task.selection,
+        &all_oids,
+        &selected_oids,
+        &kept_existing,
+        &RenderOptions {
+            keep_owners: task.full_load.keep_owners,
+            keep_privileges: task.full_load.keep_privileges,
+        },
+    )
+    .await?;
+    warnings.extend(schema_plan.warnings.iter().cloned());
+    let archive_bytes = std::fs::read(archive.path()).map_err(|e| PgError::Io {
+        context: "reading the schema dump".to_owned(),
+        source: e,
+    })?;
+
+    let err = |context: &'static str| {
+        move |e| EngineError::Pg(PgError::query(Side::Target, context, e))
+    };
+    let existing_json = serde_json::to_value(&existing).unwrap_or_default();
+    let tx = control_client
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(err("storing the plan"))?;
+    tx.execute(
+        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target,
+                                   schema_archive, schema_preamble, existing_tables)
+         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8)",
+        &[
+            &task.name,
+            &task.migration_type.as_str(),
+            &task.settings_json(),
+            &endpoints.source.describe(),
+            &endpoints.target.describe(),
+            &archive_bytes,
+            &schema_plan.preamble,
+            &existing_json,
+        ],
+    )
+    .await
+    .map_err(err("storing the plan"))?;
+    let insert_table = tx
+        .prepare(
+            "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
+                 target_schema, target_table, copy_format, columns, estimated_rows,
+                 estimated_bytes, chunks_total, existed_before)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .await
+        .map_err(err("storing the plan"))?;
+    let insert_chunk = tx
+        .prepare(
+            "INSERT INTO pgferry.chunk (task, table_id, chunk_no, start_block, end_block)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await
+        .map_err(err("storing the plan"))?;
+    let mut chunk_count = 0;
+    for t in &planned {
+        let columns = serde_json::to_value(&t.columns).unwrap_or_default();
+        tx.execute(
+            &insert_table,
+            &[
+                &task.name,
+                &t.table_id,
+                &t.source.schema,
+                &t.source.name,
+                &t.target.schema,
+                &t.target.name,
+                &t.format.as_str(),
+                &columns,
+                &t.estimated_rows,
+                &t.estimated_bytes,
+                &(t.chunks.len() as i32),
+                &existing_set.contains(&t.target),
+            ],
+        )
+        .await
+        .map_err(err("storing the plan"))?;
+        for (i, range) in t.chunks.iter().enumerate() {
+            let start = range.map(|r| r.start);
+            let end = range.and_then(|r| r.end);
+            tx.execute(
+                &insert_chunk,
+                &[&task.name, &t.table_id, &(i as i32), &start, &end],
+            )
+            .await
+            .map_err(err("storing the plan"))?;
+            chunk_count += 1;
+        }
+    }
+    schema::store_steps(&tx, &task.name, &schema_plan.steps).await?;
+    control::event(
+        &tx,
+        &task.name,
+        Level::Info,
+        "plan",
+        &format!(
+            "planned {} tables in {chunk_count} chunks and {} schema objects",
+            planned.len(),
+            schema_plan.steps.len()
+        ),
+        None,
+    )
+    .await?;
+    for w in &warnings {
+        control::event(&tx, &task.name, Level::Warning, "plan", w, None).await?;
+    }
+    tx.commit().await.map_err(err("storing the plan"))?;
+    Ok(warnings)
+}
+
+async fn existing_tables(client: &PgClient, task: &str) -> Result<Vec<QualifiedName>> {
+    let row = client
+        .query_one(
+            "reading the tables in the way",
+            "SELECT existing_tables FROM pgferry.task WHERE name = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(serde_json::from_value(row.get(0)).unwrap_or_default())
+}
+
+/// The task's tables with their progress so far.
+async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>> {
+    let rows = client
+        .query(
+            "reading the table plan",
+            "SELECT table_id, source_schema, source_table, target_schema, target_table,
+                    copy_format, columns, estimated_rows, estimated_bytes, chunks_total,
+                    chunks_done, rows_copied, bytes_copied, state
+             FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let source = QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2));
+            let progress = TableProgress::new(
+                r.get(0),
+                source.clone(),
+                r.get(7),
+                r.get(8),
+                r.get::<_, i32>(9) as u32,
+            );
+            progress
+                .chunks_done
+                .store(r.get::<_, i32>(10) as u32, std::sync::atomic::Ordering::Relaxed);
+            progress
+                .rows_done
+                .store(r.get(11), std::sync::atomic::Ordering::Relaxed);
+            progress
+                .bytes_done
+                .store(r.get(12), std::sync::atomic::Ordering::Relaxed);
+            if r.get::<_, &str>(13) == "loaded" {
+                progress.set_state(TableState::Loaded);
+            }
+            Arc::new(TableJob {
+                table_id: r.get(0),
+                source,
+                target: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
+                columns: serde_json::from_value(r.get(6)).unwrap_or_default(),
+                format: CopyFormat::parse(r.get(5)).unwrap_or(CopyFormat::Text),
+                progress: Arc::new(progress),
+            })
+        })
+        .collect())
+}
+
+async fn pending_chunks(
+    client: &PgClient,
+    task: &str,
+    tables: &[Arc<TableJob>],
+) -> Result<Vec<ChunkJob>> {
+    let by_id: HashMap<i32, &Arc<TableJob>> = tables.iter().map(|t| (t.table_id, t)).collect();
+    let rows = client
+        .query(
+            "reading pending chunks",
+            "SELECT table_id, chunk_no, start_block, end_block FROM pgferry.chunk
+             WHERE task = $1 AND state <> 'done' ORDER BY table_id, chunk_no",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let table = by_id.get(&r.get::<_, i32>(0))?;
+            let start: Option<i64> = r.get(2);
+            Some(ChunkJob {
+                table: (*table).clone(),
+                chunk_no: r.get(1),
+                range: start.map(|start| BlockRange {
+                    start,
+                    end: r.get(3),
+                }),
+            })
+        })
+        .collect())
+}
+
+async fn summarize(
+    client: &PgClient,
+    task: &Task,
+    already_done: bool,
+    started: Instant,
+    schema_objects: usize,
+    sequences: usize,
+    warnings: Vec<String>,
+) -> Result<RunSummary> {
+    let rows = client
+        .query(
+            "summarizing",
+            "SELECT target_schema, target_table, rows_copied, bytes_copied,
+                    coalesce((SELECT sum(seconds) FROM pgferry.chunk c
+                              WHERE c.task = t.task AND c.table_id = t.table_id), 0)
+             FROM pgferry.table_state t WHERE task = $1 ORDER BY table_id",
+            &[&task.name],
+        )
+        .await?;
+    let tables: Vec<TableSummary> = rows
+        .iter()
+        .map(|r| TableSummary {
+            table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)).to_string(),
+            rows: r.get(2),
+            bytes: r.get(3),
+            seconds: r.get(4),
+        })
+        .collect();
+    let task_row = control::load_task(client, &task.name).await?;
+    let load_seconds = task_row
+        .and_then(|t| (t.load_finished_at? - t.load_started_at?).to_std().ok())
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
+    Ok(RunSummary {
+        task: task.name.clone(),
+        already_done,
+        rows: tables.iter().map(|t| t.rows).sum(),
+        bytes: tables.iter().map(|t| t.bytes).sum(),
+        tables,
+        load_seconds,
+        run_seconds: started.elapsed().as_secs_f64(),
+        schema_objects,
+        sequences,
+        warnings,
+    })
+}

@@ -1,0 +1,874 @@
+//! Schema: which objects to create on the target, and creating them.
+//!
+//! The source's schema is dumped once, under the load's snapshot, by `pg_dump`. From its
+//! table of contents pgferry keeps every object except:
+//! * tables the selection leaves out, and objects in schemas it leaves out entirely;
+//! * everything that depends on a left-out object (a view over an excluded table, a
+//!   foreign key to it), transitively, with a warning naming each one.
+//!
+//! Each kept entry becomes a *step* with its own SQL. Steps of the pre-data section (types,
+//! functions, tables, views) run in one target transaction before the load, together with
+//! the marks that record them done. Post-data steps run after the load, in parallel, each
+//! in its own transaction with its mark: indexes and keys first, then foreign keys, then the
+//! rest (triggers, rules, policies, materialized view contents). A crash at any point leaves
+//! every step either done and marked, or neither; the next run does the rest.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pgferry_config::{Selection, TargetTablePrepMode};
+use pgferry_pg::dump::{PgTools, RenderOptions, Section, TocEntry};
+use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side, describe_pg_error};
+use serde::Serialize;
+
+use crate::control::{self, Level};
+use crate::error::{EngineError, Result};
+use crate::progress::RunProgress;
+use crate::queue::WorkQueue;
+use crate::session;
+
+/// TOC entries that describe the dump itself or the database, never objects to create.
+const NEVER_RESTORED: &[&str] = &[
+    "ENCODING",
+    "STDSTRINGS",
+    "SEARCHPATH",
+    "DATABASE",
+    "DATABASE PROPERTIES",
+    "TABLE DATA",
+    "SEQUENCE SET",
+    "BLOB",
+    "BLOBS",
+    "BLOB METADATA",
+    "LARGE OBJECT",
+];
+
+/// Kinds that belong to one table and make no sense without it (or when it was kept as it
+/// was on the target).
+const TABLE_ATTACHED: &[&str] = &[
+    "DEFAULT",
+    "SEQUENCE OWNED BY",
+    "COMMENT",
+    "SECURITY LABEL",
+    "ACL",
+    "ROW SECURITY",
+    "TABLE ATTACH",
+    "CONSTRAINT",
+    "CHECK CONSTRAINT",
+    "FK CONSTRAINT",
+    "INDEX",
+    "INDEX ATTACH",
+    "TRIGGER",
+    "RULE",
+    "POLICY",
+    "STATISTICS",
+];
+
+/// SQLSTATEs that mean "this object already exists".
+const DUPLICATE_OBJECT: &[&str] = &["42P06", "42P07", "42710", "42723", "42P16", "42P04"];
+
+/// Lock conflicts between parallel DDL: retried.
+const RETRY_SQLSTATES: &[&str] = &["40P01", "40001", "55P03"];
+
+/// How many times a post-data step is retried after a deadlock with a concurrent step.
+const STEP_ATTEMPTS: u32 = 4;
+
+/// One object to create on the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub dump_id: i32,
+    pub section: Section,
+    pub ordinal: i32,
+    /// Post-data order: 1 indexes and keys, 2 foreign keys, 3 everything else.
+    pub phase: i32,
+    pub kind: String,
+    pub label: String,
+    pub depends_on: Vec<i32>,
+    pub sql: String,
+    /// Why the step is not run at all, decided at planning time.
+    pub skip: Option<String>,
+}
+
+/// The schema part of a task's plan.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaPlan {
+    pub preamble: String,
+    pub steps: Vec<Step>,
+    pub warnings: Vec<String>,
+}
+
+fn post_data_phase(kind: &str) -> i32 {
+    match kind {
+        "INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT" | "INDEX ATTACH" => 1,
+        "FK CONSTRAINT" => 2,
+        _ => 3,
+    }
+}
+
+/// What the schema filter needs to know about the source and the selection.
+pub struct FilterInput<'a> {
+    pub selection: &'a Selection,
+    /// OIDs of every table and partitioned table on the source.
+    pub all_tables: &'a HashSet<u32>,
+    /// OIDs of the selected ones.
+    pub selected: &'a HashSet<u32>,
+    /// Selected tables kept as they are on the target (`truncate`, `do_nothing`).
+    pub kept_existing: &'a HashSet<u32>,
+    /// Schema of each entry with a catalog identity, keyed by dump id.
+    pub entry_schema: &'a HashMap<i32, String>,
+}
+
+/// The filter's verdict on a TOC.
+#[derive(Debug, Default)]
+pub struct Filtered {
+    pub keep: Vec<TocEntry>,
+    pub skip: HashMap<i32, String>,
+    pub warnings: Vec<String>,
+}
+
+/// Decides which TOC entries become steps. Pure, so it is tested without pg_dump.
+pub fn filter_toc(toc: &[TocEntry], input: &FilterInput<'_>) -> Result<Filtered> {
+    let by_id: HashMap<i32, &TocEntry> = toc.iter().map(|e| (e.dump_id, e)).collect();
+    // Why each left-out entry is left out: `None` for a direct decision, `Some(dep)` when it
+    // depends on another left-out entry.
+    let mut excluded: HashMap<i32, Option<i32>> = HashMap::new();
+    for e in toc {
+        let is_table = e.desc == "TABLE" && e.class_oid == 1259;
+        let unselected_table = is_table
+            && input.all_tables.contains(&e.obj_oid)
+            && !input.selected.contains(&e.obj_oid);
+        let out_of_scope = input
+            .entry_schema
+            .get(&e.dump_id)
+            .is_some_and(|s| !input.selection.includes_schema(s));
+        if NEVER_RESTORED.contains(&e.desc.as_str()) || unselected_table || out_of_scope {
+            excluded.insert(e.dump_id, None);
+        }
+    }
+    // Follow dependencies to a fixed point; pg_dump sorts its TOC so this is usually one pass.
+    loop {
+        let mut changed = false;
+        for e in toc {
+            if excluded.contains_key(&e.dump_id) {
+                continue;
+            }
+            if let Some(dep) = e.deps.iter().find(|d| excluded.contains_key(d)) {
+                excluded.insert(e.dump_id, Some(*dep));
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut filtered = Filtered::default();
+    // The root cause of an exclusion, for messages.
+    let root = |mut id: i32| -> i32 {
+        while let Some(Some(next)) = excluded.get(&id) {
+            id = *next;
+        }
+        id
+    };
+    for e in toc {
+        match excluded.get(&e.dump_id) {
+            Some(Some(_)) => {
+                let cause = by_id
+                    .get(&root(e.dump_id))
+                    .map(|c| c.label())
+                    .unwrap_or_default();
+                if e.desc == "TABLE" && input.selected.contains(&e.obj_oid) {
+                    return Err(EngineError::MissingDependency {
+                        table: e.label(),
+                        dependency: cause,
+                    });
+                }
+                let in_scope = input
+                    .entry_schema
+                    .get(&e.dump_id)
+                    .is_none_or(|s| input.selection.includes_schema(s));
+                if in_scope && !TABLE_ATTACHED.contains(&e.desc.as_str()) {
+                    filtered.warnings.push(format!(
+                        "{} is not created: it depends on {cause}, which is not migrated",
+                        e.label()
+                    ));
+                }
+            }
+            Some(None) => {}
+            None => {
+                if e.desc == "TABLE" && input.kept_existing.contains(&e.obj_oid) {
+                    filtered.skip.insert(
+                        e.dump_id,
+                        "the table already exists on the target and is kept as it is".to_owned(),
+                    );
+                } else if TABLE_ATTACHED.contains(&e.desc.as_str())
+                    && e.deps.iter().any(|d| {
+                        by_id.get(d).is_some_and(|t| {
+                            t.desc == "TABLE" && input.kept_existing.contains(&t.obj_oid)
+                        })
+                    })
+                {
+                    filtered.skip.insert(
+                        e.dump_id,
+                        "belongs to a table that existed on the target before the load"
+                            .to_owned(),
+                    );
+                }
+                filtered.keep.push(e.clone());
+            }
+        }
+    }
+    Ok(filtered)
+}
+
+/// Looks up the schema of every TOC entry that has a catalog identity.
+async fn entry_schemas(reader: &PgClient, toc: &[TocEntry]) -> Result<HashMap<i32, String>> {
+    let with_identity: Vec<&TocEntry> = toc
+        .iter()
+        .filter(|e| e.class_oid != 0 && e.obj_oid != 0)
+        .collect();
+    let ids: Vec<i32> = with_identity.iter().map(|e| e.dump_id).collect();
+    let classes: Vec<u32> = with_identity.iter().map(|e| e.class_oid).collect();
+    let oids: Vec<u32> = with_identity.iter().map(|e| e.obj_oid).collect();
+    let rows = reader
+        .query(
+            "identifying schema objects",
+            "SELECT x.id,
+                    CASE WHEN x.c = 'pg_namespace'::regclass
+                         THEN (SELECT nspname::text FROM pg_namespace WHERE oid = x.o)
+                         ELSE (pg_identify_object(x.c, x.o, 0)).schema END
+             FROM unnest($1::int[], $2::oid[], $3::oid[]) AS x(id, c, o)",
+            &[&ids, &classes, &oids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get::<_, i32>(0), r.get::<_, Option<String>>(1)?)))
+        .collect())
+}
+
+/// Builds the schema steps of a task from a dumped archive.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_schema(
+    tools: &PgTools,
+    archive: &Path,
+    reader: &PgClient,
+    selection: &Selection,
+    all_tables: &HashSet<u32>,
+    selected: &HashSet<u32>,
+    kept_existing: &HashSet<u32>,
+    options: &RenderOptions,
+) -> Result<SchemaPlan> {
+    let toc = tools.read_toc(archive).await?;
+    let entry_schema = entry_schemas(reader, &toc).await?;
+    let filtered = filter_toc(
+        &toc,
+        &FilterInput {
+            selection,
+            all_tables,
+            selected,
+            kept_existing,
+            entry_schema: &entry_schema,
+        },
+    )?;
+    let mut plan = SchemaPlan {
+        warnings: filtered.warnings,
+        ..SchemaPlan::default()
+    };
+    for section in [Section::PreData, Section::PostData] {
+        let entries: Vec<&TocEntry> = filtered
+            .keep
+            .iter()
+            .filter(|e| e.section == section)
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let script = tools.render(archive, &entries, options).await?;
+        if section == Section::PreData || plan.preamble.is_empty() {
+            plan.preamble = script.preamble.clone();
+        }
+        let sql: HashMap<i32, String> = script.entries.into_iter().collect();
+        for e in entries {
+            plan.steps.push(Step {
+                dump_id: e.dump_id,
+                section,
+                ordinal: plan.steps.len() as i32,
+                phase: match section {
+                    Section::PreData => 0,
+                    Section::PostData => post_data_phase(&e.desc),
+                },
+                kind: e.desc.clone(),
+                label: e.label(),
+                depends_on: e.deps.clone(),
+                sql: sql.get(&e.dump_id).cloned().unwrap_or_default(),
+                skip: filtered.skip.get(&e.dump_id).cloned(),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// Stores the steps in the control schema, inside the caller's planning transaction.
+pub async fn store_steps(
+    tx: &tokio_postgres::Transaction<'_>,
+    task: &str,
+    steps: &[Step],
+) -> Result<()> {
+    let insert = tx
+        .prepare(
+            "INSERT INTO pgferry.schema_step
+                (task, dump_id, section, ordinal, phase, kind, label, depends_on, sql, state, note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await
+        .map_err(|e| PgError::query(Side::Target, "storing the schema plan", e))?;
+    for s in steps {
+        let section = match s.section {
+            Section::PreData => "pre-data",
+            Section::PostData => "post-data",
+        };
+        let state = if s.skip.is_some() { "skipped" } else { "pending" };
+        tx.execute(
+            &insert,
+            &[
+                &task,
+                &s.dump_id,
+                &section,
+                &s.ordinal,
+                &s.phase,
+                &s.kind,
+                &s.label,
+                &s.depends_on,
+                &s.sql,
+                &state,
+                &s.skip,
+            ],
+        )
+        .await
+        .map_err(|e| PgError::query(Side::Target, "storing the schema plan", e))?;
+    }
+    Ok(())
+}
+
+/// A stored step, as the executors read it back.
+#[derive(Debug, Clone)]
+struct StoredStep {
+    dump_id: i32,
+    phase: i32,
+    kind: String,
+    label: String,
+    depends_on: Vec<i32>,
+    sql: String,
+}
+
+async fn pending_steps(client: &PgClient, task: &str, section: &str) -> Result<Vec<StoredStep>> {
+    let rows = client
+        .query(
+            "reading the schema plan",
+            "SELECT dump_id, phase, kind, label, depends_on, sql FROM pgferry.schema_step
+             WHERE task = $1 AND section = $2 AND state IN ('pending', 'failed')
+             ORDER BY ordinal",
+            &[&task, &section],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredStep {
+            dump_id: r.get(0),
+            phase: r.get(1),
+            kind: r.get(2),
+            label: r.get(3),
+            depends_on: r.get(4),
+            sql: r.get(5),
+        })
+        .collect())
+}
+
+/// Steps that did not run: failed, or blocked by a failure.
+async fn unfinished_steps(client: &PgClient, task: &str) -> Result<HashSet<i32>> {
+    let rows = client
+        .query(
+            "reading the schema plan",
+            "SELECT dump_id FROM pgferry.schema_step
+             WHERE task = $1 AND state IN ('pending', 'failed')",
+            &[&task],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|d| d.code().code())
+}
+
+/// Restores the pre-data schema in one transaction, and with it everything that must
+/// happen before the first row is copied: dropping or emptying tables in the way, and
+/// moving the task to the loading phase.
+pub async fn restore_pre_data(
+    target: &mut PgClient,
+    task: &str,
+    preamble: &str,
+    prep: TargetTablePrepMode,
+    existing: &[QualifiedName],
+) -> Result<Vec<String>> {
+    let steps = pending_steps(target, task, "pre-data").await?;
+    let err = |context: &str| {
+        let context = context.to_owned();
+        move |e| EngineError::Pg(PgError::query(Side::Target, context, e))
+    };
+    let mut notes = Vec::new();
+    let tx = target
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(err("starting the schema restore"))?;
+    tx.batch_execute(session::NO_TIMEOUTS)
+        .await
+        .map_err(err("setting up the schema restore"))?;
+    tx.batch_execute(preamble)
+        .await
+        .map_err(err("setting up the schema restore"))?;
+    if !existing.is_empty() {
+        let names = existing
+            .iter()
+            .map(QualifiedName::quoted)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match prep {
+            TargetTablePrepMode::DropAndCreate => {
+                tx.batch_execute(&format!("DROP TABLE IF EXISTS {names} CASCADE"))
+                    .await
+                    .map_err(err("dropping tables in the way"))?;
+                notes.push(format!("dropped {} existing table(s)", existing.len()));
+            }
+            TargetTablePrepMode::Truncate => {
+                tx.batch_execute(&format!("TRUNCATE {names}"))
+                    .await
+                    .map_err(err("emptying existing tables"))?;
+                notes.push(format!("emptied {} existing table(s)", existing.len()));
+            }
+            TargetTablePrepMode::DoNothing | TargetTablePrepMode::Fail => {}
+        }
+    }
+    let mut done: Vec<i32> = Vec::new();
+    let mut skipped: Vec<(i32, String)> = Vec::new();
+    for step in &steps {
+        let sql = format!("SAVEPOINT pgferry_step; {}\nRELEASE SAVEPOINT pgferry_step;", step.sql);
+        match tx.batch_execute(&sql).await {
+            Ok(()) => done.push(step.dump_id),
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT pgferry_step")
+                    .await
+                    .map_err(err("recovering from a failed schema step"))?;
+                let code = sqlstate(&e).unwrap_or("");
+                if DUPLICATE_OBJECT.contains(&code) {
+                    let note = format!(
+                        "{} already exists on the target; the existing one is kept",
+                        step.label
+                    );
+                    notes.push(note.clone());
+                    skipped.push((step.dump_id, note));
+                } else if code == "42501" && matches!(step.kind.as_str(), "COMMENT" | "ACL") {
+                    let note = format!("{} needs privileges the target user lacks", step.label);
+                    notes.push(note.clone());
+                    skipped.push((step.dump_id, note));
+                } else {
+                    return Err(EngineError::SchemaRestore {
+                        entry: step.label.clone(),
+                        message: describe_pg_error(&e),
+                    });
+                }
+            }
+        }
+    }
+    tx.execute(
+        "UPDATE pgferry.schema_step SET state = 'done', finished_at = now()
+         WHERE task = $1 AND dump_id = ANY($2)",
+        &[&task, &done],
+    )
+    .await
+    .map_err(err("recording the schema restore"))?;
+    for (id, note) in &skipped {
+        tx.execute(
+            "UPDATE pgferry.schema_step SET state = 'skipped', note = $3, finished_at = now()
+             WHERE task = $1 AND dump_id = $2",
+            &[&task, id, note],
+        )
+        .await
+        .map_err(err("recording the schema restore"))?;
+    }
+    control::set_phase(&tx, task, control::Phase::Loading).await?;
+    control::event(
+        &tx,
+        task,
+        Level::Info,
+        "schema",
+        &format!(
+            "created {} schema objects before the load ({} kept as they were)",
+            done.len(),
+            skipped.len()
+        ),
+        None,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(err("committing the schema restore"))?;
+    Ok(notes)
+}
+
+/// What the post-data steps came to.
+#[derive(Debug, Default)]
+pub struct PostDataOutcome {
+    pub done: usize,
+    pub skipped: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// Runs the pending post-data steps with `jobs` parallel connections, phase by phase.
+pub async fn run_post_data(
+    target_info: &ConnInfo,
+    control: &PgClient,
+    task: &str,
+    preamble: &str,
+    jobs: usize,
+    skip_duplicates: bool,
+    progress: &Arc<RunProgress>,
+) -> Result<PostDataOutcome> {
+    let steps = pending_steps(control, task, "post-data").await?;
+    progress
+        .steps_total
+        .store(steps.len() as u32, Ordering::Relaxed);
+    progress.steps_done.store(0, Ordering::Relaxed);
+    let mut outcome = PostDataOutcome::default();
+    let mut unfinished: HashSet<i32> = HashSet::new();
+    // Pre-data steps that never completed block whatever depends on them.
+    let pre_unfinished = unfinished_steps(control, task).await?;
+    let post_ids: HashSet<i32> = steps.iter().map(|s| s.dump_id).collect();
+    unfinished.extend(pre_unfinished.difference(&post_ids));
+
+    for phase in 1..=3 {
+        let (ready, blocked): (Vec<StoredStep>, Vec<StoredStep>) = steps
+            .iter()
+            .filter(|s| s.phase == phase)
+            .cloned()
+            .partition(|s| !s.depends_on.iter().any(|d| unfinished.contains(d)));
+        for s in blocked {
+            unfinished.insert(s.dump_id);
+            outcome
+                .failed
+                .push(format!("{} (blocked by an earlier failure)", s.label));
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let queue = Arc::new(WorkQueue::new(
+            ready
+                .into_iter()
+                .map(|s| (s.dump_id, s.clone(), s.depends_on.clone()))
+                .collect(),
+        ));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..jobs.max(1) {
+            let queue = queue.clone();
+            let info = target_info.clone();
+            let task = task.to_owned();
+            let preamble = preamble.to_owned();
+            let progress = progress.clone();
+            workers.spawn(async move {
+                post_data_worker(&info, &task, &preamble, skip_duplicates, &queue, &progress)
+                    .await
+            });
+        }
+        let mut first_error = None;
+        while let Some(joined) = workers.join_next().await {
+            match joined {
+                Ok(Ok(result)) => {
+                    outcome.done += result.done;
+                    outcome.skipped.extend(result.skipped);
+                    for (id, label) in result.failed {
+                        unfinished.insert(id);
+                        outcome.failed.push(label);
+                    }
+                }
+                Ok(Err(e)) => {
+                    queue.close();
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    queue.close();
+                    first_error.get_or_insert(EngineError::SchemaRestore {
+                        entry: "a post-data worker".to_owned(),
+                        message: join.to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for id in queue.blocked() {
+            unfinished.insert(id);
+            if let Some(s) = steps.iter().find(|s| s.dump_id == id) {
+                outcome
+                    .failed
+                    .push(format!("{} (blocked by an earlier failure)", s.label));
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    done: usize,
+    skipped: Vec<String>,
+    failed: Vec<(i32, String)>,
+}
+
+async fn post_data_worker(
+    info: &ConnInfo,
+    task: &str,
+    preamble: &str,
+    skip_duplicates: bool,
+    queue: &WorkQueue<i32, StoredStep>,
+    progress: &RunProgress,
+) -> Result<WorkerResult> {
+    let mut client = pgferry_pg::connect(Side::Target, info, "pgferry post-data").await?;
+    client
+        .batch("setting up a post-data session", session::NO_TIMEOUTS)
+        .await?;
+    client
+        .batch("setting up a post-data session", preamble)
+        .await?;
+    let mut result = WorkerResult::default();
+    while let Some((id, step)) = queue.next().await {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match run_step(&mut client, task, &step, started).await {
+                Err(e)
+                    if attempt < STEP_ATTEMPTS
+                        && sqlstate(&e).is_some_and(|c| RETRY_SQLSTATES.contains(&c)) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                result.done += 1;
+                queue.complete(&id, true);
+            }
+            Err(e)
+                if skip_duplicates && sqlstate(&e).is_some_and(|c| DUPLICATE_OBJECT.contains(&c)) =>
+            {
+                let note = format!(
+                    "{} already exists on the target; the existing one is kept",
+                    step.label
+                );
+                mark_step(&client, task, id, "skipped", &note).await?;
+                result.skipped.push(note);
+                queue.complete(&id, true);
+            }
+            Err(e) => {
+                if client.is_closed() {
+                    queue.complete(&id, false);
+                    return Err(EngineError::Pg(PgError::query(
+                        Side::Target,
+                        format!("creating {}", step.label),
+                        e,
+                    )));
+                }
+                let message = describe_pg_error(&e);
+                mark_step(&client, task, id, "failed", &message).await?;
+                control::event(
+                    client.raw(),
+                    task,
+                    Level::Error,
+                    "post-data",
+                    &format!("creating {} failed: {message}", step.label),
+                    None,
+                )
+                .await?;
+                tracing::warn!(step = %step.label, error = %message, "post-data step failed");
+                result.failed.push((id, format!("{}: {message}", step.label)));
+                queue.complete(&id, false);
+            }
+        }
+        progress.steps_done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(result)
+}
+
+/// Runs one step and records it done, in one transaction.
+async fn run_step(
+    client: &mut PgClient,
+    task: &str,
+    step: &StoredStep,
+    started: Instant,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let tx = client.raw_mut().transaction().await?;
+    tx.batch_execute(&step.sql).await?;
+    tx.execute(
+        "UPDATE pgferry.schema_step SET state = 'done', note = NULL, finished_at = now(),
+                seconds = $3
+         WHERE task = $1 AND dump_id = $2",
+        &[&task, &step.dump_id, &started.elapsed().as_secs_f64()],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::debug!(step = %step.label, kind = %step.kind, "schema step done");
+    Ok(())
+}
+
+async fn mark_step(client: &PgClient, task: &str, id: i32, state: &str, note: &str) -> Result<()> {
+    client
+        .execute(
+            "recording a schema step",
+            "UPDATE pgferry.schema_step SET state = $3, note = $4, finished_at = now()
+             WHERE task = $1 AND dump_id = $2",
+            &[&task, &id, &state, &note],
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use pgferry_config::TableRule;
+    use pgferry_pg::dump::parse_toc;
+
+    use super::*;
+
+    const TOC: &str = "\
+10; 2615 100 SCHEMA - audit postgres
+11; 1247 101 TYPE public mood postgres
+12; 1259 200 TABLE public orders postgres
+;\tdepends on: 11
+13; 1259 201 TABLE public scratch postgres
+14; 1259 202 TABLE audit log postgres
+15; 1259 203 VIEW public recent postgres
+;\tdepends on: 12
+16; 1259 204 VIEW public scratch_view postgres
+;\tdepends on: 13
+17; 0 0 COMMENT public TABLE scratch postgres
+;\tdepends on: 13
+18; 2606 300 FK CONSTRAINT public orders orders_scratch_fkey postgres
+;\tdepends on: 12 13
+19; 1259 205 INDEX public orders_idx postgres
+;\tdepends on: 12
+20; 0 0 ENCODING - ENCODING
+";
+
+    fn schemas() -> HashMap<i32, String> {
+        [
+            (10, "audit"),
+            (11, "public"),
+            (12, "public"),
+            (13, "public"),
+            (14, "audit"),
+            (15, "public"),
+            (16, "public"),
+            (18, "public"),
+            (19, "public"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn unselected_tables_and_their_dependents_are_left_out_with_warnings() {
+        let toc = parse_toc(TOC);
+        let selection = Selection::new(
+            vec![TableRule::new("public", "%")],
+            vec![TableRule::new("public", "scratch")],
+        );
+        let all: HashSet<u32> = [200, 201, 202].into();
+        let selected: HashSet<u32> = [200].into();
+        let schema = schemas();
+        let f = filter_toc(
+            &toc,
+            &FilterInput {
+                selection: &selection,
+                all_tables: &all,
+                selected: &selected,
+                kept_existing: &HashSet::new(),
+                entry_schema: &schema,
+            },
+        )
+        .unwrap();
+        let kept: Vec<i32> = f.keep.iter().map(|e| e.dump_id).collect();
+        assert_eq!(kept, [11, 12, 15, 19]);
+        assert_eq!(f.warnings.len(), 1, "{:?}", f.warnings);
+        assert!(f.warnings[0].contains("VIEW public scratch_view"));
+        assert!(f.warnings[0].contains("TABLE public scratch"));
+    }
+
+    #[test]
+    fn a_selected_table_that_needs_a_left_out_object_is_an_error() {
+        let toc = parse_toc(TOC);
+        let selection = Selection::new(
+            vec![TableRule::new("public", "%")],
+            vec![TableRule::new("public", "scratch")],
+        );
+        let mut schema = schemas();
+        schema.insert(11, "types".to_owned());
+        let all: HashSet<u32> = [200, 201, 202].into();
+        let selected: HashSet<u32> = [200].into();
+        let err = filter_toc(
+            &toc,
+            &FilterInput {
+                selection: &selection,
+                all_tables: &all,
+                selected: &selected,
+                kept_existing: &HashSet::new(),
+                entry_schema: &schema,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("TYPE types mood") || err.to_string().contains("mood"),
+            "{err}");
+    }
+
+    #[test]
+    fn kept_existing_tables_skip_their_definition_and_attachments_but_not_views() {
+        let toc = parse_toc(TOC);
+        let selection = Selection::everything();
+        let all: HashSet<u32> = [200, 201, 202].into();
+        let selected = all.clone();
+        let kept: HashSet<u32> = [200].into();
+        let schema = schemas();
+        let f = filter_toc(
+            &toc,
+            &FilterInput {
+                selection: &selection,
+                all_tables: &all,
+                selected: &selected,
+                kept_existing: &kept,
+                entry_schema: &schema,
+            },
+        )
+        .unwrap();
+        assert!(f.skip.contains_key(&12), "the table itself");
+        assert!(f.skip.contains_key(&19), "its index");
+        assert!(f.skip.contains_key(&18), "its foreign key");
+        assert!(!f.skip.contains_key(&15), "a view over it is still created");
+        assert!(f.keep.iter().all(|e| e.desc != "ENCODING"));
+    }
+
+    #[test]
+    fn post_data_kinds_are_phased_keys_first() {
+        assert_eq!(post_data_phase("INDEX"), 1);
+        assert_eq!(post_data_phase("CONSTRAINT"), 1);
+        assert_eq!(post_data_phase("INDEX ATTACH"), 1);
+        assert_eq!(post_data_phase("FK CONSTRAINT"), 2);
+        assert_eq!(post_data_phase("TRIGGER"), 3);
+        assert_eq!(post_data_phase("MATERIALIZED VIEW DATA"), 3);
+    }
+}

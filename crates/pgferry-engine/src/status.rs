@@ -1,0 +1,239 @@
+//! `pgferry status`: a task's state, read from the control schema by any process.
+
+use chrono::{DateTime, Utc};
+use pgferry_pg::{PgClient, QualifiedName};
+use serde::Serialize;
+
+use crate::control::{self, Event};
+use crate::error::{EngineError, Result};
+
+/// One table's load state.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStatus {
+    pub table: String,
+    pub target: String,
+    pub state: String,
+    pub copy_format: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub estimated_rows: Option<i64>,
+    pub estimated_bytes: i64,
+    pub percent: f64,
+    pub chunks_done: i32,
+    pub chunks_total: i32,
+    pub seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Counts over all tables.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub tables: usize,
+    pub tables_loaded: usize,
+    pub tables_failed: usize,
+    pub rows: i64,
+    pub bytes: i64,
+    pub chunks_done: i64,
+    pub chunks_total: i64,
+}
+
+/// A schema step that did not succeed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepProblem {
+    pub object: String,
+    pub state: String,
+    pub note: Option<String>,
+}
+
+/// Progress of the schema restore.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SchemaStatus {
+    pub pre_data_total: i64,
+    pub pre_data_done: i64,
+    pub post_data_total: i64,
+    pub post_data_done: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub problems: Vec<StepProblem>,
+}
+
+/// The latest validation of a table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationStatus {
+    pub table: String,
+    pub outcome: String,
+    pub checked_at: DateTime<Utc>,
+    pub source_rows: Option<i64>,
+    pub target_rows: Option<i64>,
+}
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub task: String,
+    pub migration_type: String,
+    pub phase: String,
+    pub source: String,
+    pub target: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub load_started_at: Option<DateTime<Utc>>,
+    pub load_finished_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Whether a `run` holds the task right now.
+    pub running: bool,
+    pub totals: Totals,
+    pub tables: Vec<TableStatus>,
+    pub schema: SchemaStatus,
+    pub validation: Vec<ValidationStatus>,
+    pub events: Vec<Event>,
+}
+
+/// How many recent events `status` shows.
+const EVENTS_SHOWN: i64 = 20;
+
+pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
+    let unknown = || EngineError::UnknownTask {
+        task: task.to_owned(),
+    };
+    if !control::schema_exists(client).await? {
+        return Err(unknown());
+    }
+    let row = control::load_task(client, task).await?.ok_or_else(unknown)?;
+    let tables: Vec<TableStatus> = client
+        .query(
+            "reading table states",
+            "SELECT source_schema, source_table, target_schema, target_table, state, copy_format,
+                    rows_copied, bytes_copied, estimated_rows, estimated_bytes, chunks_done,
+                    chunks_total, extract(epoch FROM finished_at - started_at)::float8, last_error
+             FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
+            &[&task],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let state: String = r.get(4);
+            let rows: i64 = r.get(6);
+            let estimated_rows: Option<i64> = r.get(8);
+            let chunks_done: i32 = r.get(10);
+            let chunks_total: i32 = r.get(11);
+            let percent = if state == "loaded" {
+                100.0
+            } else {
+                match estimated_rows {
+                    Some(e) if e > 0 => (rows as f64 * 100.0 / e as f64).min(99.9),
+                    _ => chunks_done as f64 * 100.0 / chunks_total.max(1) as f64,
+                }
+            };
+            TableStatus {
+                table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))
+                    .to_string(),
+                target: QualifiedName::new(r.get::<_, String>(2), r.get::<_, String>(3))
+                    .to_string(),
+                state,
+                copy_format: r.get(5),
+                rows,
+                bytes: r.get(7),
+                estimated_rows,
+                estimated_bytes: r.get(9),
+                percent,
+                chunks_done,
+                chunks_total,
+                seconds: r.get(12),
+                error: r.get(13),
+            }
+        })
+        .collect();
+    let totals = Totals {
+        tables: tables.len(),
+        tables_loaded: tables.iter().filter(|t| t.state == "loaded").count(),
+        tables_failed: tables.iter().filter(|t| t.state == "failed").count(),
+        rows: tables.iter().map(|t| t.rows).sum(),
+        bytes: tables.iter().map(|t| t.bytes).sum(),
+        chunks_done: tables.iter().map(|t| i64::from(t.chunks_done)).sum(),
+        chunks_total: tables.iter().map(|t| i64::from(t.chunks_total)).sum(),
+    };
+    let counts = client
+        .query_one(
+            "reading schema steps",
+            "SELECT count(*) FILTER (WHERE section = 'pre-data'),
+                    count(*) FILTER (WHERE section = 'pre-data' AND state = 'done'),
+                    count(*) FILTER (WHERE section = 'post-data'),
+                    count(*) FILTER (WHERE section = 'post-data' AND state = 'done'),
+                    count(*) FILTER (WHERE state = 'skipped'),
+                    count(*) FILTER (WHERE state = 'failed')
+             FROM pgferry.schema_step WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    let problems = client
+        .query(
+            "reading schema problems",
+            "SELECT label, state, note FROM pgferry.schema_step
+             WHERE task = $1 AND state IN ('failed', 'skipped') ORDER BY ordinal LIMIT 50",
+            &[&task],
+        )
+        .await?
+        .iter()
+        .map(|r| StepProblem {
+            object: r.get(0),
+            state: r.get(1),
+            note: r.get(2),
+        })
+        .collect();
+    let schema = SchemaStatus {
+        pre_data_total: counts.get(0),
+        pre_data_done: counts.get(1),
+        post_data_total: counts.get(2),
+        post_data_done: counts.get(3),
+        skipped: counts.get(4),
+        failed: counts.get(5),
+        problems,
+    };
+    let validation = client
+        .query(
+            "reading validation results",
+            "SELECT source_schema, source_table, outcome, checked_at, source_rows, target_rows
+             FROM pgferry.validation WHERE task = $1 ORDER BY source_schema, source_table",
+            &[&task],
+        )
+        .await?
+        .iter()
+        .map(|r| ValidationStatus {
+            table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)).to_string(),
+            outcome: r.get(2),
+            checked_at: r.get(3),
+            source_rows: r.get(4),
+            target_rows: r.get(5),
+        })
+        .collect();
+    let running = client
+        .query_one(
+            "checking whether the task runs",
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                            AND classid::int = $1 AND objid::int = hashtext($2) AND granted)",
+            &[&control::LOCK_CLASS, &task],
+        )
+        .await?
+        .get(0);
+    Ok(TaskStatus {
+        task: row.name,
+        migration_type: row.migration_type,
+        phase: row.phase.as_str().to_owned(),
+        source: row.source,
+        target: row.target,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        load_started_at: row.load_started_at,
+        load_finished_at: row.load_finished_at,
+        finished_at: row.finished_at,
+        last_error: row.last_error,
+        running,
+        totals,
+        tables,
+        schema,
+        validation,
+        events: control::recent_events(client, task, EVENTS_SHOWN).await?,
+    })
+}

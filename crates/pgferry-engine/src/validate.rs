@@ -1,0 +1,370 @@
+//! `pgferry validate`: do source and target hold the same rows?
+//!
+//! For every selected table, both servers compute the row count and an order-independent
+//! checksum: the sum of a 64-bit hash of each row's text form. Both computations run on the
+//! servers, in parallel, so no row crosses the network. The text form is made canonical
+//! (date style, float digits, time zone, money locale) so equal values print equally on
+//! both sides. Duplicate rows count separately in a sum (unlike XOR), so a table that lost
+//! one of two identical rows is caught too.
+//!
+//! The source side reads one exported snapshot, so all tables are compared at one instant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgferry_config::Task;
+use pgferry_pg::catalog;
+use pgferry_pg::{PgClient, QualifiedName, Side, describe_pg_error, quote_ident};
+use serde::Serialize;
+
+use crate::control;
+use crate::error::Result;
+use crate::plan;
+use crate::queue::WorkQueue;
+use crate::run::Endpoints;
+use crate::session;
+use crate::snapshot::{self, SnapshotHolder};
+
+/// The verdict on one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Match,
+    RowCountDiffers,
+    ChecksumDiffers,
+    MissingOnTarget,
+    ColumnsDiffer,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Match => "match",
+            Outcome::RowCountDiffers => "row-count-differs",
+            Outcome::ChecksumDiffers => "checksum-differs",
+            Outcome::MissingOnTarget => "missing-on-target",
+            Outcome::ColumnsDiffer => "columns-differ",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One table's comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCheck {
+    #[serde(skip)]
+    pub source_name: QualifiedName,
+    #[serde(skip)]
+    pub target_name: QualifiedName,
+    pub table: String,
+    pub target: String,
+    pub outcome: Outcome,
+    pub source_rows: Option<i64>,
+    pub target_rows: Option<i64>,
+    pub detail: Option<String>,
+    pub seconds: f64,
+}
+
+/// All tables' comparisons.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationReport {
+    pub task: String,
+    pub tables: Vec<TableCheck>,
+    pub matched: usize,
+    pub differing: usize,
+    pub seconds: f64,
+}
+
+impl ValidationReport {
+    pub fn all_match(&self) -> bool {
+        self.differing == 0
+    }
+}
+
+/// The checksum query for a table: row count and the sum of the rows' text hashes.
+pub fn checksum_sql(table: &QualifiedName, columns: &[String]) -> String {
+    let cols = columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text \
+         FROM ONLY {}",
+        table.quoted()
+    )
+}
+
+struct Job {
+    source: QualifiedName,
+    target: QualifiedName,
+    columns: Vec<String>,
+}
+
+/// Compares every selected table. Results are also stored in the control schema when the
+/// target has the task.
+pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
+    let started = Instant::now();
+    let endpoints = Endpoints::resolve(task)?;
+    let holder = SnapshotHolder::export(&endpoints.source).await?;
+    let reader = snapshot::reader(&endpoints.source, holder.name(), "pgferry validate").await?;
+    let all = catalog::list_tables(&reader).await?;
+    let selected = plan::select_tables(&all, &task.selection);
+    drop(reader);
+
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry validate").await?;
+    let target_columns = target_columns(
+        &target,
+        &selected
+            .tables
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+
+    let mut checks = Vec::new();
+    let mut queue_items = Vec::new();
+    let mut ordered: Vec<_> = selected.tables.iter().collect();
+    ordered.sort_by_key(|t| std::cmp::Reverse(t.table_bytes));
+    for (i, t) in ordered.into_iter().enumerate() {
+        let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+        let target_name = t.name.clone();
+        match target_columns.get(&target_name) {
+            None => checks.push(TableCheck {
+                source_name: t.name.clone(),
+                target_name: target_name.clone(),
+                table: t.name.to_string(),
+                target: target_name.to_string(),
+                outcome: Outcome::MissingOnTarget,
+                source_rows: None,
+                target_rows: None,
+                detail: Some("the table does not exist on the target".to_owned()),
+                seconds: 0.0,
+            }),
+            Some(on_target) => {
+                let missing: Vec<&String> =
+                    columns.iter().filter(|c| !on_target.contains(c)).collect();
+                if missing.is_empty() {
+                    queue_items.push((
+                        i,
+                        Job {
+                            source: t.name.clone(),
+                            target: target_name,
+                            columns,
+                        },
+                        Vec::new(),
+                    ));
+                } else {
+                    checks.push(TableCheck {
+                        source_name: t.name.clone(),
+                        target_name: target_name.clone(),
+                        table: t.name.to_string(),
+                        target: target_name.to_string(),
+                        outcome: Outcome::ColumnsDiffer,
+                        source_rows: None,
+                        target_rows: None,
+                        detail: Some(format!(
+                            "column(s) missing on the target: {}",
+                            missing
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                        seconds: 0.0,
+                    });
+                }
+            }
+        }
+    }
+    let queue = Arc::new(WorkQueue::new(queue_items));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs.max(1) {
+        let queue = queue.clone();
+        let endpoints = endpoints.clone();
+        let snapshot = holder.name().to_owned();
+        workers.spawn(async move {
+            let source = snapshot::reader(&endpoints.source, &snapshot, "pgferry validate").await?;
+            let target =
+                pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry validate").await?;
+            target
+                .batch(
+                    "setting up a validation session",
+                    &format!(
+                        "{} {} BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
+                        session::NO_TIMEOUTS,
+                        session::CANONICAL_TEXT
+                    ),
+                )
+                .await?;
+            let mut results = Vec::new();
+            while let Some((key, job)) = queue.next().await {
+                results.push(check_table(&source, &target, &job).await);
+                queue.complete(&key, true);
+            }
+            Ok::<_, crate::error::EngineError>(results)
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(Ok(results)) => checks.extend(results),
+            Ok(Err(e)) => {
+                queue.close();
+                first_error.get_or_insert(e);
+            }
+            Err(_) => queue.close(),
+        }
+    }
+    drop(holder);
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    checks.sort_by(|a, b| a.table.cmp(&b.table));
+    store(&target, &task.name, &checks).await?;
+    let matched = checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Match)
+        .count();
+    Ok(ValidationReport {
+        task: task.name.clone(),
+        differing: checks.len() - matched,
+        matched,
+        tables: checks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn check_table(source: &PgClient, target: &PgClient, job: &Job) -> TableCheck {
+    let started = Instant::now();
+    let source_sql = checksum_sql(&job.source, &job.columns);
+    let target_sql = checksum_sql(&job.target, &job.columns);
+    let (s, t) = tokio::join!(
+        source.query_one("computing the source checksum", &source_sql, &[]),
+        target.query_one("computing the target checksum", &target_sql, &[]),
+    );
+    let mut check = TableCheck {
+        source_name: job.source.clone(),
+        target_name: job.target.clone(),
+        table: job.source.to_string(),
+        target: job.target.to_string(),
+        outcome: Outcome::Match,
+        source_rows: None,
+        target_rows: None,
+        detail: None,
+        seconds: 0.0,
+    };
+    match (s, t) {
+        (Ok(s), Ok(t)) => {
+            let (sc, sd): (i64, String) = (s.get(0), s.get(1));
+            let (tc, td): (i64, String) = (t.get(0), t.get(1));
+            check.source_rows = Some(sc);
+            check.target_rows = Some(tc);
+            if sc != tc {
+                check.outcome = Outcome::RowCountDiffers;
+                check.detail = Some(format!("{sc} rows on the source, {tc} on the target"));
+            } else if sd != td {
+                check.outcome = Outcome::ChecksumDiffers;
+                check.detail = Some(
+                    "same row count, but some rows differ in content".to_owned(),
+                );
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            check.outcome = Outcome::Error;
+            check.detail = Some(match &e {
+                pgferry_pg::PgError::Query { side, source, .. } => {
+                    format!("{side}: {}", describe_pg_error(source))
+                }
+                other => other.to_string(),
+            });
+        }
+    }
+    check.seconds = started.elapsed().as_secs_f64();
+    check
+}
+
+/// Column names of each target table that exists.
+async fn target_columns(
+    target: &PgClient,
+    names: &[QualifiedName],
+) -> Result<HashMap<QualifiedName, Vec<String>>> {
+    let schemas: Vec<&str> = names.iter().map(|n| n.schema.as_str()).collect();
+    let tables: Vec<&str> = names.iter().map(|n| n.name.as_str()).collect();
+    let rows = target
+        .query(
+            "reading target columns",
+            "SELECT n.nspname::text, c.relname::text,
+                    array(SELECT a.attname::text FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                          ORDER BY a.attnum)
+             FROM unnest($1::text[], $2::text[]) AS w(s, t)
+             JOIN pg_namespace n ON n.nspname = w.s
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.t",
+            &[&schemas, &tables],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                r.get(2),
+            )
+        })
+        .collect())
+}
+
+async fn store(target: &PgClient, task: &str, checks: &[TableCheck]) -> Result<()> {
+    if !control::schema_exists(target).await? || control::load_task(target, task).await?.is_none()
+    {
+        return Ok(());
+    }
+    for c in checks {
+        target
+            .execute(
+                "storing validation results",
+                "INSERT INTO pgferry.validation (task, source_schema, source_table, target_schema,
+                     target_table, outcome, source_rows, target_rows, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (task, source_schema, source_table) DO UPDATE SET
+                     checked_at = now(), outcome = excluded.outcome,
+                     source_rows = excluded.source_rows, target_rows = excluded.target_rows,
+                     detail = excluded.detail",
+                &[
+                    &task,
+                    &c.source_name.schema,
+                    &c.source_name.name,
+                    &c.target_name.schema,
+                    &c.target_name.name,
+                    &c.outcome.as_str(),
+                    &c.source_rows,
+                    &c.target_rows,
+                    &c.detail,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_sql_quotes_everything_and_sums_row_hashes() {
+        let sql = checksum_sql(
+            &QualifiedName::new("Weird \"Schema\"", "order"),
+            &["group".to_owned(), "Order ID".to_owned()],
+        );
+        assert_eq!(
+            sql,
+            "SELECT count(*), coalesce(sum(hashtextextended(ROW(\"group\", \"Order ID\")::text, \
+             0)::numeric), 0)::text FROM ONLY \"Weird \"\"Schema\"\"\".\"order\""
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! Test and demo support for pgferry: throwaway PostgreSQL clusters ([`Cluster`]), sample
+//! databases ([`datagen`]) and an independent row-for-row comparison ([`compare`]).
+//!
+//! The demo uses the same clusters and data as the tests, so what the README shows is what
+//! the tests check.
+
+pub mod cluster;
+pub mod compare;
+pub mod datagen;
+pub mod tls;
+
+pub use cluster::{Cluster, ClusterError, ClusterOptions, StopMode, server_bindir};

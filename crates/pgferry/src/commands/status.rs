@@ -1,0 +1,111 @@
+//! `pgferry status`.
+
+use comfy_table::Cell;
+use pgferry_engine::Endpoints;
+use pgferry_engine::status::TaskStatus;
+use pgferry_pg::Side;
+
+use crate::cli::TaskArgs;
+use crate::output::{self, bytes, num, right};
+use crate::{commands, exit};
+
+pub async fn status(args: TaskArgs) -> anyhow::Result<u8> {
+    let task = commands::load_task(&args.task)?;
+    let endpoints = Endpoints::resolve(&task)?;
+    let client = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry status").await?;
+    let status = pgferry_engine::status::status(&client, &task.name).await?;
+    if args.json {
+        output::print_json(&status)?;
+    } else {
+        print_status(&status);
+    }
+    Ok(exit::OK)
+}
+
+fn print_status(s: &TaskStatus) {
+    let running = if s.running { ", running now" } else { "" };
+    println!(
+        "Task \"{}\" ({}): phase {}{running}",
+        s.task, s.migration_type, s.phase
+    );
+    println!("  source: {}", s.source);
+    println!("  target: {}", s.target);
+    println!("  created {}", s.created_at.format("%Y-%m-%d %H:%M:%S UTC"));
+    if let (Some(a), Some(b)) = (s.load_started_at, s.load_finished_at) {
+        let secs = (b - a).num_milliseconds() as f64 / 1000.0;
+        println!("  load took {}", output::duration(secs));
+    }
+    if let Some(f) = s.finished_at {
+        println!("  finished {}", f.format("%Y-%m-%d %H:%M:%S UTC"));
+    }
+    println!(
+        "Tables: {} ({} loaded, {} failed), {} rows, {} copied, chunks {}/{}",
+        s.totals.tables,
+        s.totals.tables_loaded,
+        s.totals.tables_failed,
+        s.totals.rows,
+        indicatif::HumanBytes(s.totals.bytes.max(0) as u64),
+        s.totals.chunks_done,
+        s.totals.chunks_total
+    );
+    let mut t = output::table(&["Table", "State", "Rows", "Copied", "Done", "Chunks", "Format"]);
+    for table in &s.tables {
+        t.add_row(vec![
+            Cell::new(&table.table),
+            Cell::new(&table.state),
+            num(table.rows),
+            bytes(table.bytes),
+            right(format!("{:.0}%", table.percent)),
+            right(format!("{}/{}", table.chunks_done, table.chunks_total)),
+            Cell::new(&table.copy_format),
+        ]);
+    }
+    println!("{t}");
+    for table in s.tables.iter().filter(|t| t.error.is_some()) {
+        println!(
+            "  {} failed: {}",
+            table.table,
+            table.error.as_deref().unwrap_or_default()
+        );
+    }
+    println!(
+        "Schema: pre-data {}/{}, post-data {}/{} ({} skipped, {} failed)",
+        s.schema.pre_data_done,
+        s.schema.pre_data_total,
+        s.schema.post_data_done,
+        s.schema.post_data_total,
+        s.schema.skipped,
+        s.schema.failed
+    );
+    for p in &s.schema.problems {
+        println!(
+            "  {} {}: {}",
+            p.state,
+            p.object,
+            p.note.as_deref().unwrap_or_default()
+        );
+    }
+    if !s.validation.is_empty() {
+        let differing = s.validation.iter().filter(|v| v.outcome != "match").count();
+        println!(
+            "Validation: {} tables checked, {} differ",
+            s.validation.len(),
+            differing
+        );
+    }
+    if let Some(e) = &s.last_error {
+        println!("Last error: {e}");
+    }
+    if !s.events.is_empty() {
+        println!("Recent events:");
+        for e in &s.events {
+            println!(
+                "  {} {:<7} {:<9} {}",
+                e.at.format("%H:%M:%S"),
+                e.level,
+                e.kind,
+                e.message
+            );
+        }
+    }
+}
