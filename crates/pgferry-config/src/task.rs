@@ -15,8 +15,9 @@ use crate::selection::{Selection, TableRule};
 /// two workers can share one big table, while the per-chunk bookkeeping stays negligible.
 pub const DEFAULT_CHUNK_SIZE: u64 = 256 * 1024 * 1024;
 
-/// Smallest accepted chunk size; below this the per-chunk transaction dominates.
-const MIN_CHUNK_SIZE: u64 = 1024 * 1024;
+/// Smallest accepted chunk size (1MB as written in a task file); below this the per-chunk
+/// transaction dominates.
+const MIN_CHUNK_SIZE: u64 = 1_000_000;
 
 /// What the task does, named as DMS names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

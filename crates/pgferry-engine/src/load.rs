@@ -208,11 +208,20 @@ async fn worker(
                     tracing::error!(table = %table.source, chunk = job.chunk_no, error = %message,
                         "chunk failed");
                     table.progress.set_state(TableState::Failed);
-                    *table.progress.error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(message.clone());
+                    *table
+                        .progress
+                        .error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
                     if let Some(c) = conns.as_ref().filter(|c| !c.target.is_closed()) {
-                        control::fail_chunk(&c.target, &ctx.task, table.table_id, job.chunk_no, &message)
-                            .await?;
+                        control::fail_chunk(
+                            &c.target,
+                            &ctx.task,
+                            table.table_id,
+                            job.chunk_no,
+                            &message,
+                        )
+                        .await?;
                         control::event(
                             c.target.raw(),
                             &ctx.task,
@@ -309,8 +318,16 @@ async fn copy_chunk(ctx: &LoadContext, conns: &mut Connections, job: &ChunkJob) 
     // The chunk's live counts leave the in-flight tally; on success they join the totals.
     let messages = chunk.messages.load(Ordering::Relaxed);
     let bytes = chunk.bytes.load(Ordering::Relaxed);
-    table.progress.in_flight.messages.fetch_sub(messages, Ordering::Relaxed);
-    table.progress.in_flight.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    table
+        .progress
+        .in_flight
+        .messages
+        .fetch_sub(messages, Ordering::Relaxed);
+    table
+        .progress
+        .in_flight
+        .bytes
+        .fetch_sub(bytes, Ordering::Relaxed);
     let outcome = result?;
     table
         .progress

@@ -184,15 +184,30 @@ mod tests {
 
     #[test]
     fn small_tables_are_one_chunk() {
-        assert_eq!(chunk_ranges(&table("s", "t", 8192 * 10), &SETTINGS), vec![None]);
+        assert_eq!(
+            chunk_ranges(&table("s", "t", 8192 * 10), &SETTINGS),
+            vec![None]
+        );
     }
 
     #[test]
     fn big_tables_split_into_contiguous_ranges_with_an_open_end() {
         let ranges = chunk_ranges(&table("s", "t", 8192 * 1000), &SETTINGS);
         assert_eq!(ranges.len(), 10);
-        assert_eq!(ranges[0], Some(BlockRange { start: 0, end: Some(100) }));
-        assert_eq!(ranges[9], Some(BlockRange { start: 900, end: None }));
+        assert_eq!(
+            ranges[0],
+            Some(BlockRange {
+                start: 0,
+                end: Some(100)
+            })
+        );
+        assert_eq!(
+            ranges[9],
+            Some(BlockRange {
+                start: 900,
+                end: None
+            })
+        );
         for pair in ranges.windows(2) {
             assert_eq!(pair[0].unwrap().end, Some(pair[1].unwrap().start));
         }
@@ -204,7 +219,13 @@ mod tests {
         t.table_bytes = 8192 * 1000;
         let ranges = chunk_ranges(&t, &SETTINGS);
         assert_eq!(ranges.len(), 4, "never more chunks than blocks");
-        assert_eq!(ranges[3], Some(BlockRange { start: 3, end: None }));
+        assert_eq!(
+            ranges[3],
+            Some(BlockRange {
+                start: 3,
+                end: None
+            })
+        );
     }
 
     #[test]
@@ -213,7 +234,10 @@ mod tests {
             tid_range_scan: false,
             ..SETTINGS
         };
-        assert_eq!(chunk_ranges(&table("s", "t", 8192 * 1000), &settings), vec![None]);
+        assert_eq!(
+            chunk_ranges(&table("s", "t", 8192 * 1000), &settings),
+            vec![None]
+        );
     }
 
     #[test]
@@ -241,7 +265,10 @@ mod tests {
     fn plans_put_big_tables_first_and_skip_generated_columns() {
         let mut odd = table("s", "odd", 10);
         odd.binary_copy_safe = false;
-        let planned = plan_tables(&[table("s", "small", 1), odd, table("s", "big", 99)], &SETTINGS);
+        let planned = plan_tables(
+            &[table("s", "small", 1), odd, table("s", "big", 99)],
+            &SETTINGS,
+        );
         let names: Vec<_> = planned.iter().map(|p| p.source.name.as_str()).collect();
         assert_eq!(names, ["big", "odd", "small"]);
         assert_eq!(planned[0].table_id, 1);

@@ -19,7 +19,10 @@ pub fn check_source(task: &Task, info: &ServerInfo) -> Result<()> {
     if info.version_num < MIN_SOURCE_VERSION {
         return Err(prerequisite(
             Side::Source,
-            format!("the source runs PostgreSQL {}; pgferry needs 12 or newer", info.version),
+            format!(
+                "the source runs PostgreSQL {}; pgferry needs 12 or newer",
+                info.version
+            ),
             "upgrade the source, or migrate it with pg_dump and pg_restore".to_owned(),
         ));
     }
@@ -105,9 +108,9 @@ pub async fn check_target(client: &PgClient, info: &ServerInfo, schemas: &[Strin
         .query_one(
             "checking target privileges",
             "SELECT has_database_privilege(current_database(), 'CREATE'),
-                    array(SELECT s FROM unnest($1::text[]) AS s
-                          WHERE EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s)
-                            AND NOT has_schema_privilege(s, 'CREATE'))",
+                    array(SELECT n.nspname::text FROM pg_namespace n
+                          WHERE n.nspname = ANY($1) AND NOT has_schema_privilege(n.oid, 'CREATE')
+                          ORDER BY 1)",
             &[&schemas],
         )
         .await?;

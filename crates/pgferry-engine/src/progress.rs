@@ -2,7 +2,7 @@
 //!
 //! Workers update plain atomics; readers poll. Nothing here blocks the data path.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -112,7 +112,8 @@ impl TableProgress {
     }
 
     pub fn bytes(&self) -> i64 {
-        self.bytes_done.load(Ordering::Relaxed) + self.in_flight.bytes.load(Ordering::Relaxed) as i64
+        self.bytes_done.load(Ordering::Relaxed)
+            + self.in_flight.bytes.load(Ordering::Relaxed) as i64
     }
 
     /// Fraction done, from rows when the planner knew the row count, else from chunks.
@@ -160,7 +161,10 @@ impl RunProgress {
     }
 
     pub fn tables(&self) -> Vec<Arc<TableProgress>> {
-        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_tables(&self, tables: Vec<Arc<TableProgress>>) {

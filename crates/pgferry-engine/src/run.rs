@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgferry_config::{Task, TargetTablePrepMode};
+use pgferry_config::{TargetTablePrepMode, Task};
 use pgferry_pg::catalog::{self, ServerInfo};
 use pgferry_pg::copy::{BlockRange, CopyFormat};
 use pgferry_pg::dump::{PgTools, RenderOptions};
@@ -103,7 +103,11 @@ async fn record_error(target: &ConnInfo, task: &str, error: &EngineError) {
         return;
     };
     if control::schema_exists(&client).await.unwrap_or(false)
-        && control::load_task(&client, task).await.ok().flatten().is_some()
+        && control::load_task(&client, task)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     {
         let message = error.to_string();
         let _ = control::set_last_error(&client, task, &message).await;
@@ -415,9 +419,8 @@ async fn plan_task(
         source: e,
     })?;
 
-    let err = |context: &'static str| {
-        move |e| EngineError::Pg(PgError::query(Side::Target, context, e))
-    };
+    let err =
+        |context: &'static str| move |e| EngineError::Pg(PgError::query(Side::Target, context, e));
     let existing_json = serde_json::to_value(&existing).unwrap_or_default();
     let tx = control_client
         .raw_mut()
@@ -546,9 +549,10 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                 r.get(8),
                 r.get::<_, i32>(9) as u32,
             );
-            progress
-                .chunks_done
-                .store(r.get::<_, i32>(10) as u32, std::sync::atomic::Ordering::Relaxed);
+            progress.chunks_done.store(
+                r.get::<_, i32>(10) as u32,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             progress
                 .rows_done
                 .store(r.get(11), std::sync::atomic::Ordering::Relaxed);

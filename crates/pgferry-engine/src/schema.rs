@@ -211,8 +211,7 @@ pub fn filter_toc(toc: &[TocEntry], input: &FilterInput<'_>) -> Result<Filtered>
                 {
                     filtered.skip.insert(
                         e.dump_id,
-                        "belongs to a table that existed on the target before the load"
-                            .to_owned(),
+                        "belongs to a table that existed on the target before the load".to_owned(),
                     );
                 }
                 filtered.keep.push(e.clone());
@@ -329,7 +328,11 @@ pub async fn store_steps(
             Section::PreData => "pre-data",
             Section::PostData => "post-data",
         };
-        let state = if s.skip.is_some() { "skipped" } else { "pending" };
+        let state = if s.skip.is_some() {
+            "skipped"
+        } else {
+            "pending"
+        };
         tx.execute(
             &insert,
             &[
@@ -455,7 +458,10 @@ pub async fn restore_pre_data(
     let mut done: Vec<i32> = Vec::new();
     let mut skipped: Vec<(i32, String)> = Vec::new();
     for step in &steps {
-        let sql = format!("SAVEPOINT pgferry_step; {}\nRELEASE SAVEPOINT pgferry_step;", step.sql);
+        let sql = format!(
+            "SAVEPOINT pgferry_step; {}\nRELEASE SAVEPOINT pgferry_step;",
+            step.sql
+        );
         match tx.batch_execute(&sql).await {
             Ok(()) => done.push(step.dump_id),
             Err(e) => {
@@ -578,8 +584,7 @@ pub async fn run_post_data(
             let preamble = preamble.to_owned();
             let progress = progress.clone();
             workers.spawn(async move {
-                post_data_worker(&info, &task, &preamble, skip_duplicates, &queue, &progress)
-                    .await
+                post_data_worker(&info, &task, &preamble, skip_duplicates, &queue, &progress).await
             });
         }
         let mut first_error = None;
@@ -665,7 +670,8 @@ async fn post_data_worker(
                 queue.complete(&id, true);
             }
             Err(e)
-                if skip_duplicates && sqlstate(&e).is_some_and(|c| DUPLICATE_OBJECT.contains(&c)) =>
+                if skip_duplicates
+                    && sqlstate(&e).is_some_and(|c| DUPLICATE_OBJECT.contains(&c)) =>
             {
                 let note = format!(
                     "{} already exists on the target; the existing one is kept",
@@ -696,7 +702,9 @@ async fn post_data_worker(
                 )
                 .await?;
                 tracing::warn!(step = %step.label, error = %message, "post-data step failed");
-                result.failed.push((id, format!("{}: {message}", step.label)));
+                result
+                    .failed
+                    .push((id, format!("{}: {message}", step.label)));
                 queue.complete(&id, false);
             }
         }
@@ -832,8 +840,10 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(err.to_string().contains("TYPE types mood") || err.to_string().contains("mood"),
-            "{err}");
+        assert!(
+            err.to_string().contains("TYPE types mood") || err.to_string().contains("mood"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
     if !control::schema_exists(client).await? {
         return Err(unknown());
     }
-    let row = control::load_task(client, task).await?.ok_or_else(unknown)?;
+    let row = control::load_task(client, task)
+        .await?
+        .ok_or_else(unknown)?;
     let tables: Vec<TableStatus> = client
         .query(
             "reading table states",
@@ -127,8 +129,7 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
                 }
             };
             TableStatus {
-                table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))
-                    .to_string(),
+                table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)).to_string(),
                 target: QualifiedName::new(r.get::<_, String>(2), r.get::<_, String>(3))
                     .to_string(),
                 state,

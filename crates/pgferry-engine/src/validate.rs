@@ -268,9 +268,7 @@ async fn check_table(source: &PgClient, target: &PgClient, job: &Job) -> TableCh
                 check.detail = Some(format!("{sc} rows on the source, {tc} on the target"));
             } else if sd != td {
                 check.outcome = Outcome::ChecksumDiffers;
-                check.detail = Some(
-                    "same row count, but some rows differ in content".to_owned(),
-                );
+                check.detail = Some("same row count, but some rows differ in content".to_owned());
             }
         }
         (Err(e), _) | (_, Err(e)) => {
@@ -319,8 +317,7 @@ async fn target_columns(
 }
 
 async fn store(target: &PgClient, task: &str, checks: &[TableCheck]) -> Result<()> {
-    if !control::schema_exists(target).await? || control::load_task(target, task).await?.is_none()
-    {
+    if !control::schema_exists(target).await? || control::load_task(target, task).await?.is_none() {
         return Ok(());
     }
     for c in checks {

@@ -446,10 +446,10 @@ pub async fn object_counts(
             "SELECT 'index', count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1)
              UNION ALL
-             SELECT 'constraint ' || k.contype, count(*) FROM pg_constraint k
+             SELECT 'constraint ' || k.contype::text, count(*) FROM pg_constraint k
                JOIN pg_namespace n ON n.oid = k.connamespace
               WHERE n.nspname = ANY($1) AND k.contype IN ('p','u','f','c','x')
-              GROUP BY k.contype
+              GROUP BY k.contype::text
              UNION ALL
              SELECT 'sequence', count(*) FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -1,11 +1,13 @@
 //! COPY pipes: rows stream from `COPY ... TO STDOUT` on the source into `COPY ... FROM STDIN`
 //! on the target, without being parsed.
 //!
-//! Memory is bounded by design. tokio-postgres hands over each CopyData message as it
-//! arrives and its sink sends large messages without copying them, and both sides sit
-//! behind bounded channels: the source socket is only read as fast as the target accepts.
-//! PostgreSQL sends one message per row, so the most a pipe holds is about one row in
-//! flight, and a 1 GB `bytea` value needs 1 GB of our memory once, never twice.
+//! Memory is bounded by design. Both sides sit behind bounded channels, so the source
+//! socket is only read as fast as the target accepts. PostgreSQL sends one CopyData message
+//! per row, which tokio-postgres hands over whole: a pipe holds about one row in flight.
+//! On the way out, tokio-postgres copies each message into its write buffer; a huge row is
+//! therefore cut into slices of at most [`MAX_OUT_MESSAGE`] bytes first (COPY data may be
+//! split anywhere, the protocol says), so a 1 GB `bytea` value needs 1 GB of our memory
+//! once, plus one slice, never twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,6 +15,9 @@ use futures_util::{SinkExt, StreamExt, pin_mut};
 
 use crate::error::{PgError, Side};
 use crate::ident::{QualifiedName, quote_ident};
+
+/// Largest CopyData message sent to the target; bigger rows are sliced (without copying).
+pub const MAX_OUT_MESSAGE: usize = 1024 * 1024;
 
 /// The wire format of a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -136,13 +141,19 @@ pub async fn pipe(
     pin_mut!(out);
     pin_mut!(sink);
     let mut bytes = 0u64;
+    let write_err = |e| PgError::query(Side::Target, "writing COPY data", e);
     while let Some(message) = out.next().await {
-        let data = message.map_err(|e| PgError::query(Side::Source, "reading COPY data", e))?;
+        let mut data = message.map_err(|e| PgError::query(Side::Source, "reading COPY data", e))?;
         let len = data.len() as u64;
         bytes += len;
-        sink.send(data)
-            .await
-            .map_err(|e| PgError::query(Side::Target, "writing COPY data", e))?;
+        // `feed`, not `send`: the sink batches small rows into larger messages itself, and
+        // a flush per row would defeat that. `finish` flushes at the end.
+        while data.len() > MAX_OUT_MESSAGE {
+            sink.feed(data.split_to(MAX_OUT_MESSAGE))
+                .await
+                .map_err(write_err)?;
+        }
+        sink.feed(data).await.map_err(write_err)?;
         for c in counters {
             c.messages.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(len, Ordering::Relaxed);

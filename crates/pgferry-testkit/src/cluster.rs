@@ -176,11 +176,9 @@ fn give_to_postgres(path: &Path) -> Result<(), ClusterError> {
                         .to_owned(),
                 )
             })?;
-        nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
-            ClusterError::Io {
-                context: format!("chown {}", path.display()),
-                source: std::io::Error::from(e),
-            }
+        nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| ClusterError::Io {
+            context: format!("chown {}", path.display()),
+            source: std::io::Error::from(e),
         })?;
     }
     Ok(())
@@ -272,11 +270,12 @@ fn make_template(bindir: &Path) -> Result<PathBuf, ClusterError> {
         .open(&lock_path)
         .map_err(io("opening the template lock"))?;
     let _ = fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o666));
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| ClusterError::Io {
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, e)| ClusterError::Io {
             context: "locking the template".to_owned(),
             source: std::io::Error::from(e),
-        })?;
+        },
+    )?;
     let data = dir.join("data");
     if dir.join("ready").exists() {
         return Ok(data);
@@ -285,18 +284,23 @@ fn make_template(bindir: &Path) -> Result<PathBuf, ClusterError> {
     fs::create_dir_all(&dir).map_err(io("creating the template directory"))?;
     give_to_postgres(&dir)?;
     let mut initdb = server_command(&bindir.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "-N"]);
+    initdb.arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-locale",
+        "-N",
+    ]);
     run(initdb, "initdb")?;
     fs::write(dir.join("ready"), b"").map_err(io("marking the template ready"))?;
     Ok(data)
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
     Ok(listener
         .local_addr()
         .map_err(io("finding a free port"))?
@@ -340,10 +344,7 @@ impl Cluster {
         for (k, v) in BASE_SETTINGS {
             conf.push_str(&format!("{k} = {v}\n"));
         }
-        conf.push_str(&format!(
-            "unix_socket_directories = '{}'\n",
-            dir.display()
-        ));
+        conf.push_str(&format!("unix_socket_directories = '{}'\n", dir.display()));
         let tls = if options.tls {
             let files = TlsFiles::generate(&data)?;
             for path in [&files.server_cert, &files.server_key] {
@@ -362,7 +363,14 @@ impl Cluster {
             .open(data.join("postgresql.conf"))
             .and_then(|mut f| f.write_all(conf.as_bytes()))
             .map_err(io("writing postgresql.conf"))?;
-        fs::write(data.join("pg_hba.conf"), PG_HBA).map_err(io("writing pg_hba.conf"))?;
+        // A TLS cluster accepts TCP connections only over TLS, so a client that connects at
+        // all has proven it used TLS. The testkit itself uses the Unix socket.
+        let hba = if options.tls {
+            PG_HBA.replace("\nhost    ", "\nhostssl ")
+        } else {
+            PG_HBA.to_owned()
+        };
+        fs::write(data.join("pg_hba.conf"), hba).map_err(io("writing pg_hba.conf"))?;
 
         let mut cluster = Cluster {
             dir,
@@ -382,8 +390,7 @@ impl Cluster {
                 Err(e) => {
                     let log = cluster.log();
                     // Another process took the port between our probe and the bind: retry.
-                    if log.contains("could not bind") || log.contains("Address already in use")
-                    {
+                    if log.contains("could not bind") || log.contains("Address already in use") {
                         last_error = Some(e);
                         continue;
                     }
@@ -482,10 +489,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Connects as `postgres` to `db`, without TLS.
+    /// Connects as `postgres` to `db` over the cluster's Unix socket.
     pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client, ClusterError> {
         let (client, connection) = tokio_postgres::Config::new()
-            .host(self.host())
+            .host_path(&self.dir)
             .port(self.port)
             .user("postgres")
             .dbname(db)

@@ -54,7 +54,10 @@ pub async fn table_rows(client: &Client, table: &str) -> Result<Vec<String>, Clu
         .map_err(sql_err("setting up the session"))?;
     let rows = client
         .query(
-            &format!("SELECT t::text FROM ONLY {table} AS t ORDER BY 1 COLLATE \"C\""),
+            // `ROW(t.*)`, not `t`: a bare `t` would mean a column named t, if there is one.
+            &format!(
+                "SELECT ROW(t.*)::text FROM ONLY {table} AS t ORDER BY ROW(t.*)::text COLLATE \"C\""
+            ),
             &[],
         )
         .await

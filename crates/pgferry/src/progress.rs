@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle,
+};
 use pgferry_engine::{RunProgress, TableProgress, TableState};
 use tokio::sync::watch;
 
@@ -59,9 +61,7 @@ impl Rate {
     fn update(&mut self, value: i64) -> f64 {
         let now = Instant::now();
         self.samples.push_back((now, value));
-        while self.samples.len() > 2
-            && now.duration_since(self.samples[0].0) > RATE_WINDOW
-        {
+        while self.samples.len() > 2 && now.duration_since(self.samples[0].0) > RATE_WINDOW {
             self.samples.pop_front();
         }
         let (t0, v0) = self.samples[0];
@@ -144,11 +144,10 @@ async fn draw(progress: Arc<RunProgress>, mut stopped: watch::Receiver<bool>) {
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    let table_style = ProgressStyle::with_template(
-        "  {prefix:<30.dim} [{bar:30}] {percent:>3}%  {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let table_style =
+        ProgressStyle::with_template("  {prefix:<30.dim} [{bar:30}] {percent:>3}%  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     let overall = multi.add(ProgressBar::new(1000).with_style(overall_style));
     overall.enable_steady_tick(Duration::from_millis(120));
     let mut table_bars: HashMap<i32, (ProgressBar, Rate, Rate)> = HashMap::new();

@@ -48,7 +48,9 @@ fn print_status(s: &TaskStatus) {
         s.totals.chunks_done,
         s.totals.chunks_total
     );
-    let mut t = output::table(&["Table", "State", "Rows", "Copied", "Done", "Chunks", "Format"]);
+    let mut t = output::table(&[
+        "Table", "State", "Rows", "Copied", "Done", "Chunks", "Format",
+    ]);
     for table in &s.tables {
         t.add_row(vec![
             Cell::new(&table.table),

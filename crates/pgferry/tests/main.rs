@@ -1,0 +1,459 @@
+//! End-to-end tests of the `pgferry` command: what a user types, what they see, and the exit
+//! codes scripts rely on, against real throwaway clusters.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pgferry_testkit::compare::compare_databases;
+use pgferry_testkit::{Cluster, datagen};
+
+fn pgferry() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgferry"));
+    // The tests' own PG* variables must not leak into the runs they check.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn write_task(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("task.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn minimal_task(source: &str, target: &str, extra: &str) -> String {
+    format!(
+        "{extra}\nmigration_type = \"full-load\"\n[source]\nurl = \"{source}\"\n[target]\nurl = \"{target}\"\n"
+    )
+}
+
+fn run(args: &[&str]) -> Output {
+    pgferry().args(args).output().expect("run pgferry")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn assert_identical(source: &Cluster, target: &Cluster, db: &str) {
+    let s = source.connect(db).await.unwrap();
+    let t = target.connect(db).await.unwrap();
+    let diffs = compare_databases(&s, &t).await.unwrap();
+    assert!(diffs.is_empty(), "source and target differ: {diffs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_minimal_task_file_runs_validates_and_reports_status() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    datagen::create_inventory(&source, "inventory", 1)
+        .await
+        .unwrap();
+    target.create_database("inventory").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &minimal_task(&source.url("inventory"), &target.url("inventory"), ""),
+    );
+    let task = task.to_str().unwrap();
+
+    let out = run(&["run", "--task", task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("public.order_lines") && stdout.contains("total (6 tables)"),
+        "{stdout}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains('\u{1b}'),
+        "no colour codes off a terminal"
+    );
+
+    let out = run(&["validate", "--task", task, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["differing"], 0);
+    assert_eq!(report["matched"], 6);
+
+    let out = run(&["status", "--task", task, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["phase"], "done");
+    assert_eq!(status["totals"]["tables_loaded"], 6);
+    assert_eq!(status["validation"].as_array().unwrap().len(), 6);
+    let out = run(&["status", "--task", task]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("phase done"),
+        "{}",
+        text(&out)
+    );
+
+    // A difference makes validate exit 1, with the table named.
+    target
+        .execute("inventory", "DELETE FROM order_lines WHERE order_id = 1")
+        .await
+        .unwrap();
+    let out = run(&["validate", "--task", task]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("public.order_lines") && stdout.contains("row-count-differs"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_exit_with_the_documented_codes_and_one_clear_message() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    datagen::create_inventory(&source, "inv", 1).await.unwrap();
+    target.create_database("inv").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // An invalid task file: exit 2, pointing at the line.
+    let task = write_task(dir.path(), "migration_type = \"full-load\"\njobz = 3\n");
+    let out = run(&["run", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("jobz") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+
+    // An unreachable target: exit 3, with the address and a fix, as JSON for scripts too.
+    let dead = Cluster::start().unwrap();
+    let port = dead.port();
+    drop(dead);
+    let task = write_task(
+        dir.path(),
+        &minimal_task(
+            &source.url("inv"),
+            &format!("postgres://postgres@127.0.0.1:{port}/inv?sslmode=disable&connect_timeout=5"),
+            "",
+        ),
+    );
+    let out = run(&["run", "--task", task.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach the target database at 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["exit_code"], 3);
+    assert!(json["hint"].as_str().unwrap().contains("listen_addresses"));
+
+    // Tables in the way: exit 3, naming the table and the setting that decides.
+    target
+        .execute("inv", "CREATE TABLE customers (id int)")
+        .await
+        .unwrap();
+    let task = write_task(
+        dir.path(),
+        &minimal_task(&source.url("inv"), &target.url("inv"), ""),
+    );
+    let out = run(&["run", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("public.customers") && stderr.contains("drop_and_create"),
+        "{stderr}"
+    );
+
+    // A password in the task file: refused before anything connects.
+    let task = write_task(
+        dir.path(),
+        &minimal_task("postgres://u:secret@127.0.0.1/x", &target.url("inv"), ""),
+    );
+    let out = run(&["run", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds a password") && !stderr.contains("secret"),
+        "{stderr}"
+    );
+
+    // Status of a task that never ran.
+    let task = write_task(
+        dir.path(),
+        &minimal_task(&source.url("inv"), &target.url("inv"), "name = \"never\""),
+    );
+    let out = run(&["status", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no task named \"never\""));
+}
+
+async fn phase(c: &tokio_postgres::Client) -> String {
+    match c
+        .query_opt("SELECT phase FROM pgferry.task WHERE name = 'default'", &[])
+        .await
+    {
+        Ok(Some(r)) => r.get(0),
+        _ => "none".to_owned(),
+    }
+}
+
+type ChunkKey = (i32, i32);
+
+/// Finish time of every chunk recorded done.
+async fn done_chunks(
+    c: &tokio_postgres::Client,
+) -> std::collections::HashMap<ChunkKey, chrono::DateTime<chrono::Utc>> {
+    c.query(
+        "SELECT table_id, chunk_no, finished_at FROM pgferry.chunk
+         WHERE task = 'default' AND state = 'done'",
+        &[],
+    )
+    .await
+    .map(|rows| {
+        rows.iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Kills `pgferry run` with SIGKILL at several moments (while copying, while building
+/// indexes) and runs it again each time. The target must end identical to the source, and
+/// chunks recorded done before a kill must not be copied again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_at_any_moment_resumes_without_copying_finished_chunks_again() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("big").await.unwrap();
+    source
+        .execute("big", &datagen::bench_sql(48))
+        .await
+        .unwrap();
+    source
+        .execute(
+            "big",
+            &pgferry_testkit::datagen::AWKWARD_SQL
+                .replace("CREATE EXTENSION", "CREATE EXTENSION IF NOT EXISTS"),
+        )
+        .await
+        .unwrap();
+    target.create_database("big").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &minimal_task(
+            &source.url("big"),
+            &target.url("big"),
+            "jobs = 2\nchunk_size = \"1MB\"",
+        ),
+    );
+    let task = task.to_str().unwrap().to_owned();
+    let control = target.connect("big").await.unwrap();
+
+    // Each kill waits for a different moment.
+    type Moment = Box<dyn Fn(&str, usize) -> bool>;
+    let moments: [(&str, Moment); 3] = [
+        (
+            "early, during planning or the first chunks",
+            Box::new(|_, _| true),
+        ),
+        (
+            "in the middle of the load",
+            Box::new(|p, n| p == "loading" && n >= 10),
+        ),
+        ("while building indexes", Box::new(|p, _| p == "post-data")),
+    ];
+    let mut recorded = std::collections::HashMap::new();
+    let mut kills = 0;
+    for (name, moment) in &moments {
+        let log = dir.path().join(format!("run-{kills}.log"));
+        let mut child = pgferry()
+            .args(["run", "--task", &task])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut hit = false;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let p = phase(&control).await;
+            let n = done_chunks(&control).await.len();
+            if p != "none" && moment(&p, n) {
+                hit = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(if name.starts_with("early") {
+                300
+            } else {
+                5
+            }))
+            .await;
+        }
+        if child.try_wait().unwrap().is_none() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        eprintln!(
+            "kill {name}: hit={hit} phase={} exit={status}",
+            phase(&control).await
+        );
+        if status.code().is_some() {
+            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        // Chunks done so far must keep their finish time: nothing is copied twice.
+        for (k, at) in done_chunks(&control).await {
+            recorded.entry(k).or_insert(at);
+        }
+    }
+    assert!(
+        kills >= 2,
+        "the runs were killed while working ({kills} kills)"
+    );
+
+    let out = run(&["run", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let finished = done_chunks(&control).await;
+    for (chunk, at) in &recorded {
+        assert_eq!(
+            finished.get(chunk),
+            Some(at),
+            "chunk {chunk:?} was copied again"
+        );
+    }
+    let total: i64 = control
+        .query_one(
+            "SELECT count(*) FROM pgferry.chunk WHERE task = 'default'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(finished.len() as i64, total);
+    assert!(total > 20, "the load was split into many chunks ({total})");
+    assert_identical(&source, &target, "big").await;
+    let out = run(&["validate", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// A 200 MB value must not need 400 MB of pgferry's memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_value_is_held_in_memory_once() {
+    const VALUE_MB: i64 = 200;
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("blob").await.unwrap();
+    source
+        .execute(
+            "blob",
+            &format!(
+                "CREATE TABLE blobs (id int PRIMARY KEY, b bytea);
+                 ALTER TABLE blobs ALTER b SET STORAGE EXTERNAL;
+                 INSERT INTO blobs SELECT 1, convert_to(repeat('pgferry!', {VALUE_MB} * 131072), 'UTF8');
+                 INSERT INTO blobs SELECT g, decode(md5(g::text), 'hex') FROM generate_series(2, 100) g;"
+            ),
+        )
+        .await
+        .unwrap();
+    target.create_database("blob").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &minimal_task(&source.url("blob"), &target.url("blob"), "jobs = 1"),
+    );
+    let out = run(&["run", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The largest child this test process has waited for is that pgferry run (the cluster
+    // helpers are small), so its peak resident size is ours to check.
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    let peak_mb = usage.max_rss() / 1024;
+    eprintln!("peak RSS of pgferry: {peak_mb} MB for a {VALUE_MB} MB value");
+    assert!(
+        peak_mb >= VALUE_MB,
+        "the value passed through pgferry ({peak_mb} MB)"
+    );
+    assert!(
+        peak_mb < VALUE_MB + VALUE_MB / 2,
+        "peak RSS {peak_mb} MB: the {VALUE_MB} MB value was held more than once"
+    );
+    let same: bool = target
+        .connect("blob")
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT md5(b) = md5(convert_to(repeat('pgferry!', $1::int * 131072), 'UTF8'))
+             FROM blobs WHERE id = 1",
+            &[&(VALUE_MB as i32)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same);
+}
+
+#[test]
+fn the_demo_runs_end_to_end_and_cleans_up() {
+    let out = run(&["demo", "--no-wait", "--scale", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "starting two throwaway PostgreSQL servers",
+        "total (6 tables)",
+        "All 6 tables match",
+        "pgferry status --task",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // Both servers it printed are gone.
+    let ports: Vec<u16> = stdout
+        .lines()
+        .filter_map(|l| l.split("@127.0.0.1:").nth(1))
+        .filter_map(|rest| rest.split('/').next()?.parse().ok())
+        .collect();
+    assert!(ports.len() >= 2, "{stdout}");
+    for port in ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the demo's server on port {port} still runs"
+        );
+    }
+}
+
+#[test]
+fn help_teaches_and_versions_print() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Exit codes") && help.contains("PGPASSWORD"),
+        "{help}"
+    );
+    let out = run(&["run", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kill -9"));
+    let out = run(&["bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
