@@ -54,6 +54,7 @@ CREATE TABLE pgferry.table_state (
     source_table text NOT NULL,
     target_schema text NOT NULL,
     target_table text NOT NULL,
+    dump_id integer,
     state text NOT NULL DEFAULT 'pending',
     copy_format text NOT NULL,
     columns jsonb NOT NULL,
@@ -96,6 +97,7 @@ CREATE TABLE pgferry.schema_step (
     kind text NOT NULL,
     label text NOT NULL,
     depends_on integer[] NOT NULL DEFAULT '{}',
+    weight bigint NOT NULL DEFAULT 0,
     sql text NOT NULL,
     state text NOT NULL DEFAULT 'pending',
     note text,
@@ -432,7 +434,7 @@ pub async fn finish_chunk(
     tx.execute(
         "WITH c AS (
              UPDATE pgferry.chunk SET state = 'done', rows = $4, bytes = $5, seconds = $6,
-                    finished_at = now(), attempts = attempts + 1
+                    finished_at = clock_timestamp(), attempts = attempts + 1
              WHERE task = $1 AND table_id = $2 AND chunk_no = $3 AND state <> 'done'
              RETURNING 1)
          UPDATE pgferry.table_state t
@@ -440,7 +442,7 @@ pub async fn finish_chunk(
                 chunks_done = chunks_done + 1,
                 state = CASE WHEN chunks_done + 1 >= chunks_total THEN 'loaded' ELSE 'loading' END,
                 started_at = coalesce(started_at, now()),
-                finished_at = CASE WHEN chunks_done + 1 >= chunks_total THEN now() END,
+                finished_at = CASE WHEN chunks_done + 1 >= chunks_total THEN clock_timestamp() END,
                 last_error = NULL
           WHERE t.task = $1 AND t.table_id = $2 AND EXISTS (SELECT 1 FROM c)",
         &[&task, &table_id, &chunk_no, &rows, &bytes, &seconds],

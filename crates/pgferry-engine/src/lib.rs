@@ -1,12 +1,14 @@
 //! The pgferry migration engine.
 //!
 //! * [`run`] drives a task through its phases: plan, schema, load, post-data, finish;
-//! * [`plan`] decides tables, formats and chunks; [`schema`] decides and creates schema
-//!   objects; [`load`] copies chunks; [`finish`] sets sequences and statistics;
+//! * [`plan`] decides tables, formats and chunks; [`schema`] decides schema objects and
+//!   creates the pre-data ones; [`build`] copies chunks ([`load`]) and creates post-data
+//!   objects as one graph; [`finish`] sets sequences and statistics;
 //! * [`control`] keeps all state in the target's `pgferry` schema;
 //! * [`validate`] compares source and target; [`status`] reports a task's state;
 //! * [`progress`] exposes live counters to whatever draws them.
 
+pub mod build;
 pub mod control;
 pub mod error;
 pub mod finish;
@@ -23,5 +25,5 @@ pub mod status;
 pub mod validate;
 
 pub use error::{EngineError, Result};
-pub use progress::{RunProgress, TableProgress, TableState};
+pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
 pub use run::{Endpoints, RunSummary, TableSummary, run};

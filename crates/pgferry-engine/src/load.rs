@@ -1,7 +1,7 @@
-//! The full load's workers.
+//! Copying one chunk.
 //!
-//! `jobs` workers each hold one source and one target connection and take chunks from a
-//! shared queue, biggest tables first. For each chunk a worker:
+//! The build stage ([`crate::build`]) hands chunks to workers, biggest tables first. For
+//! each chunk a worker:
 //!
 //! 1. starts a read-only transaction on the source that imports the load's snapshot;
 //! 2. starts a transaction on the target;
@@ -22,14 +22,13 @@ use pgferry_pg::copy::{BlockRange, CopyCounters, CopyFormat, copy_statements, pi
 use pgferry_pg::dump::set_snapshot_sql;
 use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
 
-use crate::control::{self, Level};
+use crate::control;
 use crate::error::{EngineError, Result};
-use crate::progress::{TableProgress, TableState};
-use crate::session;
+use crate::progress::TableProgress;
 
 /// Attempts per chunk before its table is given up for this run. With the backoff below
 /// a chunk rides out about a minute of network or server trouble.
-const CHUNK_ATTEMPTS: u32 = 6;
+pub const CHUNK_ATTEMPTS: u32 = 6;
 
 /// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -43,7 +42,23 @@ pub struct TableJob {
     pub target: QualifiedName,
     pub columns: Vec<String>,
     pub format: CopyFormat,
+    /// The table existed on the target before the load (and may hold rows to keep).
+    pub existed_before: bool,
+    /// Statistics were gathered after the load.
+    pub analyzed: bool,
+    /// The dump id of the table's TABLE entry, linking it to its post-data steps.
+    pub dump_id: Option<i32>,
     pub progress: Arc<TableProgress>,
+}
+
+impl TableJob {
+    /// A table pgferry created and copies in one chunk is truncated and loaded with
+    /// `COPY FREEZE` in one transaction: its rows arrive frozen and all-visible, so the
+    /// index builds and foreign-key checks that follow read it without first rewriting
+    /// every page to set hint bits.
+    pub fn loads_frozen(&self) -> bool {
+        self.progress.chunks_total == 1 && !self.existed_before
+    }
 }
 
 /// One chunk to copy.
@@ -60,200 +75,38 @@ pub struct LoadContext {
     pub task: String,
     pub source: ConnInfo,
     pub target: ConnInfo,
+    /// The snapshot chunks read; empty when no chunk is left to copy.
     pub snapshot: String,
 }
 
-/// The load's outcome.
-#[derive(Debug, Default)]
-pub struct LoadOutcome {
-    pub chunks_copied: usize,
-    /// `(table, error)` for each table that could not be loaded.
-    pub failed: Vec<(QualifiedName, String)>,
-}
-
-fn backoff(attempt: u32) -> Duration {
+/// How long to wait before retry `attempt` (1-based): doubling from one second, capped.
+pub fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1 << attempt.min(10).saturating_sub(1))
         .min(MAX_BACKOFF)
 }
 
-/// Copies `chunks` with `jobs` workers.
-pub async fn run(ctx: Arc<LoadContext>, chunks: Vec<ChunkJob>, jobs: usize) -> Result<LoadOutcome> {
-    let queue = Arc::new(crate::queue::WorkQueue::new(
-        chunks
-            .into_iter()
-            .map(|c| ((c.table.table_id, c.chunk_no), c, Vec::new()))
-            .collect(),
-    ));
-    let mut workers = tokio::task::JoinSet::new();
-    for n in 0..jobs.max(1) {
-        let ctx = ctx.clone();
-        let queue = queue.clone();
-        workers.spawn(async move { worker(n, &ctx, &queue).await });
-    }
-    let mut outcome = LoadOutcome::default();
-    let mut fatal = None;
-    while let Some(joined) = workers.join_next().await {
-        match joined {
-            Ok(Ok(w)) => {
-                outcome.chunks_copied += w.chunks_copied;
-                outcome.failed.extend(w.failed);
-            }
-            Ok(Err(e)) => {
-                queue.close();
-                fatal.get_or_insert(e);
-            }
-            Err(join) => {
-                queue.close();
-                fatal.get_or_insert(EngineError::Pg(PgError::Protocol {
-                    side: Side::Target,
-                    message: format!("a load worker stopped unexpectedly: {join}"),
-                }));
-            }
-        }
-    }
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(outcome),
-    }
-}
-
-struct Connections {
-    source: PgClient,
-    target: PgClient,
-}
-
-async fn open(ctx: &LoadContext, n: usize) -> Result<Connections> {
-    let name = format!("pgferry load {n}");
-    let source = pgferry_pg::connect(Side::Source, &ctx.source, &name).await?;
-    source
-        .batch("setting up a source session", &session::source_reader())
-        .await?;
-    let target = pgferry_pg::connect(Side::Target, &ctx.target, &name).await?;
-    target
-        .batch("setting up a target session", &session::target_loader())
-        .await?;
-    // Triggers and foreign keys of tables that existed before the load stay quiet, as DMS
-    // does; it needs a superuser, and tables pgferry creates have neither until post-data.
-    if target
-        .batch("", "SET session_replication_role = replica")
-        .await
-        .is_err()
-    {
-        tracing::debug!("target user may not set session_replication_role; continuing");
-    }
-    Ok(Connections { source, target })
-}
-
-async fn worker(
-    n: usize,
+/// Copies one chunk in one target transaction that also marks it done, reading the
+/// source through `ctx.snapshot`. Progress counters move as rows flow; on failure the
+/// chunk's counts are taken back out.
+pub async fn copy_chunk(
     ctx: &LoadContext,
-    queue: &crate::queue::WorkQueue<(i32, i32), ChunkJob>,
-) -> Result<LoadOutcome> {
-    let mut outcome = LoadOutcome::default();
-    let mut conns: Option<Connections> = None;
-    while let Some((key, job)) = queue.next().await {
-        let table = &job.table;
-        if table.progress.state() == TableState::Failed {
-            // Another chunk of this table failed for good; its remaining chunks would too.
-            queue.complete(&key, false);
-            continue;
-        }
-        table.progress.set_state(TableState::Loading);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = match conns.as_mut() {
-                Some(c) => copy_chunk(ctx, c, &job).await,
-                None => match open(ctx, n).await {
-                    Ok(c) => {
-                        let c = conns.insert(c);
-                        copy_chunk(ctx, c, &job).await
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            match result {
-                Ok(()) => {
-                    outcome.chunks_copied += 1;
-                    let done = table.progress.chunks_done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if done >= table.progress.chunks_total {
-                        table.progress.set_state(TableState::Loaded);
-                        tracing::info!(
-                            table = %table.source,
-                            rows = table.progress.rows(),
-                            bytes = table.progress.bytes(),
-                            "table loaded"
-                        );
-                    }
-                    queue.complete(&key, true);
-                    break;
-                }
-                Err(e) if e.is_retryable() && attempt < CHUNK_ATTEMPTS => {
-                    let wait = backoff(attempt);
-                    tracing::warn!(
-                        table = %table.source,
-                        chunk = job.chunk_no,
-                        attempt,
-                        error = %e,
-                        "chunk failed; retrying in {} s",
-                        wait.as_secs()
-                    );
-                    // Connections may be broken or mid-transaction: start afresh.
-                    conns = None;
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    tracing::error!(table = %table.source, chunk = job.chunk_no, error = %message,
-                        "chunk failed");
-                    table.progress.set_state(TableState::Failed);
-                    *table
-                        .progress
-                        .error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-                    if let Some(c) = conns.as_ref().filter(|c| !c.target.is_closed()) {
-                        control::fail_chunk(
-                            &c.target,
-                            &ctx.task,
-                            table.table_id,
-                            job.chunk_no,
-                            &message,
-                        )
-                        .await?;
-                        control::event(
-                            c.target.raw(),
-                            &ctx.task,
-                            Level::Error,
-                            "load",
-                            &format!("loading {} failed: {message}", table.source),
-                            None,
-                        )
-                        .await?;
-                    }
-                    outcome.failed.push((table.source.clone(), message));
-                    queue.complete(&key, false);
-                    break;
-                }
-            }
-        }
-    }
-    Ok(outcome)
-}
-
-async fn copy_chunk(ctx: &LoadContext, conns: &mut Connections, job: &ChunkJob) -> Result<()> {
+    source: &PgClient,
+    target: &mut PgClient,
+    job: &ChunkJob,
+) -> Result<()> {
     let table = &job.table;
     let started = Instant::now();
+    let freeze = table.loads_frozen();
     let statements = copy_statements(
         &table.source,
         &table.target,
         table.columns.iter().map(String::as_str),
         table.format,
         job.range,
+        freeze,
     );
-    conns
-        .source
+    source
         .batch(
             "importing the load's snapshot",
             &format!(
@@ -274,13 +127,18 @@ async fn copy_chunk(ctx: &LoadContext, conns: &mut Connections, job: &ChunkJob) 
             _ => e.into(),
         })?;
     let chunk = CopyCounters::default();
-    let source = conns.source.raw();
-    let tx = conns
-        .target
+    let source = source.raw();
+    let tx = target
         .raw_mut()
         .transaction()
         .await
         .map_err(|e| PgError::query(Side::Target, "starting a chunk transaction", e))?;
+    if freeze {
+        // Empty already (pgferry created it); TRUNCATE makes FREEZE legal in this transaction.
+        tx.batch_execute(&format!("TRUNCATE ONLY {}", table.target.quoted()))
+            .await
+            .map_err(|e| PgError::query(Side::Target, "preparing a frozen load", e))?;
+    }
     let piped = pipe(
         source,
         tx.client(),

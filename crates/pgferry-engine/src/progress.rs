@@ -128,11 +128,20 @@ impl TableProgress {
     }
 }
 
+/// How long one phase of a run took.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub seconds: f64,
+}
+
 /// A run's progress.
 #[derive(Debug)]
 pub struct RunProgress {
     pub started: Instant,
     phase: Mutex<String>,
+    /// Each phase entered, with when.
+    history: Mutex<Vec<(String, Instant)>>,
     pub tables: RwLock<Vec<Arc<TableProgress>>>,
     pub steps_total: AtomicU32,
     pub steps_done: AtomicU32,
@@ -143,6 +152,7 @@ impl Default for RunProgress {
         RunProgress {
             started: Instant::now(),
             phase: Mutex::new("starting".to_owned()),
+            history: Mutex::new(Vec::new()),
             tables: RwLock::new(Vec::new()),
             steps_total: AtomicU32::new(0),
             steps_done: AtomicU32::new(0),
@@ -157,7 +167,30 @@ impl RunProgress {
 
     pub fn set_phase(&self, phase: &str) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase.to_owned();
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((phase.to_owned(), Instant::now()));
         tracing::info!("phase: {phase}");
+    }
+
+    /// The phases this run went through and how long each took (the last one up to now).
+    pub fn phase_times(&self) -> Vec<PhaseTime> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        history
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| name != "done")
+            .map(|(i, (name, at))| PhaseTime {
+                phase: name.clone(),
+                seconds: history
+                    .get(i + 1)
+                    .map_or(now, |(_, next)| *next)
+                    .duration_since(*at)
+                    .as_secs_f64(),
+            })
+            .collect()
     }
 
     pub fn tables(&self) -> Vec<Arc<TableProgress>> {

@@ -1,12 +1,15 @@
 //! A work queue for N workers, with dependencies between items.
 //!
+//! Items come out in the order given (their priority) among those that are ready, so a
+//! caller that lists the longest work first keeps every worker busy to the end.
+//!
 //! The load's chunks have no dependencies: the queue hands them out in order, biggest
 //! table first. Post-data steps form a graph (a partition's index attaches to its parent's
 //! index; a foreign key needs the primary key it references): the queue hands out a step
 //! only when everything it depends on is done, and when a step fails, everything that
 //! depends on it is reported blocked instead of being tried.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Mutex;
 
@@ -14,9 +17,11 @@ use tokio::sync::Notify;
 
 struct State<K, T> {
     items: HashMap<K, T>,
+    /// Position of each item in the caller's list: lower runs first.
+    rank: HashMap<K, usize>,
     waiting_on: HashMap<K, usize>,
     dependents: HashMap<K, Vec<K>>,
-    ready: VecDeque<K>,
+    ready: BTreeMap<usize, K>,
     running: usize,
     blocked: HashSet<K>,
     closed: bool,
@@ -35,17 +40,19 @@ impl<K: Clone + Eq + Hash, T> WorkQueue<K, T> {
         let keys: HashSet<K> = items.iter().map(|(k, _, _)| k.clone()).collect();
         let mut state = State {
             items: HashMap::with_capacity(items.len()),
+            rank: HashMap::with_capacity(items.len()),
             waiting_on: HashMap::new(),
             dependents: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: BTreeMap::new(),
             running: 0,
             blocked: HashSet::new(),
             closed: false,
         };
-        for (key, item, deps) in items {
+        for (rank, (key, item, deps)) in items.into_iter().enumerate() {
             let deps: HashSet<K> = deps.into_iter().filter(|d| keys.contains(d)).collect();
+            state.rank.insert(key.clone(), rank);
             if deps.is_empty() {
-                state.ready.push_back(key.clone());
+                state.ready.insert(rank, key.clone());
             } else {
                 state.waiting_on.insert(key.clone(), deps.len());
                 for dep in deps {
@@ -78,7 +85,7 @@ impl<K: Clone + Eq + Hash, T> WorkQueue<K, T> {
                 if state.closed {
                     return None;
                 }
-                while let Some(key) = state.ready.pop_front() {
+                while let Some((_, key)) = state.ready.pop_first() {
                     if let Some(item) = state.items.remove(&key) {
                         state.running += 1;
                         return Some((key, item));
@@ -103,7 +110,8 @@ impl<K: Clone + Eq + Hash, T> WorkQueue<K, T> {
                     *n -= 1;
                     if *n == 0 {
                         state.waiting_on.remove(&dep);
-                        state.ready.push_back(dep);
+                        let rank = state.rank.get(&dep).copied().unwrap_or(usize::MAX);
+                        state.ready.insert(rank, dep);
                     }
                 }
             }
@@ -165,7 +173,23 @@ mod tests {
             seen.push(k);
             q.complete(&k, true);
         }
-        assert_eq!(seen, [1, 4, 2, 3], "unknown dependencies count as met");
+        // 4's unknown dependency counts as met; 2 and 3 keep their listed priority once
+        // ready, so they go before 4.
+        assert_eq!(seen, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn items_that_become_ready_keep_their_priority() {
+        // 2 waits for 1; once ready it goes before 3, which was listed after it.
+        let q = WorkQueue::new(vec![(1, (), vec![]), (2, (), vec![1]), (3, (), vec![])]);
+        let (first, _) = q.next().await.unwrap();
+        q.complete(&first, true);
+        let mut seen = vec![first];
+        while let Some((k, _)) = q.next().await {
+            seen.push(k);
+            q.complete(&k, true);
+        }
+        assert_eq!(seen, [1, 2, 3]);
     }
 
     #[tokio::test]

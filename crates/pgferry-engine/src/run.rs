@@ -27,11 +27,11 @@ use serde::Serialize;
 
 use crate::control::{self, Level, Phase};
 use crate::error::{EngineError, Result};
-use crate::load::{self, ChunkJob, LoadContext, TableJob};
+use crate::load::{ChunkJob, LoadContext, TableJob};
 use crate::plan::{self, PlanSettings};
-use crate::progress::{RunProgress, TableProgress, TableState};
+use crate::progress::{PhaseTime, RunProgress, TableProgress, TableState};
 use crate::snapshot::{self, SnapshotHolder};
-use crate::{finish, preflight, schema};
+use crate::{build, finish, preflight, schema};
 
 /// Both sides' connection details, resolved from the task.
 #[derive(Debug, Clone)]
@@ -81,6 +81,8 @@ pub struct RunSummary {
     pub run_seconds: f64,
     pub schema_objects: usize,
     pub sequences: usize,
+    /// Time spent in each phase by this run.
+    pub phases: Vec<PhaseTime>,
     pub warnings: Vec<String>,
 }
 
@@ -161,7 +163,17 @@ async fn run_phases(
             });
         }
         if row.phase == Phase::Done {
-            return summarize(&control_client, task, true, started, 0, 0, warnings).await;
+            return summarize(
+                &control_client,
+                task,
+                true,
+                started,
+                0,
+                0,
+                warnings,
+                progress,
+            )
+            .await;
         }
         tracing::info!(phase = row.phase.as_str(), "resuming task");
         control::event(
@@ -216,11 +228,18 @@ async fn run_phases(
     let tables = table_jobs(&control_client, &task.name).await?;
     progress.set_tables(tables.iter().map(|t| t.progress.clone()).collect());
 
-    if phase == Phase::Loading {
-        progress.set_phase("load");
-        let chunks = pending_chunks(&control_client, &task.name, &tables).await?;
-        if !chunks.is_empty() {
-            let holder = match snapshot_holder.take() {
+    let mut schema_objects = 0;
+    if phase == Phase::Loading || phase == Phase::PostData {
+        let chunks = if phase == Phase::Loading {
+            pending_chunks(&control_client, &task.name, &tables).await?
+        } else {
+            Vec::new()
+        };
+        let snapshot = if chunks.is_empty() {
+            None
+        } else {
+            progress.set_phase("load");
+            Some(match snapshot_holder.take() {
                 Some(h) if h.is_alive() => h,
                 _ => {
                     let message = "the load resumes from a new snapshot: chunks copied before \
@@ -236,59 +255,54 @@ async fn run_phases(
                     .await?;
                     SnapshotHolder::export(&endpoints.source).await?
                 }
-            };
-            let ctx = Arc::new(LoadContext {
-                task: task.name.clone(),
-                source: endpoints.source.clone(),
-                target: endpoints.target.clone(),
-                snapshot: holder.name().to_owned(),
-            });
-            let outcome = load::run(ctx, chunks, task.full_load.jobs).await?;
-            drop(holder);
-            if !outcome.failed.is_empty() {
-                return Err(EngineError::LoadFailed {
-                    failed: outcome.failed.len(),
-                    total: tables.len(),
-                    tables: outcome
-                        .failed
-                        .iter()
-                        .map(|(t, e)| format!("{t} ({e})"))
-                        .collect(),
-                });
-            }
-        }
-        control::set_phase(control_client.raw(), &task.name, Phase::PostData).await?;
-        control::event(
-            control_client.raw(),
-            &task.name,
-            Level::Info,
-            "load",
-            &format!("all {} tables loaded", tables.len()),
-            None,
-        )
-        .await?;
-        phase = Phase::PostData;
-    }
-    drop(snapshot_holder);
-
-    let mut schema_objects = 0;
-    if phase == Phase::PostData {
-        progress.set_phase("indexes and constraints");
-        let outcome = schema::run_post_data(
-            &endpoints.target,
-            &control_client,
-            &task.name,
-            &preamble,
-            task.full_load.jobs,
-            task.full_load.target_table_prep_mode != TargetTablePrepMode::Fail,
-            progress,
-        )
-        .await?;
+            })
+        };
+        drop(snapshot_holder.take());
+        let ctx = Arc::new(LoadContext {
+            task: task.name.clone(),
+            source: endpoints.source.clone(),
+            target: endpoints.target.clone(),
+            snapshot: snapshot
+                .as_ref()
+                .map(|s| s.name().to_owned())
+                .unwrap_or_default(),
+        });
+        let steps = schema::pending_steps(&control_client, &task.name, "post-data").await?;
+        let post_ids: HashSet<i32> = steps.iter().map(|s| s.dump_id).collect();
+        let unfinished = schema::unfinished_steps(&control_client, &task.name)
+            .await?
+            .difference(&post_ids)
+            .copied()
+            .collect();
+        let input = build::BuildInput {
+            ctx,
+            tables: tables.clone(),
+            chunks,
+            steps,
+            table_dump_ids: schema::table_step_ids(&control_client, &task.name).await?,
+            unfinished,
+            preamble: preamble.clone(),
+            skip_duplicates: task.full_load.target_table_prep_mode != TargetTablePrepMode::Fail,
+            jobs: task.full_load.jobs,
+            snapshot,
+        };
+        let outcome = build::run(input, progress.clone()).await?;
         warnings.extend(outcome.skipped);
-        schema_objects = outcome.done;
-        if !outcome.failed.is_empty() {
+        schema_objects = outcome.steps_done;
+        if !outcome.failed_tables.is_empty() {
+            return Err(EngineError::LoadFailed {
+                failed: outcome.failed_tables.len(),
+                total: tables.len(),
+                tables: outcome
+                    .failed_tables
+                    .iter()
+                    .map(|(t, e)| format!("{t} ({e})"))
+                    .collect(),
+            });
+        }
+        if !outcome.failed_steps.is_empty() {
             return Err(EngineError::PostDataFailed {
-                steps: outcome.failed,
+                steps: outcome.failed_steps,
             });
         }
         control::set_phase(control_client.raw(), &task.name, Phase::Finishing).await?;
@@ -323,6 +337,7 @@ async fn run_phases(
         schema_objects,
         sequences,
         warnings,
+        progress,
     )
     .await
 }
@@ -407,6 +422,7 @@ async fn plan_task(
         &all_oids,
         &selected_oids,
         &kept_existing,
+        &all.iter().map(|t| (t.oid, t.table_bytes)).collect(),
         &RenderOptions {
             keep_owners: task.full_load.keep_owners,
             keep_privileges: task.full_load.keep_privileges,
@@ -448,8 +464,8 @@ async fn plan_task(
         .prepare(
             "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
                  target_schema, target_table, copy_format, columns, estimated_rows,
-                 estimated_bytes, chunks_total, existed_before)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 estimated_bytes, chunks_total, existed_before, dump_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .await
         .map_err(err("storing the plan"))?;
@@ -478,6 +494,7 @@ async fn plan_task(
                 &t.estimated_bytes,
                 &(t.chunks.len() as i32),
                 &existing_set.contains(&t.target),
+                &schema_plan.table_entries.get(&t.source_oid),
             ],
         )
         .await
@@ -533,7 +550,8 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
             "reading the table plan",
             "SELECT table_id, source_schema, source_table, target_schema, target_table,
                     copy_format, columns, estimated_rows, estimated_bytes, chunks_total,
-                    chunks_done, rows_copied, bytes_copied, state
+                    chunks_done, rows_copied, bytes_copied, state, existed_before, analyzed,
+                    dump_id
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )
@@ -568,6 +586,9 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                 target: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
                 columns: serde_json::from_value(r.get(6)).unwrap_or_default(),
                 format: CopyFormat::parse(r.get(5)).unwrap_or(CopyFormat::Text),
+                existed_before: r.get(14),
+                analyzed: r.get(15),
+                dump_id: r.get(16),
                 progress: Arc::new(progress),
             })
         })
@@ -605,6 +626,7 @@ async fn pending_chunks(
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn summarize(
     client: &PgClient,
     task: &Task,
@@ -613,6 +635,7 @@ async fn summarize(
     schema_objects: usize,
     sequences: usize,
     warnings: Vec<String>,
+    progress: &RunProgress,
 ) -> Result<RunSummary> {
     let rows = client
         .query(
@@ -648,6 +671,7 @@ async fn summarize(
         run_seconds: started.elapsed().as_secs_f64(),
         schema_objects,
         sequences,
+        phases: progress.phase_times(),
         warnings,
     })
 }

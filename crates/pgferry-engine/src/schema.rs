@@ -8,26 +8,23 @@
 //!
 //! Each kept entry becomes a *step* with its own SQL. Steps of the pre-data section (types,
 //! functions, tables, views) run in one target transaction before the load, together with
-//! the marks that record them done. Post-data steps run after the load, in parallel, each
-//! in its own transaction with its mark: indexes and keys first, then foreign keys, then the
-//! rest (triggers, rules, policies, materialized view contents). A crash at any point leaves
-//! every step either done and marked, or neither; the next run does the rest.
+//! the marks that record them done. Post-data steps (indexes and keys, then foreign keys,
+//! then triggers, rules, policies and materialized view contents) run as soon as the tables
+//! they touch are loaded, in parallel with the rest of the load ([`crate::build`]), each in
+//! its own transaction with its mark. A crash at any point leaves every step either done
+//! and marked, or neither; the next run does the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pgferry_config::{Selection, TargetTablePrepMode};
 use pgferry_pg::dump::{PgTools, RenderOptions, Section, TocEntry};
-use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side, describe_pg_error};
+use pgferry_pg::{PgClient, PgError, QualifiedName, Side, describe_pg_error};
 use serde::Serialize;
 
 use crate::control::{self, Level};
 use crate::error::{EngineError, Result};
-use crate::progress::RunProgress;
-use crate::queue::WorkQueue;
 use crate::session;
 
 /// TOC entries that describe the dump itself or the database, never objects to create.
@@ -67,13 +64,14 @@ const TABLE_ATTACHED: &[&str] = &[
 ];
 
 /// SQLSTATEs that mean "this object already exists".
-const DUPLICATE_OBJECT: &[&str] = &["42P06", "42P07", "42710", "42723", "42P16", "42P04"];
+pub(crate) const DUPLICATE_OBJECT: &[&str] =
+    &["42P06", "42P07", "42710", "42723", "42P16", "42P04"];
 
 /// Lock conflicts between parallel DDL: retried.
-const RETRY_SQLSTATES: &[&str] = &["40P01", "40001", "55P03"];
+pub(crate) const RETRY_SQLSTATES: &[&str] = &["40P01", "40001", "55P03"];
 
 /// How many times a post-data step is retried after a deadlock with a concurrent step.
-const STEP_ATTEMPTS: u32 = 4;
+pub(crate) const STEP_ATTEMPTS: u32 = 4;
 
 /// One object to create on the target.
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +84,8 @@ pub struct Step {
     pub kind: String,
     pub label: String,
     pub depends_on: Vec<i32>,
+    /// Bytes of the tables the step works on: bigger steps start first.
+    pub weight: i64,
     pub sql: String,
     /// Why the step is not run at all, decided at planning time.
     pub skip: Option<String>,
@@ -96,6 +96,8 @@ pub struct Step {
 pub struct SchemaPlan {
     pub preamble: String,
     pub steps: Vec<Step>,
+    /// The dump id of each table's TABLE entry, by the table's OID on the source.
+    pub table_entries: HashMap<u32, i32>,
     pub warnings: Vec<String>,
 }
 
@@ -257,6 +259,7 @@ pub async fn plan_schema(
     all_tables: &HashSet<u32>,
     selected: &HashSet<u32>,
     kept_existing: &HashSet<u32>,
+    table_bytes: &HashMap<u32, i64>,
     options: &RenderOptions,
 ) -> Result<SchemaPlan> {
     let toc = tools.read_toc(archive).await?;
@@ -273,8 +276,19 @@ pub async fn plan_schema(
     )?;
     let mut plan = SchemaPlan {
         warnings: filtered.warnings,
+        table_entries: toc
+            .iter()
+            .filter(|e| e.desc == "TABLE" && e.class_oid == 1259)
+            .map(|e| (e.obj_oid, e.dump_id))
+            .collect(),
         ..SchemaPlan::default()
     };
+    // The size of the tables behind each TABLE entry, for step weights.
+    let entry_bytes: HashMap<i32, i64> = toc
+        .iter()
+        .filter(|e| e.desc == "TABLE" && e.class_oid == 1259)
+        .filter_map(|e| Some((e.dump_id, *table_bytes.get(&e.obj_oid)?)))
+        .collect();
     for section in [Section::PreData, Section::PostData] {
         let entries: Vec<&TocEntry> = filtered
             .keep
@@ -301,6 +315,7 @@ pub async fn plan_schema(
                 kind: e.desc.clone(),
                 label: e.label(),
                 depends_on: e.deps.clone(),
+                weight: e.deps.iter().filter_map(|d| entry_bytes.get(d)).sum(),
                 sql: sql.get(&e.dump_id).cloned().unwrap_or_default(),
                 skip: filtered.skip.get(&e.dump_id).cloned(),
             });
@@ -318,8 +333,9 @@ pub async fn store_steps(
     let insert = tx
         .prepare(
             "INSERT INTO pgferry.schema_step
-                (task, dump_id, section, ordinal, phase, kind, label, depends_on, sql, state, note)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                (task, dump_id, section, ordinal, phase, kind, label, depends_on, sql, state, note,
+                 weight)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .await
         .map_err(|e| PgError::query(Side::Target, "storing the schema plan", e))?;
@@ -347,6 +363,7 @@ pub async fn store_steps(
                 &s.sql,
                 &state,
                 &s.skip,
+                &s.weight,
             ],
         )
         .await
@@ -356,21 +373,27 @@ pub async fn store_steps(
 }
 
 /// A stored step, as the executors read it back.
+/// A post-data step as stored in the control schema.
 #[derive(Debug, Clone)]
-struct StoredStep {
-    dump_id: i32,
-    phase: i32,
-    kind: String,
-    label: String,
-    depends_on: Vec<i32>,
-    sql: String,
+pub struct StoredStep {
+    pub dump_id: i32,
+    pub phase: i32,
+    pub kind: String,
+    pub label: String,
+    pub depends_on: Vec<i32>,
+    pub weight: i64,
+    pub sql: String,
 }
 
-async fn pending_steps(client: &PgClient, task: &str, section: &str) -> Result<Vec<StoredStep>> {
+pub async fn pending_steps(
+    client: &PgClient,
+    task: &str,
+    section: &str,
+) -> Result<Vec<StoredStep>> {
     let rows = client
         .query(
             "reading the schema plan",
-            "SELECT dump_id, phase, kind, label, depends_on, sql FROM pgferry.schema_step
+            "SELECT dump_id, phase, kind, label, depends_on, sql, weight FROM pgferry.schema_step
              WHERE task = $1 AND section = $2 AND state IN ('pending', 'failed')
              ORDER BY ordinal",
             &[&task, &section],
@@ -385,12 +408,122 @@ async fn pending_steps(client: &PgClient, task: &str, section: &str) -> Result<V
             label: r.get(3),
             depends_on: r.get(4),
             sql: r.get(5),
+            weight: r.get(6),
         })
         .collect())
 }
 
+/// Dump ids of the task's TABLE steps, to tell which tables a post-data step works on.
+pub async fn table_step_ids(client: &PgClient, task: &str) -> Result<HashSet<i32>> {
+    let rows = client
+        .query(
+            "reading the schema plan",
+            "SELECT dump_id FROM pgferry.schema_step WHERE task = $1 AND kind = 'TABLE'",
+            &[&task],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A post-data step in the build graph.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphStep {
+    pub step: StoredStep,
+    /// Steps it waits for: pg_dump's dependencies plus those added here.
+    pub deps: Vec<i32>,
+    /// The TABLE entries it works on.
+    pub tables: Vec<i32>,
+}
+
+/// Orders post-data steps into one dependency graph.
+///
+/// Beyond pg_dump's own dependencies, a foreign key waits for the index and key builds on
+/// the two tables it touches (its validation uses them, and its lock would queue behind
+/// them anyway), and a phase-3 step (trigger, rule, policy, ...) waits for everything on
+/// its tables. That is all the ordering correctness needs: a foreign key on one pair of
+/// tables never waits for an index on another. Ready steps start biggest-tables-first,
+/// so the longest builds do not end up running alone at the end.
+///
+/// Steps that depend, transitively, on an `unfinished` step cannot run and are returned
+/// apart.
+pub(crate) fn post_data_graph(
+    steps: &[StoredStep],
+    table_ids: &HashSet<i32>,
+    unfinished: &HashSet<i32>,
+) -> (Vec<GraphStep>, Vec<StoredStep>) {
+    let tables_of = |s: &StoredStep| -> Vec<i32> {
+        s.depends_on
+            .iter()
+            .filter(|d| table_ids.contains(d))
+            .copied()
+            .collect()
+    };
+    // For each table, its steps of each phase.
+    let mut by_table: HashMap<(i32, i32), Vec<i32>> = HashMap::new();
+    for s in steps {
+        for t in tables_of(s) {
+            by_table.entry((t, s.phase)).or_default().push(s.dump_id);
+        }
+    }
+    let mut graph: Vec<GraphStep> = steps
+        .iter()
+        .map(|s| {
+            let tables = tables_of(s);
+            let mut deps = s.depends_on.clone();
+            for t in &tables {
+                for earlier in 1..s.phase {
+                    if let Some(ids) = by_table.get(&(*t, earlier)) {
+                        deps.extend(ids.iter().copied());
+                    }
+                }
+            }
+            deps.sort_unstable();
+            deps.dedup();
+            GraphStep {
+                step: s.clone(),
+                deps,
+                tables,
+            }
+        })
+        .collect();
+    // Block whatever depends on something that did not finish, to a fixed point.
+    let mut blocked_ids: HashSet<i32> = HashSet::new();
+    loop {
+        let before = blocked_ids.len();
+        for g in &graph {
+            if !blocked_ids.contains(&g.step.dump_id)
+                && g.deps
+                    .iter()
+                    .any(|d| unfinished.contains(d) || blocked_ids.contains(d))
+            {
+                blocked_ids.insert(g.step.dump_id);
+            }
+        }
+        if blocked_ids.len() == before {
+            break;
+        }
+    }
+    let mut blocked = Vec::new();
+    graph.retain(|g| {
+        if blocked_ids.contains(&g.step.dump_id) {
+            blocked.push(g.step.clone());
+            false
+        } else {
+            true
+        }
+    });
+    graph.sort_by(|a, b| {
+        a.step
+            .phase
+            .cmp(&b.step.phase)
+            .then(b.step.weight.cmp(&a.step.weight))
+            .then(a.step.dump_id.cmp(&b.step.dump_id))
+    });
+    (graph, blocked)
+}
+
 /// Steps that did not run: failed, or blocked by a failure.
-async fn unfinished_steps(client: &PgClient, task: &str) -> Result<HashSet<i32>> {
+pub async fn unfinished_steps(client: &PgClient, task: &str) -> Result<HashSet<i32>> {
     let rows = client
         .query(
             "reading the schema plan",
@@ -402,7 +535,7 @@ async fn unfinished_steps(client: &PgClient, task: &str) -> Result<HashSet<i32>>
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+pub(crate) fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|d| d.code().code())
 }
 
@@ -490,7 +623,7 @@ pub async fn restore_pre_data(
         }
     }
     tx.execute(
-        "UPDATE pgferry.schema_step SET state = 'done', finished_at = now()
+        "UPDATE pgferry.schema_step SET state = 'done', finished_at = clock_timestamp()
          WHERE task = $1 AND dump_id = ANY($2)",
         &[&task, &done],
     )
@@ -498,7 +631,7 @@ pub async fn restore_pre_data(
     .map_err(err("recording the schema restore"))?;
     for (id, note) in &skipped {
         tx.execute(
-            "UPDATE pgferry.schema_step SET state = 'skipped', note = $3, finished_at = now()
+            "UPDATE pgferry.schema_step SET state = 'skipped', note = $3, finished_at = clock_timestamp()
              WHERE task = $1 AND dump_id = $2",
             &[&task, id, note],
         )
@@ -525,196 +658,8 @@ pub async fn restore_pre_data(
     Ok(notes)
 }
 
-/// What the post-data steps came to.
-#[derive(Debug, Default)]
-pub struct PostDataOutcome {
-    pub done: usize,
-    pub skipped: Vec<String>,
-    pub failed: Vec<String>,
-}
-
-/// Runs the pending post-data steps with `jobs` parallel connections, phase by phase.
-pub async fn run_post_data(
-    target_info: &ConnInfo,
-    control: &PgClient,
-    task: &str,
-    preamble: &str,
-    jobs: usize,
-    skip_duplicates: bool,
-    progress: &Arc<RunProgress>,
-) -> Result<PostDataOutcome> {
-    let steps = pending_steps(control, task, "post-data").await?;
-    progress
-        .steps_total
-        .store(steps.len() as u32, Ordering::Relaxed);
-    progress.steps_done.store(0, Ordering::Relaxed);
-    let mut outcome = PostDataOutcome::default();
-    let mut unfinished: HashSet<i32> = HashSet::new();
-    // Pre-data steps that never completed block whatever depends on them.
-    let pre_unfinished = unfinished_steps(control, task).await?;
-    let post_ids: HashSet<i32> = steps.iter().map(|s| s.dump_id).collect();
-    unfinished.extend(pre_unfinished.difference(&post_ids));
-
-    for phase in 1..=3 {
-        let (ready, blocked): (Vec<StoredStep>, Vec<StoredStep>) = steps
-            .iter()
-            .filter(|s| s.phase == phase)
-            .cloned()
-            .partition(|s| !s.depends_on.iter().any(|d| unfinished.contains(d)));
-        for s in blocked {
-            unfinished.insert(s.dump_id);
-            outcome
-                .failed
-                .push(format!("{} (blocked by an earlier failure)", s.label));
-        }
-        if ready.is_empty() {
-            continue;
-        }
-        let queue = Arc::new(WorkQueue::new(
-            ready
-                .into_iter()
-                .map(|s| (s.dump_id, s.clone(), s.depends_on.clone()))
-                .collect(),
-        ));
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..jobs.max(1) {
-            let queue = queue.clone();
-            let info = target_info.clone();
-            let task = task.to_owned();
-            let preamble = preamble.to_owned();
-            let progress = progress.clone();
-            workers.spawn(async move {
-                post_data_worker(&info, &task, &preamble, skip_duplicates, &queue, &progress).await
-            });
-        }
-        let mut first_error = None;
-        while let Some(joined) = workers.join_next().await {
-            match joined {
-                Ok(Ok(result)) => {
-                    outcome.done += result.done;
-                    outcome.skipped.extend(result.skipped);
-                    for (id, label) in result.failed {
-                        unfinished.insert(id);
-                        outcome.failed.push(label);
-                    }
-                }
-                Ok(Err(e)) => {
-                    queue.close();
-                    first_error.get_or_insert(e);
-                }
-                Err(join) => {
-                    queue.close();
-                    first_error.get_or_insert(EngineError::SchemaRestore {
-                        entry: "a post-data worker".to_owned(),
-                        message: join.to_string(),
-                    });
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        for id in queue.blocked() {
-            unfinished.insert(id);
-            if let Some(s) = steps.iter().find(|s| s.dump_id == id) {
-                outcome
-                    .failed
-                    .push(format!("{} (blocked by an earlier failure)", s.label));
-            }
-        }
-    }
-    Ok(outcome)
-}
-
-#[derive(Default)]
-struct WorkerResult {
-    done: usize,
-    skipped: Vec<String>,
-    failed: Vec<(i32, String)>,
-}
-
-async fn post_data_worker(
-    info: &ConnInfo,
-    task: &str,
-    preamble: &str,
-    skip_duplicates: bool,
-    queue: &WorkQueue<i32, StoredStep>,
-    progress: &RunProgress,
-) -> Result<WorkerResult> {
-    let mut client = pgferry_pg::connect(Side::Target, info, "pgferry post-data").await?;
-    client
-        .batch("setting up a post-data session", session::NO_TIMEOUTS)
-        .await?;
-    client
-        .batch("setting up a post-data session", preamble)
-        .await?;
-    let mut result = WorkerResult::default();
-    while let Some((id, step)) = queue.next().await {
-        let started = Instant::now();
-        let mut attempt = 0;
-        let outcome = loop {
-            attempt += 1;
-            match run_step(&mut client, task, &step, started).await {
-                Err(e)
-                    if attempt < STEP_ATTEMPTS
-                        && sqlstate(&e).is_some_and(|c| RETRY_SQLSTATES.contains(&c)) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-                other => break other,
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                result.done += 1;
-                queue.complete(&id, true);
-            }
-            Err(e)
-                if skip_duplicates
-                    && sqlstate(&e).is_some_and(|c| DUPLICATE_OBJECT.contains(&c)) =>
-            {
-                let note = format!(
-                    "{} already exists on the target; the existing one is kept",
-                    step.label
-                );
-                mark_step(&client, task, id, "skipped", &note).await?;
-                result.skipped.push(note);
-                queue.complete(&id, true);
-            }
-            Err(e) => {
-                if client.is_closed() {
-                    queue.complete(&id, false);
-                    return Err(EngineError::Pg(PgError::query(
-                        Side::Target,
-                        format!("creating {}", step.label),
-                        e,
-                    )));
-                }
-                let message = describe_pg_error(&e);
-                mark_step(&client, task, id, "failed", &message).await?;
-                control::event(
-                    client.raw(),
-                    task,
-                    Level::Error,
-                    "post-data",
-                    &format!("creating {} failed: {message}", step.label),
-                    None,
-                )
-                .await?;
-                tracing::warn!(step = %step.label, error = %message, "post-data step failed");
-                result
-                    .failed
-                    .push((id, format!("{}: {message}", step.label)));
-                queue.complete(&id, false);
-            }
-        }
-        progress.steps_done.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(result)
-}
-
 /// Runs one step and records it done, in one transaction.
-async fn run_step(
+pub(crate) async fn run_step(
     client: &mut PgClient,
     task: &str,
     step: &StoredStep,
@@ -723,7 +668,7 @@ async fn run_step(
     let tx = client.raw_mut().transaction().await?;
     tx.batch_execute(&step.sql).await?;
     tx.execute(
-        "UPDATE pgferry.schema_step SET state = 'done', note = NULL, finished_at = now(),
+        "UPDATE pgferry.schema_step SET state = 'done', note = NULL, finished_at = clock_timestamp(),
                 seconds = $3
          WHERE task = $1 AND dump_id = $2",
         &[&task, &step.dump_id, &started.elapsed().as_secs_f64()],
@@ -734,11 +679,17 @@ async fn run_step(
     Ok(())
 }
 
-async fn mark_step(client: &PgClient, task: &str, id: i32, state: &str, note: &str) -> Result<()> {
+pub(crate) async fn mark_step(
+    client: &PgClient,
+    task: &str,
+    id: i32,
+    state: &str,
+    note: &str,
+) -> Result<()> {
     client
         .execute(
             "recording a schema step",
-            "UPDATE pgferry.schema_step SET state = $3, note = $4, finished_at = now()
+            "UPDATE pgferry.schema_step SET state = $3, note = $4, finished_at = clock_timestamp()
              WHERE task = $1 AND dump_id = $2",
             &[&task, &id, &state, &note],
         )
@@ -870,6 +821,71 @@ mod tests {
         assert!(f.skip.contains_key(&18), "its foreign key");
         assert!(!f.skip.contains_key(&15), "a view over it is still created");
         assert!(f.keep.iter().all(|e| e.desc != "ENCODING"));
+    }
+
+    fn stored(dump_id: i32, phase: i32, kind: &str, deps: &[i32], weight: i64) -> StoredStep {
+        StoredStep {
+            dump_id,
+            phase,
+            kind: kind.to_owned(),
+            label: format!("{kind} {dump_id}"),
+            depends_on: deps.to_vec(),
+            weight,
+            sql: String::new(),
+        }
+    }
+
+    #[test]
+    fn foreign_keys_wait_only_for_their_own_tables_and_big_steps_go_first() {
+        // Tables 1 (big) and 2 (small), and 3 which nothing here touches.
+        let tables: HashSet<i32> = [1, 2, 3].into();
+        let steps = vec![
+            stored(10, 1, "INDEX", &[2], 10),
+            stored(11, 1, "CONSTRAINT", &[1], 1000),
+            stored(12, 1, "INDEX", &[1], 1000),
+            stored(13, 1, "INDEX", &[3], 5),
+            stored(20, 2, "FK CONSTRAINT", &[1, 2, 11], 1010),
+            stored(30, 3, "TRIGGER", &[2], 10),
+        ];
+        let (graph, blocked) = post_data_graph(&steps, &tables, &HashSet::new());
+        assert!(blocked.is_empty());
+        let order: Vec<i32> = graph.iter().map(|g| g.step.dump_id).collect();
+        assert_eq!(order, [11, 12, 10, 13, 20, 30], "phase, then weight");
+        let deps = |id| {
+            graph
+                .iter()
+                .find(|g| g.step.dump_id == id)
+                .unwrap()
+                .deps
+                .clone()
+        };
+        assert_eq!(
+            deps(20),
+            [1, 2, 10, 11, 12],
+            "the FK waits for both tables' indexes only"
+        );
+        assert_eq!(
+            deps(30),
+            [2, 10, 20],
+            "a trigger waits for everything on its table"
+        );
+    }
+
+    #[test]
+    fn steps_behind_a_failure_are_blocked_transitively() {
+        let tables: HashSet<i32> = [1].into();
+        let steps = vec![
+            stored(10, 1, "INDEX", &[1, 5], 1),
+            stored(11, 1, "INDEX ATTACH", &[10], 1),
+            stored(20, 2, "FK CONSTRAINT", &[1], 1),
+            stored(21, 1, "INDEX", &[1], 1),
+        ];
+        let unfinished: HashSet<i32> = [5].into();
+        let (graph, blocked) = post_data_graph(&steps, &tables, &unfinished);
+        let mut blocked: Vec<i32> = blocked.iter().map(|s| s.dump_id).collect();
+        blocked.sort();
+        assert_eq!(blocked, [10, 11, 20]);
+        assert_eq!(graph.len(), 1);
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::ident::{QualifiedName, quote_ident};
 /// Largest CopyData message sent to the target; bigger rows are sliced (without copying).
 pub const MAX_OUT_MESSAGE: usize = 1024 * 1024;
 
+/// Rows are gathered into messages of about this size before they go to the target. One
+/// message per row would cost a channel hop in tokio-postgres and a message read on the
+/// server per row; 64 KiB makes both negligible while keeping the pipe's buffer small.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
 /// The wire format of a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,17 +74,25 @@ fn column_list<'a>(columns: impl Iterator<Item = &'a str>) -> String {
 ///
 /// The column list is explicit, so generated columns stay behind and the target's column
 /// order does not matter. `ONLY` keeps inheritance children out of a parent's rows.
+/// `freeze` loads the rows already frozen and visible to all (`COPY ... FREEZE`); the
+/// caller must have created or truncated the table in the same transaction.
 pub fn copy_statements<'a>(
     source_table: &QualifiedName,
     target_table: &QualifiedName,
     columns: impl Iterator<Item = &'a str>,
     format: CopyFormat,
     range: Option<BlockRange>,
+    freeze: bool,
 ) -> CopyStatements {
     let cols = column_list(columns);
     let options = match format {
         CopyFormat::Binary => "(FORMAT binary)",
         CopyFormat::Text => "(FORMAT text)",
+    };
+    let target_options = match (format, freeze) {
+        (CopyFormat::Binary, true) => "(FORMAT binary, FREEZE)",
+        (CopyFormat::Text, true) => "(FORMAT text, FREEZE)",
+        (_, false) => options,
     };
     let source = match range {
         None => format!(
@@ -98,7 +111,7 @@ pub fn copy_statements<'a>(
         }
     };
     let target = format!(
-        "COPY {} ({cols}) FROM STDIN {options}",
+        "COPY {} ({cols}) FROM STDIN {target_options}",
         target_table.quoted()
     );
     CopyStatements { source, target }
@@ -179,6 +192,7 @@ mod tests {
             ["id", "Total \"x\""].into_iter(),
             CopyFormat::Binary,
             None,
+            false,
         );
         assert_eq!(
             s.source,
@@ -202,6 +216,7 @@ mod tests {
                 start: 100,
                 end: Some(200),
             }),
+            true,
         );
         assert_eq!(
             s.source,
@@ -217,7 +232,12 @@ mod tests {
                 start: 200,
                 end: None,
             }),
+            false,
         );
         assert!(open.source.contains("WHERE ctid >= '(200,0)'::tid) TO"));
+        assert_eq!(
+            s.target,
+            "COPY \"public\".\"t\" (\"id\") FROM STDIN (FORMAT text, FREEZE)"
+        );
     }
 }

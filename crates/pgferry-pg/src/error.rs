@@ -140,10 +140,7 @@ impl PgError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PgError::Unreachable { .. } => true,
-            PgError::Query { source, .. } => match source.as_db_error() {
-                Some(db) => sqlstate_is_transient(db.code().code()),
-                None => source.is_closed() || is_io_error(source),
-            },
+            PgError::Query { source, .. } => is_transient(source),
             PgError::Protocol { .. } => true,
             PgError::Io { .. } => true,
             PgError::ConnInfo { .. }
@@ -217,6 +214,15 @@ impl PgError {
             ),
             PgError::Protocol { .. } | PgError::Io { .. } => None,
         }
+    }
+}
+
+/// Whether a failed statement may succeed if tried again: a lost connection, a server
+/// restarting, a lock conflict.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => sqlstate_is_transient(db.code().code()),
+        None => e.is_closed() || is_io_error(e),
     }
 }
 

@@ -34,12 +34,20 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", describe(.source))]
     Sql {
         context: String,
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// The server's message and SQLSTATE, which tokio-postgres's own Display leaves out.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {

@@ -76,6 +76,15 @@ pub fn print_summary(summary: &RunSummary) {
         summary.schema_objects,
         summary.sequences
     );
+    println!(
+        "Phases: {}",
+        summary
+            .phases
+            .iter()
+            .map(|p| format!("{} {}", p.phase, output::duration(p.seconds)))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    );
     if !summary.warnings.is_empty() {
         println!("Warnings:");
         for w in &summary.warnings {

@@ -1,0 +1,185 @@
+//! Shared pieces of pgferry's benchmarks: measuring a command's wall time and the peak
+//! memory of its whole process tree, and printing results as ratios.
+//!
+//! The machines are shared and noisy, so every benchmark runs pgferry and its peers on the
+//! same data, on the same servers, in the same run, and reports ratios rather than lone
+//! timings.
+
+use std::collections::HashMap;
+use std::fs;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How often the memory sampler looks at the process tree. Fine enough to catch the peak
+/// of a run that lasts seconds, cheap enough not to disturb it.
+const SAMPLE_EVERY: Duration = Duration::from_millis(25);
+
+/// Page size for `/proc/<pid>/statm`.
+const PAGE: u64 = 4096;
+
+/// Resident memory of `root` and all its descendants, in bytes.
+pub fn tree_rss(root: u32) -> u64 {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The command name may contain spaces and parentheses; fields follow the last ')'.
+            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+                continue;
+            };
+            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut total = 0;
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if let Ok(statm) = fs::read_to_string(format!("/proc/{pid}/statm"))
+            && let Some(rss) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|r| r.parse::<u64>().ok())
+        {
+            total += rss * PAGE;
+        }
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids);
+        }
+    }
+    total
+}
+
+/// Wall time and peak memory of one command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measured {
+    pub seconds: f64,
+    /// Peak resident memory of the command's process tree, in bytes.
+    pub peak_rss: u64,
+}
+
+impl Measured {
+    /// Two commands run one after the other: times add, the peak is the larger one.
+    pub fn then(self, other: Measured) -> Measured {
+        Measured {
+            seconds: self.seconds + other.seconds,
+            peak_rss: self.peak_rss.max(other.peak_rss),
+        }
+    }
+}
+
+/// Runs `cmd` to completion, measuring wall time and the peak memory of its process tree.
+/// Its output goes to `log`.
+pub fn measure(mut cmd: Command, log: &std::path::Path) -> anyhow::Result<Measured> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdout(out.try_clone()?).stderr(out);
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id();
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(tree_rss(pid), Ordering::Relaxed);
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        })
+    };
+    let status = child.wait()?;
+    let seconds = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    if !status.success() {
+        bail!(
+            "{cmd:?} failed with {status}; its output is in {}",
+            log.display()
+        );
+    }
+    Ok(Measured {
+        seconds,
+        peak_rss: peak.load(Ordering::Relaxed),
+    })
+}
+
+/// Formats bytes as MiB.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / 1024.0 / 1024.0)
+}
+
+/// A result row: a tool and what it measured.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub tool: String,
+    pub measured: Option<Measured>,
+    /// Peak memory is not the tool's to report (work done inside the servers).
+    pub memory_in_server: bool,
+    pub note: String,
+}
+
+/// Prints results with each peer's time as a multiple of pgferry's (the first row).
+pub fn print_ratios(title: &str, data_bytes: u64, rows: &[Row]) {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "tool",
+        "wall time",
+        "throughput",
+        "peak memory",
+        "time vs pgferry",
+        "note",
+    ]);
+    let base = rows.first().and_then(|r| r.measured).map(|m| m.seconds);
+    for r in rows {
+        match r.measured {
+            Some(m) => t.add_row(vec![
+                r.tool.clone(),
+                format!("{:.1}s", m.seconds),
+                format!(
+                    "{:.0} MiB/s",
+                    data_bytes as f64 / 1024.0 / 1024.0 / m.seconds
+                ),
+                if r.memory_in_server {
+                    "in the servers".to_owned()
+                } else {
+                    mib(m.peak_rss)
+                },
+                base.map(|b| format!("{:.2}x", m.seconds / b))
+                    .unwrap_or_default(),
+                r.note.clone(),
+            ]),
+            None => t.add_row(vec![
+                r.tool.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                r.note.clone(),
+            ]),
+        };
+    }
+    println!("\n{title}\n{t}");
+    let pgferry = rows.first().and_then(|r| r.measured);
+    let best_peer = rows
+        .iter()
+        .skip(1)
+        .filter_map(|r| r.measured.map(|m| (r.tool.as_str(), m.seconds)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let (Some(p), Some((peer, secs))) = (pgferry, best_peer) {
+        println!(
+            "pgferry's wall time is {:.2} of the best peer's ({peer}); peak memory {}",
+            p.seconds / secs,
+            mib(p.peak_rss)
+        );
+    }
+}
