@@ -37,6 +37,11 @@ struct Args {
     /// Runs per tool; the best one counts.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Skip the untimed warm-up run. (The first big write on a fresh server creates its
+    /// WAL segment files, which later runs recycle; without a warm-up, whichever tool runs
+    /// first pays for that.)
+    #[arg(long)]
+    no_warmup: bool,
     /// The pgferry binary (default: target/release/pgferry).
     #[arg(long)]
     pgferry: Option<PathBuf>,
@@ -290,6 +295,13 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let expected = counts(&source).await?;
+    if !args.no_warmup {
+        print!("  warm-up run (not measured)… ");
+        reset_target(&target, &source).await?;
+        let first = args.tools.first().map(String::as_str).unwrap_or("pgferry");
+        let (m, _) = run_tool(first, &args, &source, &target, &work, &bindir).await?;
+        println!("{:.1}s", m.seconds);
+    }
     let mut rows = Vec::new();
     for name in &args.tools {
         let mut best: Option<(Measured, bool)> = None;
