@@ -5,11 +5,13 @@
 //! the load's parallelism. Everything here is pure data and validation: no I/O beyond reading
 //! the file, so every rule can be unit tested without a database.
 
+mod cdc;
 mod error;
 mod pattern;
 mod selection;
 mod task;
 
+pub use cdc::{CdcSettings, ErrorBehavior, ErrorPolicy, NoKeyTables};
 pub use error::ConfigError;
 pub use pattern::NamePattern;
 pub use selection::{Selection, TableRule};

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::cdc::{CdcSettings, ErrorBehavior, RawCdc};
 use crate::error::ConfigError;
 use crate::selection::{Selection, TableRule};
 
@@ -144,6 +145,7 @@ pub struct Task {
     pub target: Endpoint,
     pub selection: Selection,
     pub full_load: FullLoadSettings,
+    pub cdc: CdcSettings,
     /// The task file's path, for messages; `None` for tasks built in code.
     pub path: Option<PathBuf>,
 }
@@ -176,6 +178,8 @@ struct RawTask {
     include: Vec<TableRule>,
     #[serde(default)]
     exclude: Vec<TableRule>,
+    cdc: Option<RawCdc>,
+    error_behavior: Option<ErrorBehavior>,
 }
 
 /// The default parallelism: one job per core, at least two so one big table never leaves
@@ -250,6 +254,57 @@ impl Task {
         let source = endpoint(raw.source, "source", &base_dir, &invalid)?;
         let target = endpoint(raw.target, "target", &base_dir, &invalid)?;
 
+        let raw_cdc = raw.cdc.unwrap_or_default();
+        let mut cdc = CdcSettings {
+            errors: raw.error_behavior.unwrap_or_default(),
+            ..CdcSettings::default()
+        };
+        if let Some(v) = raw_cdc.no_key_tables {
+            cdc.no_key_tables = v;
+        }
+        for (key, value) in [
+            ("cdc.slot_name", &raw_cdc.slot_name),
+            ("cdc.publication", &raw_cdc.publication),
+        ] {
+            if let Some(v) = value
+                && !is_simple_name(v)
+            {
+                return Err(invalid(
+                    key,
+                    format!("{v:?} must be lower case letters, digits and _, at most 63"),
+                ));
+            }
+        }
+        cdc.slot_name = raw_cdc.slot_name;
+        cdc.publication = raw_cdc.publication;
+        if let Some(n) = raw_cdc.batch_max_changes {
+            if n == 0 {
+                return Err(invalid(
+                    "cdc.batch_max_changes",
+                    "must be at least 1".to_owned(),
+                ));
+            }
+            cdc.batch_max_changes = n;
+        }
+        if let Some(ms) = raw_cdc.batch_max_delay_ms {
+            cdc.batch_max_delay = std::time::Duration::from_millis(ms);
+        }
+        if let Some(s) = raw_cdc.heartbeat_interval_s {
+            if s == 0 {
+                return Err(invalid(
+                    "cdc.heartbeat_interval_s",
+                    "must be at least 1".to_owned(),
+                ));
+            }
+            cdc.heartbeat_interval = std::time::Duration::from_secs(s);
+        }
+        if let Some(b) = raw_cdc.wal_retention_warning {
+            cdc.wal_retention_warning = b.as_u64();
+        }
+        if let Some(b) = raw_cdc.binary {
+            cdc.binary = b;
+        }
+
         Ok(Task {
             name,
             migration_type: raw.migration_type,
@@ -263,6 +318,7 @@ impl Task {
                 keep_owners: raw.keep_owners,
                 keep_privileges: raw.keep_privileges,
             },
+            cdc,
             path: path.map(Path::to_path_buf),
         })
     }
@@ -288,6 +344,7 @@ impl Task {
                 keep_owners: false,
                 keep_privileges: false,
             },
+            cdc: CdcSettings::default(),
             path: None,
         }
     }
@@ -305,8 +362,24 @@ impl Task {
             "keep_privileges": self.full_load.keep_privileges,
             "include": self.selection.include_rules(),
             "exclude": self.selection.exclude_rules(),
+            "cdc": {
+                "no_key_tables": self.cdc.no_key_tables,
+                "slot_name": self.cdc.slot_name,
+                "publication": self.cdc.publication,
+                "batch_max_changes": self.cdc.batch_max_changes,
+                "batch_max_delay_ms": self.cdc.batch_max_delay.as_millis() as u64,
+            },
+            "error_behavior": self.cdc.errors,
         })
     }
+}
+
+/// A name usable as a slot or publication name without quoting.
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn endpoint(
@@ -474,6 +547,38 @@ table = "audit_%"
             .unwrap_err()
             .to_string();
         assert!(err.contains("`name`"), "{err}");
+    }
+
+    #[test]
+    fn cdc_and_error_behavior_are_read_with_dms_names() {
+        let text = format!(
+            "{MINIMAL}\n[cdc]\nno_key_tables = \"replica-identity-full\"\nslot_name = \"my_slot\"\n\
+             batch_max_changes = 500\nbatch_max_delay_ms = 50\n\
+             [error_behavior]\napply_error_insert_policy = \"UPDATE_RECORD\"\n\
+             apply_error_escalation_count = 10\n"
+        );
+        let t = Task::parse(&text, None).unwrap();
+        assert_eq!(t.cdc.no_key_tables, crate::NoKeyTables::ReplicaIdentityFull);
+        assert_eq!(t.cdc.slot_name.as_deref(), Some("my_slot"));
+        assert_eq!(t.cdc.batch_max_changes, 500);
+        assert_eq!(t.cdc.batch_max_delay.as_millis(), 50);
+        assert_eq!(
+            t.cdc.errors.apply_error_insert_policy,
+            crate::ErrorPolicy::UpdateRecord
+        );
+        assert_eq!(t.cdc.errors.apply_error_escalation_count, 10);
+        assert_eq!(
+            t.cdc.errors.apply_error_delete_policy,
+            crate::ErrorPolicy::IgnoreRecord,
+            "DMS's default"
+        );
+        let bad = format!("{MINIMAL}\n[cdc]\nslot_name = \"My Slot\"\n");
+        assert!(
+            Task::parse(&bad, None)
+                .unwrap_err()
+                .to_string()
+                .contains("cdc.slot_name")
+        );
     }
 
     #[test]

@@ -97,6 +97,16 @@ pub enum PgError {
     #[error("{tool} failed: {message}")]
     Tool { tool: String, message: String },
 
+    /// A server error on a connection pgferry speaks the protocol on itself (replication).
+    #[error("{side}: {context}: {message} (SQLSTATE {code}){}", .detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Server {
+        side: Side,
+        context: String,
+        code: String,
+        message: String,
+        detail: Option<String>,
+    },
+
     /// The replication protocol broke in a way that is not an SQL error.
     #[error("{side}: replication protocol: {message}")]
     Protocol { side: Side, message: String },
@@ -142,6 +152,7 @@ impl PgError {
             PgError::Unreachable { .. } => true,
             PgError::Query { source, .. } => is_transient(source),
             PgError::Protocol { .. } => true,
+            PgError::Server { code, .. } => sqlstate_is_transient(code),
             PgError::Io { .. } => true,
             PgError::ConnInfo { .. }
             | PgError::AuthFailed { .. }
@@ -155,6 +166,7 @@ impl PgError {
     /// The SQLSTATE of the server error behind this one, if any.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
+            PgError::Server { code, .. } => Some(code),
             PgError::Query { source, .. }
             | PgError::AuthFailed { source, .. }
             | PgError::DatabaseMissing { source, .. }
@@ -212,7 +224,17 @@ impl PgError {
                  choose a directory"
                     .to_owned(),
             ),
-            PgError::Protocol { .. } | PgError::Io { .. } => None,
+            PgError::Server { code, .. } if code == "55006" => Some(
+                "another process is using the replication slot; stop it, or wait for the \
+                 server to notice it is gone (wal_sender_timeout)"
+                    .to_owned(),
+            ),
+            PgError::Server { code, .. } if code == "53400" => Some(
+                "the source has no free replication slot or WAL sender: raise \
+                 max_replication_slots and max_wal_senders, or drop unused slots"
+                    .to_owned(),
+            ),
+            PgError::Server { .. } | PgError::Protocol { .. } | PgError::Io { .. } => None,
         }
     }
 }

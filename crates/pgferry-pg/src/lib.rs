@@ -9,7 +9,8 @@
 //! * [`ident`]: the one place names become SQL;
 //! * [`catalog`]: read-only catalog queries;
 //! * [`copy`]: COPY pipes from source to target;
-//! * [`dump`]: schema dump and per-object restore through `pg_dump` and `pg_restore`.
+//! * [`dump`]: schema dump and per-object restore through `pg_dump` and `pg_restore`;
+//! * [`replication`] and [`pgoutput`]: the logical replication stream and its decoding.
 
 pub mod catalog;
 pub mod connect;
@@ -18,9 +19,13 @@ pub mod copy;
 pub mod dump;
 pub mod error;
 pub mod ident;
+pub mod lsn;
+pub mod pgoutput;
+pub mod replication;
 pub mod tls;
 
 pub use connect::{PgClient, connect};
 pub use conninfo::{ConnInfo, SslMode};
 pub use error::{PgError, Side, describe_pg_error};
 pub use ident::{QualifiedName, quote_ident, quote_literal};
+pub use lsn::Lsn;

@@ -27,7 +27,10 @@ fn pg_code(e: &PgError) -> u8 {
         | PgError::Tls { .. }
         | PgError::Prerequisite { .. }
         | PgError::Tool { .. } => PREREQUISITE,
-        PgError::Query { .. } | PgError::Protocol { .. } | PgError::Io { .. } => FAILED,
+        PgError::Query { .. }
+        | PgError::Server { .. }
+        | PgError::Protocol { .. }
+        | PgError::Io { .. } => FAILED,
     }
 }
 
