@@ -56,6 +56,13 @@ pub enum EngineError {
     #[error("{} schema object(s) could not be created after the load: {}", .steps.len(), list_strs(.steps))]
     PostDataFailed { steps: Vec<String> },
 
+    #[error("stopped by STOP_TASK: {operation} on {table} failed: {error}")]
+    ApplyStopped {
+        table: String,
+        operation: String,
+        error: String,
+    },
+
     #[error("interrupted")]
     Interrupted,
 }
@@ -126,6 +133,12 @@ impl EngineError {
             ),
             EngineError::Interrupted => Some(
                 "run the same command again to resume; finished work is not repeated".to_owned(),
+            ),
+            EngineError::ApplyStopped { .. } => Some(
+                "the error policy says STOP_TASK; fix the target (or relax the policy in \
+                 [error_behavior]) and run again: the change is applied again from the \
+                 checkpoint"
+                    .to_owned(),
             ),
         }
     }

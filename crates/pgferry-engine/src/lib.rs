@@ -9,6 +9,7 @@
 //! * [`progress`] exposes live counters to whatever draws them.
 
 pub mod build;
+pub mod cdc;
 pub mod control;
 pub mod error;
 pub mod finish;

@@ -145,6 +145,7 @@ pub struct RunProgress {
     pub tables: RwLock<Vec<Arc<TableProgress>>>,
     pub steps_total: AtomicU32,
     pub steps_done: AtomicU32,
+    cdc: Mutex<Option<crate::cdc::CdcLive>>,
 }
 
 impl Default for RunProgress {
@@ -156,6 +157,7 @@ impl Default for RunProgress {
             tables: RwLock::new(Vec::new()),
             steps_total: AtomicU32::new(0),
             steps_done: AtomicU32::new(0),
+            cdc: Mutex::new(None),
         }
     }
 }
@@ -191,6 +193,15 @@ impl RunProgress {
                     .as_secs_f64(),
             })
             .collect()
+    }
+
+    /// Live CDC figures, once streaming.
+    pub fn cdc(&self) -> Option<crate::cdc::CdcLive> {
+        self.cdc.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_cdc(&self, live: crate::cdc::CdcLive) {
+        *self.cdc.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
     }
 
     pub fn tables(&self) -> Vec<Arc<TableProgress>> {

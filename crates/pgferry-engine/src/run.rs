@@ -22,6 +22,7 @@ use pgferry_config::{TargetTablePrepMode, Task};
 use pgferry_pg::catalog::{self, ServerInfo};
 use pgferry_pg::copy::{BlockRange, CopyFormat};
 use pgferry_pg::dump::{PgTools, RenderOptions};
+use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
 use serde::Serialize;
 
@@ -31,7 +32,7 @@ use crate::load::{ChunkJob, LoadContext, TableJob};
 use crate::plan::{self, PlanSettings};
 use crate::progress::{PhaseTime, RunProgress, TableProgress, TableState};
 use crate::snapshot::{self, SnapshotHolder};
-use crate::{build, finish, preflight, schema};
+use crate::{build, cdc, finish, preflight, schema};
 
 /// Both sides' connection details, resolved from the task.
 #[derive(Debug, Clone)]
@@ -83,6 +84,8 @@ pub struct RunSummary {
     pub sequences: usize,
     /// Time spent in each phase by this run.
     pub phases: Vec<PhaseTime>,
+    /// What streaming did, for tasks with CDC (they run until stopped).
+    pub cdc: Option<crate::cdc::CdcOutcome>,
     pub warnings: Vec<String>,
 }
 
@@ -185,22 +188,26 @@ async fn run_phases(
             None,
         )
         .await?;
-    } else {
+    } else if task.migration_type.needs_full_load() {
         progress.set_phase("planning");
         let tools = PgTools::locate(source_info.major()).await?;
-        let holder = SnapshotHolder::export(&endpoints.source).await?;
-        let planned = plan_task(
+        let (holder, planned) = plan_task(
             task,
             &tools,
             endpoints,
+            &source,
             &source_info,
             &target_info,
             &mut control_client,
-            holder.name(),
         )
         .await?;
         warnings.extend(planned);
         snapshot_holder = Some(holder);
+    } else {
+        progress.set_phase("planning");
+        warnings.extend(
+            plan_cdc_only(task, endpoints, &source, &source_info, &mut control_client).await?,
+        );
     }
     let row = control::load_task(&control_client, &task.name)
         .await?
@@ -230,7 +237,8 @@ async fn run_phases(
 
     let mut schema_objects = 0;
     if phase == Phase::Loading || phase == Phase::PostData {
-        let chunks = if phase == Phase::Loading {
+        let mut tables = tables;
+        let mut chunks = if phase == Phase::Loading {
             pending_chunks(&control_client, &task.name, &tables).await?
         } else {
             Vec::new()
@@ -242,18 +250,37 @@ async fn run_phases(
             Some(match snapshot_holder.take() {
                 Some(h) if h.is_alive() => h,
                 _ => {
-                    let message = "the load resumes from a new snapshot: chunks copied before \
-                                   the restart reflect the source at that earlier time";
+                    let holder = SnapshotHolder::export(&endpoints.source).await?;
+                    let message = if task.migration_type.needs_cdc() {
+                        let notes = resync_for_new_snapshot(
+                            &mut control_client,
+                            &task.name,
+                            holder.visibility().unwrap_or_default(),
+                        )
+                        .await?;
+                        // Resets change which chunks remain.
+                        tables = table_jobs(&control_client, &task.name).await?;
+                        progress.set_tables(tables.iter().map(|t| t.progress.clone()).collect());
+                        chunks = pending_chunks(&control_client, &task.name, &tables).await?;
+                        format!(
+                            "the load resumes from a new snapshot (the slot's was lost); {notes}"
+                        )
+                    } else {
+                        "the load resumes from a new snapshot: chunks copied before the \
+                         restart reflect the source at that earlier time"
+                            .to_owned()
+                    };
+                    tracing::warn!("{message}");
                     control::event(
                         control_client.raw(),
                         &task.name,
                         Level::Warning,
                         "load",
-                        message,
+                        &message,
                         None,
                     )
                     .await?;
-                    SnapshotHolder::export(&endpoints.source).await?
+                    holder
                 }
             })
         };
@@ -314,7 +341,12 @@ async fn run_phases(
         progress.set_phase("sequences and statistics");
         sequences = finish::sync_sequences(&source, &control_client, &schemas).await?;
         finish::analyze(&endpoints.target, &task.name, task.full_load.jobs).await?;
-        control::set_phase(control_client.raw(), &task.name, Phase::Done).await?;
+        let next = if task.migration_type.needs_cdc() {
+            Phase::Cdc
+        } else {
+            Phase::Done
+        };
+        control::set_phase(control_client.raw(), &task.name, next).await?;
         control::event(
             control_client.raw(),
             &task.name,
@@ -324,12 +356,24 @@ async fn run_phases(
             None,
         )
         .await?;
+        phase = next;
+    }
+    let mut cdc_outcome = None;
+    if phase == Phase::Cdc {
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        drop(source);
+        cdc_outcome = Some(cdc::run(task, endpoints, &control_client, progress).await?);
+        // Sequences do not replicate; a clean stop leaves the target's at the source's.
+        let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
+        sequences = finish::sync_sequences(&source, &control_client, &schemas).await?;
     }
     progress.set_phase("done");
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    summarize(
+    let mut summary = summarize(
         &control_client,
         task,
         false,
@@ -339,24 +383,265 @@ async fn run_phases(
         warnings,
         progress,
     )
-    .await
+    .await?;
+    summary.cdc = cdc_outcome;
+    Ok(summary)
 }
 
 /// Plans a new task under `snapshot` and stores the plan, the schema and the task row in one
 /// target transaction. Returns warnings for the user.
+/// What CDC set up on the source while planning.
+struct CdcSetup {
+    slot: String,
+    publication: String,
+    publication_created: bool,
+    consistent_point: pgferry_pg::Lsn,
+    excluded: Vec<QualifiedName>,
+    binary: bool,
+}
+
+/// Sets up CDC on the source before the snapshot exists: tables without a key (so the
+/// publication never breaks the application), then the publication, then the slot, whose
+/// snapshot the full load uses (`export`) or not (CDC only).
+async fn setup_cdc(
+    task: &Task,
+    endpoints: &Endpoints,
+    source: &PgClient,
+    source_info: &ServerInfo,
+    control_client: &PgClient,
+    export: bool,
+) -> Result<(CdcSetup, Option<SnapshotHolder>, Vec<String>)> {
+    let live = catalog::list_tables(source).await?;
+    let selected = plan::select_tables(&live, &task.selection);
+    if selected.tables.is_empty() && selected.parents.is_empty() {
+        return Err(EngineError::NothingSelected);
+    }
+    preflight::check_source_tables(source_info, &selected.tables)?;
+    let no_key =
+        cdc::source::handle_tables_without_key(source, control_client, task, &selected.tables)
+            .await?;
+    let kept: Vec<catalog::Table> = selected
+        .tables
+        .iter()
+        .filter(|t| !no_key.excluded.contains(&t.name))
+        .cloned()
+        .collect();
+    let (publication, publication_created) =
+        cdc::source::ensure_publication(source, task, &kept, &selected.parents).await?;
+    let slot = task
+        .cdc
+        .slot_name
+        .clone()
+        .unwrap_or_else(|| cdc::source::default_name(&task.name));
+    // A slot of this name without a task row is the leftover of a planning that died
+    // before it was recorded: it was never used, so it is dropped and made again.
+    if cdc::source::slot_info(source, &slot).await?.is_some() {
+        cdc::source::free_slot(source, &slot).await?;
+        source
+            .execute(
+                "dropping an unused replication slot",
+                "SELECT pg_drop_replication_slot($1)",
+                &[&slot],
+            )
+            .await?;
+    }
+    let mut repl =
+        ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry slot").await?;
+    let created = repl.create_slot(&slot, export).await?;
+    let holder = match (export, created.snapshot.clone()) {
+        (true, Some(name)) => Some(SnapshotHolder::from_slot(repl, name)),
+        (true, None) => {
+            return Err(EngineError::Pg(PgError::Protocol {
+                side: Side::Source,
+                message: "the new replication slot exported no snapshot".to_owned(),
+            }));
+        }
+        (false, _) => None,
+    };
+    // Binary tuple data (PostgreSQL 14+) when every column can travel in binary between
+    // two servers, and no table is matched by whole rows (that compares text forms).
+    let binary = task.cdc.binary
+        && source_info.version_num >= 140000
+        && kept
+            .iter()
+            .chain(&selected.parents)
+            .all(|t| t.binary_copy_safe && !cdc::source::lacks_identity(t));
+    let mut warnings = Vec::new();
+    for t in &no_key.changed {
+        warnings.push(format!(
+            "set REPLICA IDENTITY FULL on {t}; `pgferry cleanup` restores it"
+        ));
+    }
+    for t in &no_key.excluded {
+        warnings.push(format!(
+            "{t} has no key and is left out (no_key_tables = \"exclude\")"
+        ));
+    }
+    Ok((
+        CdcSetup {
+            slot,
+            publication,
+            publication_created,
+            consistent_point: created.consistent_point,
+            excluded: no_key.excluded,
+            binary,
+        },
+        holder,
+        warnings,
+    ))
+}
+
+/// Records the CDC setup in the control schema, inside the planning transaction.
+async fn store_cdc_setup(
+    tx: &tokio_postgres::Transaction<'_>,
+    task: &str,
+    setup: &CdcSetup,
+) -> Result<()> {
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "storing the CDC setup", e));
+    tx.execute(
+        "INSERT INTO pgferry.cdc_state (task, slot_name, publication, publication_created,
+                                        consistent_lsn, binary_mode)
+         VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6)",
+        &[
+            &task,
+            &setup.slot,
+            &setup.publication,
+            &setup.publication_created,
+            &setup.consistent_point.to_string(),
+            &setup.binary,
+        ],
+    )
+    .await
+    .map_err(err)?;
+    for t in &setup.excluded {
+        tx.execute(
+            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, excluded)
+             VALUES ($1, $2, $3, true)",
+            &[&task, &t.schema, &t.name],
+        )
+        .await
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Plans a CDC-only task: the target already holds the tables (loaded some other way), and
+/// the stream starts when the slot is created.
+async fn plan_cdc_only(
+    task: &Task,
+    endpoints: &Endpoints,
+    source: &PgClient,
+    source_info: &ServerInfo,
+    control_client: &mut PgClient,
+) -> Result<Vec<String>> {
+    let live = catalog::list_tables(source).await?;
+    let selected = plan::select_tables(&live, &task.selection);
+    let names: Vec<QualifiedName> = selected
+        .tables
+        .iter()
+        .filter(|t| t.partition_root.is_none())
+        .chain(&selected.parents)
+        .map(|t| t.name.clone())
+        .collect();
+    let present = catalog::existing_relations(control_client, &names).await?;
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !present.contains(n))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(EngineError::Pg(PgError::Prerequisite {
+            side: Side::Target,
+            problem: format!(
+                "migration_type = \"cdc\" streams changes into existing tables, and {} are \
+                 missing on the target: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+            fix: "create and load them first, or use migration_type = \"full-load-and-cdc\", \
+                  which does both without a gap"
+                .to_owned(),
+        }));
+    }
+    let (setup, _, warnings) =
+        setup_cdc(task, endpoints, source, source_info, control_client, false).await?;
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "storing the plan", e));
+    let tx = control_client.raw_mut().transaction().await.map_err(err)?;
+    tx.execute(
+        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target)
+         VALUES ($1, $2, $3, 'cdc', $4, $5)",
+        &[
+            &task.name,
+            &task.migration_type.as_str(),
+            &task.settings_json(),
+            &endpoints.source.describe(),
+            &endpoints.target.describe(),
+        ],
+    )
+    .await
+    .map_err(err)?;
+    store_cdc_setup(&tx, &task.name, &setup).await?;
+    control::event(
+        &tx,
+        &task.name,
+        Level::Info,
+        "plan",
+        &format!(
+            "CDC starts at {} (slot {}, publication {})",
+            setup.consistent_point, setup.slot, setup.publication
+        ),
+        None,
+    )
+    .await?;
+    tx.commit().await.map_err(err)?;
+    Ok(warnings)
+}
+
+/// Plans a new task and stores the plan, the schema and the task row in one target
+/// transaction. Returns the snapshot the load reads, and warnings for the user.
 async fn plan_task(
     task: &Task,
     tools: &PgTools,
     endpoints: &Endpoints,
+    source: &PgClient,
     source_info: &ServerInfo,
     target_info: &ServerInfo,
     control_client: &mut PgClient,
-    snapshot: &str,
-) -> Result<Vec<String>> {
-    let reader = snapshot::reader(&endpoints.source, snapshot, "pgferry plan").await?;
+) -> Result<(SnapshotHolder, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let (holder, cdc_setup) = if task.migration_type.needs_cdc() {
+        // Fail on tables in the way before anything is created on the source.
+        let live = catalog::list_tables(source).await?;
+        let selected = plan::select_tables(&live, &task.selection);
+        let names: Vec<QualifiedName> = selected
+            .tables
+            .iter()
+            .chain(&selected.parents)
+            .map(|t| t.name.clone())
+            .collect();
+        let existing = catalog::existing_relations(control_client, &names).await?;
+        if !existing.is_empty()
+            && task.full_load.target_table_prep_mode == TargetTablePrepMode::Fail
+        {
+            return Err(EngineError::TablesInTheWay { tables: existing });
+        }
+        let (setup, holder, w) =
+            setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
+        warnings.extend(w);
+        (holder.expect("exported"), Some(setup))
+    } else {
+        (SnapshotHolder::export(&endpoints.source).await?, None)
+    };
+    let snapshot = holder.name().to_owned();
+    let reader = snapshot::reader(&endpoints.source, &snapshot, "pgferry plan").await?;
     let all = catalog::list_tables(&reader).await?;
-    let selected = plan::select_tables(&all, &task.selection);
-    let mut warnings = selected.warnings.clone();
+    let mut selected = plan::select_tables(&all, &task.selection);
+    if let Some(setup) = &cdc_setup {
+        selected
+            .tables
+            .retain(|t| !setup.excluded.contains(&t.name));
+    }
+    warnings.extend(selected.warnings.iter().cloned());
     if selected.tables.is_empty() && selected.parents.is_empty() {
         return Err(EngineError::NothingSelected);
     }
@@ -399,13 +684,18 @@ async fn plan_task(
         ));
     }
     let planned = plan::plan_tables(&selected.tables, &settings);
+    let roots: HashMap<u32, QualifiedName> = selected
+        .tables
+        .iter()
+        .filter_map(|t| Some((t.oid, t.partition_root.clone()?)))
+        .collect();
 
     let archive = tempfile::NamedTempFile::new().map_err(|e| PgError::Io {
         context: "creating a file for the schema dump".to_owned(),
         source: e,
     })?;
     tools
-        .dump_schema(&endpoints.source, Some(snapshot), archive.path())
+        .dump_schema(&endpoints.source, Some(&snapshot), archive.path())
         .await?;
     let all_oids: HashSet<u32> = all.iter().map(|t| t.oid).collect();
     let selected_oids: HashSet<u32> = selected
@@ -464,8 +754,9 @@ async fn plan_task(
         .prepare(
             "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
                  target_schema, target_table, copy_format, columns, estimated_rows,
-                 estimated_bytes, chunks_total, existed_before, dump_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 estimated_bytes, chunks_total, existed_before, dump_id, root_schema,
+                 root_table)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .await
         .map_err(err("storing the plan"))?;
@@ -495,6 +786,8 @@ async fn plan_task(
                 &(t.chunks.len() as i32),
                 &existing_set.contains(&t.target),
                 &schema_plan.table_entries.get(&t.source_oid),
+                &roots.get(&t.source_oid).map(|r| r.schema.clone()),
+                &roots.get(&t.source_oid).map(|r| r.name.clone()),
             ],
         )
         .await
@@ -512,6 +805,9 @@ async fn plan_task(
         }
     }
     schema::store_steps(&tx, &task.name, &schema_plan.steps).await?;
+    if let Some(setup) = &cdc_setup {
+        store_cdc_setup(&tx, &task.name, setup).await?;
+    }
     control::event(
         &tx,
         &task.name,
@@ -529,7 +825,126 @@ async fn plan_task(
         control::event(&tx, &task.name, Level::Warning, "plan", w, None).await?;
     }
     tx.commit().await.map_err(err("storing the plan"))?;
-    Ok(warnings)
+    Ok((holder, warnings))
+}
+
+/// A CDC load that lost the slot's snapshot continues from a new one. Relations whose
+/// copy was started under the old snapshot are emptied and copied again, whole, under the
+/// new one; every relation copied under the new one gets its visibility recorded as a
+/// filter, so that changes of transactions the new copy already holds are not applied a
+/// second time. The stream still starts at the slot's consistent point, so nothing
+/// between the two snapshots is lost either. Returns a note for the event log.
+async fn resync_for_new_snapshot(
+    control_client: &mut PgClient,
+    task: &str,
+    visibility: &str,
+) -> Result<String> {
+    let rows = control_client
+        .query(
+            "reading the load's state",
+            "SELECT table_id, target_schema, target_table,
+                    coalesce(root_schema, source_schema), coalesce(root_table, source_table),
+                    chunks_done, chunks_total, existed_before
+             FROM pgferry.table_state WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    struct Row {
+        table_id: i32,
+        target: QualifiedName,
+        chunks_done: i32,
+        chunks_total: i32,
+        existed_before: bool,
+    }
+    let mut relations: HashMap<QualifiedName, Vec<Row>> = HashMap::new();
+    for r in &rows {
+        relations
+            .entry(QualifiedName::new(
+                r.get::<_, String>(3),
+                r.get::<_, String>(4),
+            ))
+            .or_default()
+            .push(Row {
+                table_id: r.get(0),
+                target: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+                chunks_done: r.get(5),
+                chunks_total: r.get(6),
+                existed_before: r.get(7),
+            });
+    }
+    let err = |e| {
+        EngineError::Pg(PgError::query(
+            Side::Target,
+            "resetting partly copied tables",
+            e,
+        ))
+    };
+    let tx = control_client.raw_mut().transaction().await.map_err(err)?;
+    let (mut reset, mut filtered) = (0, 0);
+    for (relation, parts) in &relations {
+        if parts.iter().all(|p| p.chunks_done >= p.chunks_total) {
+            continue;
+        }
+        if parts.iter().any(|p| p.chunks_done > 0) {
+            if let Some(p) = parts.iter().find(|p| p.existed_before) {
+                return Err(EngineError::Pg(PgError::Prerequisite {
+                    side: Side::Target,
+                    problem: format!(
+                        "{} existed before the load (target_table_prep_mode = do_nothing) and \
+                         was partly copied from a snapshot that is now lost; pgferry will not \
+                         empty a table it did not create",
+                        p.target
+                    ),
+                    fix: format!(
+                        "empty it yourself (TRUNCATE {}) and run again",
+                        p.target.quoted()
+                    ),
+                }));
+            }
+            let names = parts
+                .iter()
+                .map(|p| p.target.quoted())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tx.batch_execute(&format!("TRUNCATE ONLY {names}"))
+                .await
+                .map_err(err)?;
+            let ids: Vec<i32> = parts.iter().map(|p| p.table_id).collect();
+            tx.execute(
+                "UPDATE pgferry.chunk SET state = 'pending', rows = NULL, bytes = NULL,
+                        seconds = NULL, finished_at = NULL
+                 WHERE task = $1 AND table_id = ANY($2)",
+                &[&task, &ids],
+            )
+            .await
+            .map_err(err)?;
+            tx.execute(
+                "UPDATE pgferry.table_state SET chunks_done = 0, rows_copied = 0,
+                        bytes_copied = 0, state = 'pending', analyzed = false,
+                        started_at = NULL, finished_at = NULL
+                 WHERE task = $1 AND table_id = ANY($2)",
+                &[&task, &ids],
+            )
+            .await
+            .map_err(err)?;
+            reset += 1;
+        }
+        tx.execute(
+            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, snapshot_filter)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (task, schema_name, table_name)
+             DO UPDATE SET snapshot_filter = excluded.snapshot_filter",
+            &[&task, &relation.schema, &relation.name, &visibility],
+        )
+        .await
+        .map_err(err)?;
+        filtered += 1;
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(format!(
+        "{reset} partly copied relation(s) are copied again from scratch, and {filtered} \
+         relation(s) skip the changes the new snapshot already holds"
+    ))
 }
 
 async fn existing_tables(client: &PgClient, task: &str) -> Result<Vec<QualifiedName>> {
@@ -672,6 +1087,7 @@ async fn summarize(
         schema_objects,
         sequences,
         phases: progress.phase_times(),
+        cdc: None,
         warnings,
     })
 }

@@ -1,6 +1,8 @@
 //! Integration tests of the engine against real, throwaway PostgreSQL clusters. Each test
 //! starts its own source and target, so tests run in parallel without sharing anything.
 
+mod cdc;
+
 use std::sync::Arc;
 
 use pgferry_config::{
@@ -531,4 +533,37 @@ async fn tls_with_verify_full_connects_and_a_wrong_ca_is_refused_clearly() {
     let t = Task::new(MigrationType::FullLoad, &url, &target.url("inv"));
     let e = run(&t).await.unwrap_err();
     assert!(e.to_string().contains("sslrootcert"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_follows_inserts_updates_deletes_and_new_columns_after_the_full_load() {
+    let p = pair();
+    datagen::create_inventory(&p.source, "inv", 1)
+        .await
+        .unwrap();
+    p.target.create_database("inv").await.unwrap();
+    let t = cdc::cdc_task(&p.source, &p.target, "inv");
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
+    p.source
+        .execute(
+            "inv",
+            "INSERT INTO customers (email, name) SELECT 'new' || g || '@x.org', 'New ' || g
+               FROM generate_series(1, 200) g;
+             UPDATE products SET price = price + 1, tags = tags || '{sale}' WHERE id % 10 = 0;
+             DELETE FROM order_lines WHERE order_id % 7 = 0;
+             ALTER TABLE warehouses ADD COLUMN capacity integer;
+             UPDATE warehouses SET capacity = id * 1000;
+             INSERT INTO warehouses VALUES (5, 'SYD', 'Sydney', 'Australia/Sydney', 12);",
+        )
+        .await
+        .unwrap();
+    cdc::wait_caught_up(&p.source, "inv", "pgferry_default").await;
+    let summary = cdc::stop(&p.target, "inv", "default", run).await;
+    let cdc = summary.cdc.expect("a CDC outcome");
+    assert!(
+        cdc.totals.inserts >= 201 && cdc.totals.updates >= 200,
+        "{cdc:?}"
+    );
+    assert_identical(&p, "inv").await;
 }

@@ -28,7 +28,6 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::connect::DEFAULT_CONNECT_TIMEOUT;
 use crate::conninfo::{ConnInfo, SslMode};
 use crate::error::{PgError, Side};
-use crate::ident::quote_literal;
 use crate::lsn::{Lsn, pg_timestamp_now};
 use crate::tls;
 
@@ -103,6 +102,12 @@ fn io_err(side: Side, endpoint: &str, context: &str, e: io::Error) -> PgError {
         side,
         message: format!("{context} ({endpoint}): {e}"),
     }
+}
+
+/// A string literal for the replication command grammar, which knows only plain
+/// `'...'` strings (no `E'...'`), with embedded quotes doubled.
+fn command_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Checks that a slot or publication name needs no quoting: lower case letters, digits
@@ -554,7 +559,7 @@ impl ReplicationClient {
             .join(",");
         let mut options = format!(
             "proto_version '1', publication_names {}, messages 'true'",
-            quote_literal(&names)
+            command_literal(&names)
         );
         if binary {
             options.push_str(", binary 'true'");
@@ -670,5 +675,27 @@ impl ReplicationClient {
     /// Whether the connection is in the streaming state.
     pub fn is_streaming(&self) -> bool {
         self.streaming
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_commands_get_plain_literals() {
+        assert_eq!(
+            command_literal("\"pgferry_default\""),
+            "'\"pgferry_default\"'"
+        );
+        assert_eq!(command_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn slot_names_need_no_quoting() {
+        assert!(valid_slot_name("pgferry_default"));
+        assert!(!valid_slot_name("Pgferry"));
+        assert!(!valid_slot_name(""));
+        assert!(!valid_slot_name(&"a".repeat(64)));
     }
 }

@@ -55,7 +55,8 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
         Some(
             EngineError::SchemaRestore { .. }
             | EngineError::LoadFailed { .. }
-            | EngineError::PostDataFailed { .. },
+            | EngineError::PostDataFailed { .. }
+            | EngineError::ApplyStopped { .. },
         ) => FAILED,
         None => FAILED,
     }

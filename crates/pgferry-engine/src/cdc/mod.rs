@@ -1,0 +1,453 @@
+//! Change data capture: streaming the source's changes into the target, exactly once.
+//!
+//! ```text
+//!  source ──pgoutput──► reader ──bounded queue──► applier ──one txn per batch──► target
+//!    ▲                    │                          │        (changes + checkpoint)
+//!    └── status: flushed ◄┴──────── flushed LSN ◄────┘ after COMMIT
+//! ```
+//!
+//! Where the stream starts: at the task's checkpoint (the end of the last source
+//! transaction committed on the target), or, before the first batch, at the slot's
+//! consistent point, which is exactly where the full load's snapshot ends. Transactions the
+//! server resends from before the checkpoint are skipped. Which position is acknowledged:
+//! only what the target has committed ([`stream`]). What a crash leaves: an uncommitted
+//! target transaction, which the server rolls back; the next run streams it again.
+//!
+//! Recoverable errors (a lost connection, a server restarting) are retried with a capped
+//! backoff, as DMS's `RecoverableErrorInterval` and `RecoverableErrorThrottlingMax` say;
+//! each attempt is logged. A stop request (`pgferry stop`) ends the stream at a transaction
+//! boundary after committing what is complete.
+
+pub mod apply;
+pub mod source;
+pub mod sql;
+pub mod stream;
+pub mod tables;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgferry_config::Task;
+use pgferry_pg::replication::ReplicationClient;
+use pgferry_pg::{ConnInfo, Lsn, PgClient, PgError, QualifiedName, Side};
+use serde::Serialize;
+
+use crate::cdc::apply::{Applier, HEARTBEAT_PREFIX, Lag, OpCounts};
+use crate::cdc::stream::{Positions, Stream};
+use crate::cdc::tables::Scope;
+use crate::control::{self, Level};
+use crate::error::{EngineError, Result};
+use crate::progress::RunProgress;
+use crate::run::Endpoints;
+use crate::session;
+
+/// How often live figures are saved and the stop flag is read: fast enough that
+/// `pgferry stop` answers within a second, rare enough to cost nothing.
+const TICK: Duration = Duration::from_secs(1);
+
+/// WAL retention is checked every this many ticks (it queries the source).
+const RETENTION_EVERY_TICKS: u32 = 15;
+
+/// Live CDC figures, for progress displays and status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CdcLive {
+    pub applied_lsn: Option<String>,
+    pub received_lsn: Option<String>,
+    pub lag: Lag,
+    pub totals: OpCounts,
+    pub wal_retained_bytes: Option<i64>,
+    pub binary: bool,
+}
+
+/// How a CDC run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct CdcOutcome {
+    pub applied_lsn: String,
+    pub totals: OpCounts,
+}
+
+/// Sets up an apply session: canonical value formats, no timeouts, durable commits (the
+/// flush position reported to the source depends on them), an empty search path so every
+/// name in generated SQL is what it says, and, where allowed, `session_replication_role =
+/// replica` so the target's triggers and foreign keys stay quiet as DMS's do. Returns
+/// whether that role was granted.
+pub async fn apply_session(target: &PgClient) -> Result<bool> {
+    target
+        .batch(
+            "setting up the apply session",
+            &format!(
+                "{} {} SET search_path = ''; SET synchronous_commit = on;",
+                session::NO_TIMEOUTS,
+                session::CANONICAL_TEXT
+            ),
+        )
+        .await?;
+    Ok(target
+        .batch("", "SET session_replication_role = replica")
+        .await
+        .is_ok())
+}
+
+/// Writes a heartbeat message on the source every `every`: it moves an idle slot forward
+/// (so it holds no WAL back) and measures lag end to end.
+async fn heartbeat(info: ConnInfo, task: String, every: Duration) {
+    let Ok(client) = pgferry_pg::connect(Side::Source, &info, "pgferry heartbeat").await else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let result = client
+            .query_one(
+                "writing a heartbeat",
+                "SELECT pg_logical_emit_message(false, $1, $2 || ' ' ||
+                     (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text)::text",
+                &[&HEARTBEAT_PREFIX, &task],
+            )
+            .await;
+        if let Err(e) = result {
+            if e.sqlstate() == Some("42501") {
+                tracing::warn!(
+                    "the source user may not call pg_logical_emit_message; no heartbeat, so an \
+                     idle source shows no lag figures"
+                );
+                return;
+            }
+            if client.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// The CDC state of a task, as stored.
+#[derive(Debug, Clone)]
+struct State {
+    slot: String,
+    publication: String,
+    binary: bool,
+}
+
+async fn load_state(control_client: &PgClient, task: &str) -> Result<State> {
+    let row = control_client
+        .query_opt(
+            "reading the CDC state",
+            "SELECT slot_name, publication, coalesce(binary_mode, false)
+             FROM pgferry.cdc_state WHERE task = $1",
+            &[&task],
+        )
+        .await?
+        .ok_or_else(|| EngineError::UnknownTask {
+            task: task.to_owned(),
+        })?;
+    Ok(State {
+        slot: row.get(0),
+        publication: row.get(1),
+        binary: row.get(2),
+    })
+}
+
+async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
+    let excluded: HashSet<QualifiedName> = control_client
+        .query(
+            "reading excluded tables",
+            "SELECT schema_name, table_name FROM pgferry.cdc_table
+             WHERE task = $1 AND excluded",
+            &[&task.name],
+        )
+        .await?
+        .iter()
+        .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    Ok(Scope {
+        selection: task.selection.clone(),
+        excluded,
+    })
+}
+
+/// Streams changes until a stop is requested, retrying recoverable errors.
+pub async fn run(
+    task: &Task,
+    endpoints: &Endpoints,
+    control_client: &PgClient,
+    progress: &Arc<RunProgress>,
+) -> Result<CdcOutcome> {
+    control_client
+        .execute(
+            "starting CDC",
+            "UPDATE pgferry.cdc_state SET stop_requested = false, streaming_since = now()
+             WHERE task = $1",
+            &[&task.name],
+        )
+        .await?;
+    let errors = &task.cdc.errors;
+    let mut attempt: u32 = 0;
+    loop {
+        let started = Instant::now();
+        match stream_once(task, endpoints, control_client, progress).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.is_retryable() => {
+                // A stream that ran for a while before failing starts the count afresh.
+                if started.elapsed() > Duration::from_secs(60) {
+                    attempt = 0;
+                }
+                attempt += 1;
+                if errors.recoverable_error_count >= 0
+                    && i64::from(attempt) > errors.recoverable_error_count
+                {
+                    return Err(e);
+                }
+                let wait = Duration::from_secs(
+                    errors
+                        .recoverable_error_interval
+                        .max(1)
+                        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+                        .min(errors.recoverable_error_throttling_max.max(1)),
+                );
+                let message = format!(
+                    "recoverable error (attempt {attempt}): {e}; retrying in {} s",
+                    wait.as_secs()
+                );
+                tracing::warn!("{message}");
+                let _ = control::event(
+                    control_client.raw(),
+                    &task.name,
+                    Level::Warning,
+                    "cdc",
+                    &message,
+                    None,
+                )
+                .await;
+                progress.set_phase("cdc: reconnecting");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+enum Step {
+    Tick,
+    Deadline,
+    Event(Option<std::result::Result<stream::Event, PgError>>),
+}
+
+async fn stream_once(
+    task: &Task,
+    endpoints: &Endpoints,
+    control_client: &PgClient,
+    progress: &Arc<RunProgress>,
+) -> Result<CdcOutcome> {
+    let state = load_state(control_client, &task.name).await?;
+    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    source
+        .batch("setting up the source session", "SET search_path = ''")
+        .await?;
+    source::free_slot(&source, &state.slot).await?;
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry apply").await?;
+    let replica_role = apply_session(&target).await?;
+    if !replica_role {
+        let message = "the target user may not set session_replication_role = replica: the \
+                       target's triggers and foreign keys fire while changes are applied, and \
+                       changes are applied one by one in source order";
+        tracing::warn!("{message}");
+        control::event(
+            control_client.raw(),
+            &task.name,
+            Level::Warning,
+            "cdc",
+            message,
+            None,
+        )
+        .await?;
+    }
+    let positions = Arc::new(Positions::default());
+    let mut applier = Applier::new(
+        &task.name,
+        target,
+        source,
+        scope(control_client, task).await?,
+        task.cdc.clone(),
+        state.binary,
+        replica_role,
+        positions.clone(),
+    )
+    .await?;
+    let client = ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    let mut stream = Stream::start(
+        client,
+        &state.slot,
+        applier.applied(),
+        &state.publication,
+        state.binary,
+        positions.clone(),
+    )
+    .await?;
+    let beat = tokio::spawn(heartbeat(
+        endpoints.source.clone(),
+        task.name.clone(),
+        task.cdc.heartbeat_interval,
+    ));
+    progress.set_phase("cdc");
+    tracing::info!(slot = %state.slot, from = %applier.applied(), binary = state.binary,
+        "streaming changes");
+    let result = stream_loop(
+        task,
+        endpoints,
+        control_client,
+        progress,
+        &mut applier,
+        &mut stream,
+        &state,
+        &positions,
+    )
+    .await;
+    beat.abort();
+    if result.is_err() {
+        applier.rollback().await;
+    }
+    stream.stop().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_loop(
+    task: &Task,
+    endpoints: &Endpoints,
+    control_client: &PgClient,
+    progress: &Arc<RunProgress>,
+    applier: &mut Applier,
+    stream: &mut Stream,
+    state: &State,
+    positions: &Positions,
+) -> Result<CdcOutcome> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u32 = 0;
+    let mut retained_warned = false;
+    let mut wal_retained = None;
+    loop {
+        let deadline = applier.deadline();
+        // Priorities: the once-a-second housekeeping (so a stop request is seen even
+        // under a flood of changes), then a batch that must commit now, then the stream.
+        let step = tokio::select! {
+            biased;
+            _ = tick.tick() => Step::Tick,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await },
+                if deadline.is_some() => Step::Deadline,
+            e = stream.events.recv() => Step::Event(e),
+        };
+        match step {
+            Step::Event(None) => {
+                return Err(EngineError::Pg(PgError::Protocol {
+                    side: Side::Source,
+                    message: "the replication stream ended".to_owned(),
+                }));
+            }
+            Step::Event(Some(Err(e))) => return Err(e.into()),
+            Step::Event(Some(Ok(event))) => {
+                applier.handle(event).await?;
+                // Caught up (nothing else waiting), or the batch is full or old enough.
+                if applier.can_commit() && (stream.events.is_empty() || applier.should_commit()) {
+                    applier.commit().await?;
+                }
+            }
+            Step::Deadline => applier.commit().await?,
+            Step::Tick => {
+                ticks = ticks.wrapping_add(1);
+                if let Some(ms) = applier.pending_lag_ms() {
+                    applier.lag.target_ms = Some(ms.max(applier.lag.target_ms.unwrap_or(0)));
+                }
+                if ticks % RETENTION_EVERY_TICKS == 1
+                    && let Ok(source) =
+                        pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await
+                    && let Ok(Some(info)) = source::slot_info(&source, &state.slot).await
+                {
+                    wal_retained = info.retained_bytes;
+                    let over = info
+                        .retained_bytes
+                        .is_some_and(|b| b as u64 > task.cdc.wal_retention_warning);
+                    if over && !retained_warned {
+                        let message = format!(
+                            "the replication slot {} holds back {} of WAL on the source; it \
+                             grows until pgferry catches up or `pgferry cleanup` drops the \
+                             slot. Consider max_slot_wal_keep_size on the source to cap it",
+                            state.slot,
+                            human_bytes(info.retained_bytes.unwrap_or(0))
+                        );
+                        tracing::warn!("{message}");
+                        control::event(
+                            control_client.raw(),
+                            &task.name,
+                            Level::Warning,
+                            "cdc",
+                            &message,
+                            None,
+                        )
+                        .await?;
+                    }
+                    retained_warned = over;
+                }
+                let received = Lsn(positions
+                    .received
+                    .load(std::sync::atomic::Ordering::Acquire));
+                let stop: bool = control_client
+                    .query_one(
+                        "saving CDC progress",
+                        "UPDATE pgferry.cdc_state SET received_lsn = $2::text::pg_lsn,
+                             source_latency_ms = $3, target_latency_ms = coalesce($4,
+                             target_latency_ms), wal_retained_bytes = coalesce($5,
+                             wal_retained_bytes), updated_at = now()
+                         WHERE task = $1 RETURNING stop_requested",
+                        &[
+                            &task.name,
+                            &received.to_string(),
+                            &applier.lag.source_ms,
+                            &applier.lag.target_ms,
+                            &wal_retained,
+                        ],
+                    )
+                    .await?
+                    .get(0);
+                progress.set_cdc(CdcLive {
+                    applied_lsn: Some(applier.applied().to_string()),
+                    received_lsn: Some(received.to_string()),
+                    lag: applier.lag,
+                    totals: applier.totals,
+                    wal_retained_bytes: wal_retained,
+                    binary: state.binary,
+                });
+                if stop {
+                    applier.commit().await?;
+                    applier.rollback().await;
+                    control::event(
+                        control_client.raw(),
+                        &task.name,
+                        Level::Info,
+                        "cdc",
+                        &format!("stopped on request at {}", applier.applied()),
+                        None,
+                    )
+                    .await?;
+                    return Ok(CdcOutcome {
+                        applied_lsn: applier.applied().to_string(),
+                        totals: applier.totals,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn human_bytes(b: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b.max(0) as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}

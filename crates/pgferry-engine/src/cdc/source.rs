@@ -1,0 +1,420 @@
+//! What change data capture sets up on the source, and takes down again: the publication,
+//! the replication slot, and replica identities for tables without a key.
+//!
+//! The source is production, so nothing here may break it. PostgreSQL rejects `UPDATE` and
+//! `DELETE` on a published table that has no replica identity, so tables without a primary
+//! key are checked *before* the publication exists, and the task's `no_key_tables` policy
+//! decides: refuse (the default), set `REPLICA IDENTITY FULL` (recorded, undone at
+//! cleanup), or leave them out. The publication is created before the slot, so that every
+//! change after the slot's starting point is decoded with the publication in place.
+
+use pgferry_config::{NoKeyTables, Task};
+use pgferry_pg::catalog::Table;
+use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, quote_ident};
+
+use crate::control::{self, Level};
+use crate::error::{EngineError, Result};
+
+/// The default slot and publication name of a task: `pgferry_<task>`, folded to what
+/// PostgreSQL accepts in a slot name.
+pub fn default_name(task: &str) -> String {
+    let mut name: String = format!("pgferry_{task}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.truncate(63);
+    name
+}
+
+/// Whether updates and deletes of `table` would be rejected once it is published.
+pub fn lacks_identity(table: &Table) -> bool {
+    match table.replica_identity {
+        'n' => true,
+        'd' => !table.has_primary_key,
+        _ => false,
+    }
+}
+
+/// What the no-key policy decided.
+#[derive(Debug, Default)]
+pub struct NoKeyOutcome {
+    /// Tables left out of the migration.
+    pub excluded: Vec<QualifiedName>,
+    /// Tables now `REPLICA IDENTITY FULL`.
+    pub changed: Vec<QualifiedName>,
+}
+
+/// Applies the task's `no_key_tables` policy to the selected tables with rows. Runs before
+/// the publication is created.
+pub async fn handle_tables_without_key(
+    source: &PgClient,
+    control_client: &PgClient,
+    task: &Task,
+    tables: &[Table],
+) -> Result<NoKeyOutcome> {
+    let no_key: Vec<&Table> = tables.iter().filter(|t| lacks_identity(t)).collect();
+    let mut outcome = NoKeyOutcome::default();
+    if no_key.is_empty() {
+        return Ok(outcome);
+    }
+    let names: Vec<String> = no_key.iter().map(|t| t.name.to_string()).collect();
+    match task.cdc.no_key_tables {
+        NoKeyTables::Fail => Err(EngineError::Pg(PgError::Prerequisite {
+            side: Side::Source,
+            problem: format!(
+                "{} selected table(s) have no primary key and no replica identity: {}. Once \
+                 published, PostgreSQL would reject UPDATE and DELETE on them on the source",
+                names.len(),
+                names.join(", ")
+            ),
+            fix: format!(
+                "add a primary key, or run {} (then updates and deletes log whole rows), or \
+                 set [cdc] no_key_tables = \"replica-identity-full\" to let pgferry do it (and \
+                 undo it at cleanup), or \"exclude\" to leave these tables out",
+                no_key
+                    .iter()
+                    .map(|t| format!("ALTER TABLE {} REPLICA IDENTITY FULL;", t.name.quoted()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        })),
+        NoKeyTables::Exclude => {
+            for t in &no_key {
+                let message = format!(
+                    "{} has no primary key and no replica identity; it is left out of the \
+                     migration (no_key_tables = \"exclude\")",
+                    t.name
+                );
+                tracing::warn!("{message}");
+                control::event(
+                    control_client.raw(),
+                    &task.name,
+                    Level::Warning,
+                    "cdc",
+                    &message,
+                    None,
+                )
+                .await?;
+                outcome.excluded.push(t.name.clone());
+            }
+            Ok(outcome)
+        }
+        NoKeyTables::ReplicaIdentityFull => {
+            for t in &no_key {
+                control_client
+                    .execute(
+                        "recording a replica identity change",
+                        "INSERT INTO pgferry.replica_identity_change
+                             (task, schema_name, table_name, original)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[
+                            &task.name,
+                            &t.name.schema,
+                            &t.name.name,
+                            &t.replica_identity.to_string(),
+                        ],
+                    )
+                    .await?;
+                source
+                    .batch(
+                        &format!("setting REPLICA IDENTITY FULL on {}", t.name),
+                        &format!("ALTER TABLE {} REPLICA IDENTITY FULL", t.name.quoted()),
+                    )
+                    .await
+                    .map_err(|e| ownership_hint(e, &t.name))?;
+                let message = format!(
+                    "set REPLICA IDENTITY FULL on {} (it has no primary key); `pgferry cleanup` \
+                     restores it",
+                    t.name
+                );
+                tracing::warn!("{message}");
+                control::event(
+                    control_client.raw(),
+                    &task.name,
+                    Level::Warning,
+                    "cdc",
+                    &message,
+                    None,
+                )
+                .await?;
+                outcome.changed.push(t.name.clone());
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+fn ownership_hint(e: PgError, table: &QualifiedName) -> EngineError {
+    if e.sqlstate() == Some("42501") {
+        EngineError::Pg(PgError::Prerequisite {
+            side: Side::Source,
+            problem: format!("the source user does not own {table}: {e}"),
+            fix: format!(
+                "run ALTER TABLE {} REPLICA IDENTITY FULL as its owner, or add a primary key",
+                table.quoted()
+            ),
+        })
+    } else {
+        EngineError::Pg(e)
+    }
+}
+
+/// The relations a publication lists for the selected tables: a partitioned table stands
+/// for its partitions (published through the root), other tables are listed with `ONLY`
+/// so inheritance children are published only when selected themselves.
+fn publication_list(tables: &[Table], parents: &[Table]) -> Vec<String> {
+    let mut list: Vec<String> = parents
+        .iter()
+        .filter(|p| p.partition_root.is_none())
+        .map(|p| p.name.quoted())
+        .collect();
+    list.extend(
+        tables
+            .iter()
+            .filter(|t| t.partition_root.is_none())
+            .map(|t| format!("ONLY {}", t.name.quoted())),
+    );
+    list
+}
+
+/// Creates the task's publication unless one is named in the task or already exists.
+/// Returns its name and whether pgferry created it (and so drops it at cleanup).
+pub async fn ensure_publication(
+    source: &PgClient,
+    task: &Task,
+    tables: &[Table],
+    parents: &[Table],
+) -> Result<(String, bool)> {
+    if let Some(name) = &task.cdc.publication {
+        let exists = source
+            .query_one(
+                "looking for the publication",
+                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+                &[name],
+            )
+            .await?
+            .get::<_, bool>(0);
+        if !exists {
+            return Err(EngineError::Pg(PgError::Prerequisite {
+                side: Side::Source,
+                problem: format!("the publication \"{name}\" named in the task does not exist"),
+                fix: "create it (CREATE PUBLICATION ... FOR TABLE ... WITH \
+                      (publish_via_partition_root = true)) or remove cdc.publication"
+                    .to_owned(),
+            }));
+        }
+        return Ok((name.clone(), false));
+    }
+    let name = default_name(&task.name);
+    let exists = source
+        .query_one(
+            "looking for the publication",
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if exists {
+        return Ok((name, true));
+    }
+    let list = publication_list(tables, parents);
+    if list.is_empty() {
+        return Err(EngineError::NothingSelected);
+    }
+    source
+        .batch(
+            "creating the publication",
+            &format!(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                quote_ident(&name),
+                list.join(", ")
+            ),
+        )
+        .await
+        .map_err(|e| {
+            if e.sqlstate() == Some("42501") {
+                EngineError::Pg(PgError::Prerequisite {
+                    side: Side::Source,
+                    problem: format!(
+                        "the source user may not create the publication: {e}. Adding a \
+                         table to a publication takes ownership of the table"
+                    ),
+                    fix: format!(
+                        "as the tables' owner (or a superuser) run: CREATE PUBLICATION {} \
+                         FOR TABLE {} WITH (publish_via_partition_root = true); then set \
+                         [cdc] publication = \"{name}\" in the task",
+                        quote_ident(&name),
+                        list.join(", ")
+                    ),
+                })
+            } else {
+                EngineError::Pg(e)
+            }
+        })?;
+    Ok((name, true))
+}
+
+/// A slot as `pg_replication_slots` shows it.
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub active_pid: Option<i32>,
+    pub restart_lsn: Option<Lsn>,
+    pub confirmed_flush: Option<Lsn>,
+    /// WAL the slot holds back on the source.
+    pub retained_bytes: Option<i64>,
+}
+
+pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>> {
+    let row = source
+        .query_opt(
+            "reading the replication slot",
+            "SELECT active_pid, restart_lsn::text, confirmed_flush_lsn::text,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|r| SlotInfo {
+        active_pid: r.get(0),
+        restart_lsn: r.get::<_, Option<String>>(1).and_then(|s| s.parse().ok()),
+        confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
+        retained_bytes: r.get(3),
+    }))
+}
+
+/// Ends a backend still attached to the slot (a pgferry process that died without the
+/// server noticing yet), instead of waiting for `wal_sender_timeout`. The task lock
+/// guarantees no live pgferry process runs this task.
+pub async fn free_slot(source: &PgClient, slot: &str) -> Result<()> {
+    if let Some(SlotInfo {
+        active_pid: Some(pid),
+        ..
+    }) = slot_info(source, slot).await?
+    {
+        tracing::info!(slot, pid, "ending the backend that still holds the slot");
+        source
+            .execute(
+                "freeing the replication slot",
+                "SELECT pg_terminate_backend($1)",
+                &[&pid],
+            )
+            .await?;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if slot_info(source, slot)
+                .await?
+                .is_none_or(|s| s.active_pid.is_none())
+            {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What cleanup removed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Cleaned {
+    pub slot_dropped: Option<String>,
+    pub publication_dropped: Option<String>,
+    pub identities_restored: Vec<String>,
+}
+
+/// Drops the slot and the publication pgferry created, and restores replica identities it
+/// changed. Safe to run more than once.
+pub async fn cleanup(source: &PgClient, control_client: &PgClient, task: &str) -> Result<Cleaned> {
+    let mut cleaned = Cleaned::default();
+    let state = control_client
+        .query_opt(
+            "reading the CDC state",
+            "SELECT slot_name, publication, publication_created FROM pgferry.cdc_state
+             WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    if let Some(row) = state {
+        let (slot, publication, created): (String, String, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if slot_info(source, &slot).await?.is_some() {
+            free_slot(source, &slot).await?;
+            source
+                .execute(
+                    "dropping the replication slot",
+                    "SELECT pg_drop_replication_slot($1)",
+                    &[&slot],
+                )
+                .await?;
+            cleaned.slot_dropped = Some(slot);
+        }
+        if created {
+            source
+                .batch(
+                    "dropping the publication",
+                    &format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&publication)),
+                )
+                .await?;
+            cleaned.publication_dropped = Some(publication);
+        }
+    }
+    let changes = control_client
+        .query(
+            "reading replica identity changes",
+            "SELECT schema_name, table_name, original FROM pgferry.replica_identity_change
+             WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    for row in changes {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let original = match row.get::<_, String>(2).as_str() {
+            "n" => "NOTHING",
+            _ => "DEFAULT",
+        };
+        let exists = source
+            .query_one(
+                "looking for a table",
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&name.quoted()],
+            )
+            .await?
+            .get::<_, bool>(0);
+        if exists {
+            source
+                .batch(
+                    &format!("restoring the replica identity of {name}"),
+                    &format!("ALTER TABLE {} REPLICA IDENTITY {original}", name.quoted()),
+                )
+                .await?;
+        }
+        control_client
+            .execute(
+                "recording a restored replica identity",
+                "DELETE FROM pgferry.replica_identity_change
+                 WHERE task = $1 AND schema_name = $2 AND table_name = $3",
+                &[&task, &name.schema, &name.name],
+            )
+            .await?;
+        cleaned.identities_restored.push(name.to_string());
+    }
+    Ok(cleaned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_valid_slot_names() {
+        assert_eq!(default_name("default"), "pgferry_default");
+        assert_eq!(default_name("Inv-2026"), "pgferry_inv_2026");
+        assert!(pgferry_pg::replication::valid_slot_name(&default_name(
+            &"x".repeat(80)
+        )));
+    }
+}

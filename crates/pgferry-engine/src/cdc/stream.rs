@@ -1,0 +1,211 @@
+//! Reading the change stream.
+//!
+//! A reader task owns the replication connection. It decodes pgoutput messages and passes
+//! them to the applier through a bounded channel, and it keeps the server happy: it answers
+//! keepalives and sends a status update every [`STATUS_EVERY`].
+//!
+//! Which position may be acknowledged: only what the applier has published in
+//! [`Positions::flushed`], which it sets after the target *committed* the changes up to
+//! there (or, with nothing pending, to a keepalive's WAL end). The server may then recycle
+//! WAL before it; nothing the target has not durably applied is ever acknowledged.
+//!
+//! Memory is bounded twice: the channel holds at most [`QUEUE`] messages, and the messages
+//! in flight (queued or held by the applier's batch) hold at most [`BUDGET_BYTES`] of data;
+//! a single message larger than the budget takes all of it, alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pgferry_pg::pgoutput::{self, Message};
+use pgferry_pg::replication::{ReplicationClient, ReplicationMessage};
+use pgferry_pg::{Lsn, PgError, Side};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+/// How often the reader reports progress. Well inside `wal_sender_timeout` (60 s by
+/// default), and often enough for `pg_stat_replication` and slot retention to look live.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// Messages queued between reader and applier: enough to keep the applier busy while the
+/// reader waits on the network.
+pub const QUEUE: usize = 8192;
+
+/// Data in flight between the socket and the target, in KiB units for the semaphore.
+pub const BUDGET_BYTES: usize = 64 * 1024 * 1024;
+const BUDGET_UNIT: usize = 1024;
+
+/// Positions shared by reader and applier.
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// Where the target has durably applied everything before; what we acknowledge.
+    pub flushed: AtomicU64,
+    /// The newest WAL position the server has told us about.
+    pub received: AtomicU64,
+}
+
+/// One thing the reader passes to the applier.
+#[derive(Debug)]
+pub enum Event {
+    /// A decoded pgoutput message, holding its share of the byte budget until dropped.
+    Message {
+        lsn: Lsn,
+        message: Message,
+        budget: OwnedSemaphorePermit,
+    },
+    /// The server has sent everything before `wal_end`.
+    Keepalive { wal_end: Lsn },
+}
+
+/// A running stream.
+pub struct Stream {
+    pub events: mpsc::Receiver<Result<Event, PgError>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream {
+    /// Starts streaming from `slot` at `start` and spawns the reader.
+    pub async fn start(
+        mut client: ReplicationClient,
+        slot: &str,
+        start: Lsn,
+        publication: &str,
+        binary: bool,
+        positions: Arc<Positions>,
+    ) -> Result<Stream, PgError> {
+        client
+            .start_replication(slot, start, &[publication.to_owned()], binary)
+            .await?;
+        let (tx, events) = mpsc::channel(QUEUE);
+        let (stop, stopped) = watch::channel(false);
+        let budget = Arc::new(Semaphore::new(BUDGET_BYTES / BUDGET_UNIT));
+        let task = tokio::spawn(read(client, tx, stopped, positions, budget));
+        Ok(Stream { events, stop, task })
+    }
+
+    /// Stops the reader after it sends a last status update.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+enum Step {
+    Stop,
+    Message(Result<ReplicationMessage, PgError>),
+    Status,
+}
+
+async fn report(
+    client: &mut ReplicationClient,
+    positions: &Positions,
+    reply: bool,
+) -> Result<(), PgError> {
+    let flushed = Lsn(positions.flushed.load(Ordering::Acquire));
+    let received = Lsn(positions.received.load(Ordering::Acquire)).max(flushed);
+    client.send_status(received, flushed, flushed, reply).await
+}
+
+async fn read(
+    mut client: ReplicationClient,
+    tx: mpsc::Sender<Result<Event, PgError>>,
+    mut stopped: watch::Receiver<bool>,
+    positions: Arc<Positions>,
+    budget: Arc<Semaphore>,
+) {
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let fail = |e: PgError| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Err(e)).await;
+        }
+    };
+    loop {
+        // Priorities: a stop request first, then whatever the server sent, then the
+        // periodic status update.
+        let step = tokio::select! {
+            biased;
+            _ = stopped.changed() => Step::Stop,
+            m = client.recv() => Step::Message(m),
+            _ = status.tick() => Step::Status,
+        };
+        match step {
+            Step::Stop => {
+                let _ = report(&mut client, &positions, false).await;
+                return;
+            }
+            Step::Status => {
+                if let Err(e) = report(&mut client, &positions, false).await {
+                    fail(e).await;
+                    return;
+                }
+            }
+            Step::Message(Err(e)) => {
+                fail(e).await;
+                return;
+            }
+            Step::Message(Ok(ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested,
+                ..
+            })) => {
+                positions.received.fetch_max(wal_end.0, Ordering::AcqRel);
+                if reply_requested && let Err(e) = report(&mut client, &positions, false).await {
+                    fail(e).await;
+                    return;
+                }
+                // Informational: a full queue means the applier is busy and will see a
+                // later keepalive.
+                let _ = tx.try_send(Ok(Event::Keepalive { wal_end }));
+            }
+            Step::Message(Ok(ReplicationMessage::XLogData {
+                wal_start, data, ..
+            })) => {
+                positions.received.fetch_max(wal_start.0, Ordering::AcqRel);
+                let units = data
+                    .len()
+                    .div_ceil(BUDGET_UNIT)
+                    .clamp(1, BUDGET_BYTES / BUDGET_UNIT);
+                let message = match pgoutput::decode(data) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        fail(PgError::Protocol {
+                            side: Side::Source,
+                            message: format!("at {wal_start}: {e}"),
+                        })
+                        .await;
+                        return;
+                    }
+                };
+                // Wait for budget, still reporting status while the applier catches up.
+                let permit = loop {
+                    tokio::select! {
+                        biased;
+                        p = budget.clone().acquire_many_owned(units as u32) => match p {
+                            Ok(p) => break p,
+                            Err(_) => return,
+                        },
+                        _ = status.tick() => {
+                            if let Err(e) = report(&mut client, &positions, false).await {
+                                fail(e).await;
+                                return;
+                            }
+                        }
+                    }
+                };
+                if tx
+                    .send(Ok(Event::Message {
+                        lsn: wal_start,
+                        message,
+                        budget: permit,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! From a source relation, as pgoutput describes it, to the target table changes go to.
+//!
+//! A Relation message arrives before the first change of each relation in a stream, and
+//! again when the relation changes. Resolving it decides:
+//! * the target table (the same name; a table outside the task's selection is ignored);
+//! * for each source column, the target column, or nothing when the target computes it
+//!   (a generated column); a column the source has and the target lacks is added to the
+//!   target first (`ALTER TABLE ... ADD COLUMN`), before the change that uses it;
+//! * the key that finds a row: the target's primary key, or the source's replica identity
+//!   index, or, with `REPLICA IDENTITY FULL` and no key, the whole row.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use pgferry_config::Selection;
+use pgferry_pg::pgoutput::Relation;
+use pgferry_pg::{PgClient, PgError, QualifiedName, Side, quote_ident};
+
+use crate::cdc::sql::Col;
+use crate::error::{EngineError, Result};
+
+/// A target column a source column maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCol {
+    pub col: Col,
+    /// The target type's OID, for binary array parameters.
+    pub type_oid: u32,
+}
+
+/// Where one relation's changes go.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// The relation as published (the root, for a partitioned table).
+    pub source: QualifiedName,
+    pub target: QualifiedName,
+    /// One entry per relation column: the target column, or `None` when the target
+    /// computes it.
+    pub cols: Vec<Option<TargetCol>>,
+    /// Relation column positions of the key; empty for a full-row identity.
+    pub key: Vec<usize>,
+}
+
+impl TableInfo {
+    pub fn has_key(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    /// The target columns that identify a row: the key, or every mapped column.
+    pub fn identity(&self) -> Vec<usize> {
+        if self.has_key() {
+            self.key.clone()
+        } else {
+            (0..self.cols.len())
+                .filter(|i| self.cols[*i].is_some())
+                .collect()
+        }
+    }
+
+    pub fn col(&self, i: usize) -> Option<&Col> {
+        self.cols.get(i).and_then(|c| c.as_ref()).map(|c| &c.col)
+    }
+}
+
+/// What a relation resolves to.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Apply(Arc<TableInfo>),
+    /// Not part of this task: its changes are skipped.
+    Ignore,
+}
+
+/// Which source relations the task applies.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub selection: Selection,
+    /// Selected tables left out by the no-key policy.
+    pub excluded: HashSet<QualifiedName>,
+}
+
+impl Scope {
+    pub fn includes(&self, name: &QualifiedName) -> bool {
+        self.selection.includes_table(&name.schema, &name.name) && !self.excluded.contains(name)
+    }
+}
+
+/// Resolves `rel`. May add columns to the target table, in the caller's transaction.
+pub async fn resolve(
+    target: &PgClient,
+    source: &PgClient,
+    rel: &Relation,
+    scope: &Scope,
+) -> Result<Resolution> {
+    let source_name = QualifiedName::new(&rel.namespace, &rel.name);
+    if !scope.includes(&source_name) {
+        return Ok(Resolution::Ignore);
+    }
+    let target_name = source_name.clone();
+    let mut columns = target_columns(target, &target_name).await?;
+    if columns.is_empty() {
+        return Err(EngineError::Pg(PgError::Prerequisite {
+            side: Side::Target,
+            problem: format!(
+                "changes arrive for {source_name}, but {target_name} does not exist on the target"
+            ),
+            fix: "create the table on the target (or exclude it from the task), then run again"
+                .to_owned(),
+        }));
+    }
+    // Columns the source has and the target lacks: add them, with the source's type.
+    let missing: Vec<_> = rel
+        .columns
+        .iter()
+        .filter(|c| !columns.iter().any(|t| t.name == c.name))
+        .collect();
+    for c in &missing {
+        let type_sql: String = source
+            .query_one(
+                "reading a new column's type",
+                "SELECT format_type($1::oid, $2::int)",
+                &[&c.type_oid, &c.type_modifier],
+            )
+            .await?
+            .get(0);
+        let sql = format!(
+            "ALTER TABLE {} ADD COLUMN {} {type_sql}",
+            target_name.quoted(),
+            quote_ident(&c.name)
+        );
+        target
+            .batch(&format!("adding column {} to {target_name}", c.name), &sql)
+            .await?;
+        tracing::info!(table = %target_name, column = %c.name, r#type = %type_sql,
+            "added a column the source gained");
+    }
+    if !missing.is_empty() {
+        columns = target_columns(target, &target_name).await?;
+    }
+    let cols: Vec<Option<TargetCol>> = rel
+        .columns
+        .iter()
+        .map(|c| {
+            columns
+                .iter()
+                .find(|t| t.name == c.name && !t.generated)
+                .map(|t| TargetCol {
+                    col: Col {
+                        name: t.name.clone(),
+                        type_sql: t.type_sql.clone(),
+                    },
+                    type_oid: t.type_oid,
+                })
+        })
+        .collect();
+    let pk = primary_key(target, &target_name).await?;
+    let pk_positions: Option<Vec<usize>> = (!pk.is_empty())
+        .then(|| {
+            pk.iter()
+                .map(|name| rel.columns.iter().position(|c| &c.name == name))
+                .collect::<Option<Vec<_>>>()
+        })
+        .flatten();
+    let key = match pk_positions {
+        Some(k) => k,
+        None if rel.replica_identity == b'f' => Vec::new(),
+        None => rel
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect(),
+    };
+    Ok(Resolution::Apply(Arc::new(TableInfo {
+        source: source_name,
+        target: target_name,
+        cols,
+        key,
+    })))
+}
+
+struct TargetColumn {
+    name: String,
+    type_sql: String,
+    type_oid: u32,
+    generated: bool,
+}
+
+async fn target_columns(target: &PgClient, table: &QualifiedName) -> Result<Vec<TargetColumn>> {
+    let rows = target
+        .query(
+            "reading target columns",
+            "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atttypid,
+                    a.attgenerated <> ''
+             FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&table.quoted()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TargetColumn {
+            name: r.get(0),
+            type_sql: r.get(1),
+            type_oid: r.get(2),
+            generated: r.get(3),
+        })
+        .collect())
+}
+
+async fn primary_key(target: &PgClient, table: &QualifiedName) -> Result<Vec<String>> {
+    let rows = target
+        .query(
+            "reading the target's primary key",
+            "SELECT a.attname::text
+             FROM pg_index i
+             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary
+             ORDER BY k.n",
+            &[&table.quoted()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A source snapshot that a table was copied with, when that was later than the stream's
+/// start: the changes of transactions it already saw must not be applied again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    xmax: u32,
+    in_progress: HashSet<u32>,
+}
+
+impl SnapshotFilter {
+    /// Parses `txid_current_snapshot()`'s text form: `xmin:xmax:xip,xip,...` (64-bit).
+    pub fn parse(s: &str) -> Option<SnapshotFilter> {
+        let mut parts = s.trim().split(':');
+        let _xmin: u64 = parts.next()?.parse().ok()?;
+        let xmax: u64 = parts.next()?.parse().ok()?;
+        let xip = parts.next().unwrap_or("");
+        let in_progress = xip
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<u64>().map(|v| v as u32))
+            .collect::<std::result::Result<HashSet<u32>, _>>()
+            .ok()?;
+        Some(SnapshotFilter {
+            xmax: xmax as u32,
+            in_progress,
+        })
+    }
+
+    /// Whether the snapshot saw the committed transaction `xid` (32-bit, as pgoutput
+    /// sends it): it did when `xid` precedes `xmax` and was not in progress.
+    pub fn saw(&self, xid: u32) -> bool {
+        (xid.wrapping_sub(self.xmax) as i32) < 0 && !self.in_progress.contains(&xid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_filters_know_which_transactions_they_saw() {
+        let f = SnapshotFilter::parse("100:110:103,107").unwrap();
+        assert!(f.saw(99), "before xmin");
+        assert!(f.saw(104), "between, finished");
+        assert!(!f.saw(103), "in progress at the snapshot");
+        assert!(!f.saw(110), "xmax itself is not visible");
+        assert!(!f.saw(200), "after");
+        let empty = SnapshotFilter::parse("5:5:").unwrap();
+        assert!(empty.saw(4) && !empty.saw(5));
+        // 64-bit xids: only the low 32 bits travel in pgoutput.
+        let wide = SnapshotFilter::parse("4294967390:4294967400:").unwrap();
+        assert!(wide.saw(100) && !wide.saw(104));
+        assert!(SnapshotFilter::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn identity_is_the_key_or_every_mapped_column() {
+        let col = |n: &str| {
+            Some(TargetCol {
+                col: Col {
+                    name: n.to_owned(),
+                    type_sql: "integer".to_owned(),
+                },
+                type_oid: 23,
+            })
+        };
+        let t = TableInfo {
+            source: QualifiedName::new("s", "t"),
+            target: QualifiedName::new("s", "t"),
+            cols: vec![col("a"), None, col("c")],
+            key: vec![],
+        };
+        assert_eq!(t.identity(), [0, 2], "generated columns are not compared");
+        let keyed = TableInfo { key: vec![2], ..t };
+        assert_eq!(keyed.identity(), [2]);
+    }
+}
