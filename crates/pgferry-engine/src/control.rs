@@ -159,8 +159,10 @@ CREATE TABLE pgferry.cdc_state (
 COMMENT ON TABLE pgferry.cdc_state IS
     'Change data capture per task; applied_lsn is the exactly-once checkpoint, written in the same transaction as the changes it covers.';
 
+-- No reference to pgferry.task: a change is recorded before the task row exists, and the
+-- record must outlive a planning that fails, so that cleanup can still undo it.
 CREATE TABLE pgferry.replica_identity_change (
-    task text NOT NULL REFERENCES pgferry.task ON DELETE CASCADE,
+    task text NOT NULL,
     schema_name text NOT NULL,
     table_name text NOT NULL,
     original text NOT NULL,
@@ -300,6 +302,19 @@ pub async fn lock_task(client: &PgClient, task: &str) -> Result<()> {
         task: task.to_owned(),
         holder,
     })
+}
+
+/// Whether a `run` holds the task's lock right now.
+pub async fn is_running(client: &PgClient, task: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "checking whether the task runs",
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                            AND classid::int = $1 AND objid::int = hashtext($2) AND granted)",
+            &[&LOCK_CLASS, &task],
+        )
+        .await?
+        .get(0))
 }
 
 /// Where a task is. Phases only move forward.

@@ -388,15 +388,16 @@ async fn run_phases(
     Ok(summary)
 }
 
-/// Plans a new task under `snapshot` and stores the plan, the schema and the task row in one
-/// target transaction. Returns warnings for the user.
 /// What CDC set up on the source while planning.
 struct CdcSetup {
     slot: String,
     publication: String,
     publication_created: bool,
     consistent_point: pgferry_pg::Lsn,
+    /// Left out of both the load and the stream (`no_key_tables = "exclude"`).
     excluded: Vec<QualifiedName>,
+    /// Loaded, but left out of the stream: unlogged tables write no WAL.
+    unlogged: Vec<QualifiedName>,
     binary: bool,
 }
 
@@ -417,14 +418,15 @@ async fn setup_cdc(
         return Err(EngineError::NothingSelected);
     }
     preflight::check_source_tables(source_info, &selected.tables)?;
+    // Unlogged tables write no WAL, so no publication can carry their changes: they are
+    // full-loaded like any other table and left out of the stream.
+    let (unlogged, logged): (Vec<catalog::Table>, Vec<catalog::Table>) =
+        selected.tables.iter().cloned().partition(|t| t.unlogged);
     let no_key =
-        cdc::source::handle_tables_without_key(source, control_client, task, &selected.tables)
-            .await?;
-    let kept: Vec<catalog::Table> = selected
-        .tables
-        .iter()
+        cdc::source::handle_tables_without_key(source, control_client, task, &logged).await?;
+    let kept: Vec<catalog::Table> = logged
+        .into_iter()
         .filter(|t| !no_key.excluded.contains(&t.name))
-        .cloned()
         .collect();
     let (publication, publication_created) =
         cdc::source::ensure_publication(source, task, &kept, &selected.parents).await?;
@@ -459,13 +461,14 @@ async fn setup_cdc(
         (false, _) => None,
     };
     // Binary tuple data (PostgreSQL 14+) when every column can travel in binary between
-    // two servers, and no table is matched by whole rows (that compares text forms).
+    // two servers, and every table has a key (rows without one are matched by their text
+    // form).
     let binary = task.cdc.binary
         && source_info.version_num >= 140000
         && kept
             .iter()
             .chain(&selected.parents)
-            .all(|t| t.binary_copy_safe && !cdc::source::lacks_identity(t));
+            .all(|t| t.binary_copy_safe && (t.has_primary_key || t.replica_identity == 'i'));
     let mut warnings = Vec::new();
     for t in &no_key.changed {
         warnings.push(format!(
@@ -477,6 +480,14 @@ async fn setup_cdc(
             "{t} has no key and is left out (no_key_tables = \"exclude\")"
         ));
     }
+    for t in &unlogged {
+        warnings.push(format!(
+            "{} is UNLOGGED: it is copied by the full load, but its later changes write no \
+             WAL and cannot be streamed. Make it logged (ALTER TABLE ... SET LOGGED) before \
+             planning if its changes matter",
+            t.name
+        ));
+    }
     Ok((
         CdcSetup {
             slot,
@@ -484,6 +495,7 @@ async fn setup_cdc(
             publication_created,
             consistent_point: created.consistent_point,
             excluded: no_key.excluded,
+            unlogged: unlogged.iter().map(|t| t.name.clone()).collect(),
             binary,
         },
         holder,
@@ -513,7 +525,8 @@ async fn store_cdc_setup(
     )
     .await
     .map_err(err)?;
-    for t in &setup.excluded {
+    // Both are left out of the stream; only `excluded` tables are left out of the load.
+    for t in setup.excluded.iter().chain(&setup.unlogged) {
         tx.execute(
             "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, excluded)
              VALUES ($1, $2, $3, true)",

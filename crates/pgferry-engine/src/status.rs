@@ -67,6 +67,149 @@ pub struct ValidationStatus {
     pub target_rows: Option<i64>,
 }
 
+/// An apply exception, as `status` shows it (without the row's values).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExceptionSummary {
+    pub at: DateTime<Utc>,
+    pub table: String,
+    pub operation: String,
+    pub policy: String,
+    pub error: String,
+}
+
+/// Change data capture, for tasks that stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct CdcStatus {
+    pub slot: String,
+    pub publication: String,
+    /// Binary tuple data (else text).
+    pub binary: bool,
+    /// Where the stream started: the end of the full load's snapshot.
+    pub consistent_lsn: String,
+    /// The checkpoint: end of the last source transaction committed on the target.
+    pub applied_lsn: Option<String>,
+    /// The newest source position seen.
+    pub received_lsn: Option<String>,
+    /// Source commit time of the last transaction applied.
+    pub applied_commit_time: Option<DateTime<Utc>>,
+    /// Milliseconds from a change's commit on the source to its arrival at pgferry.
+    pub source_latency_ms: Option<i64>,
+    /// Milliseconds from a change's commit on the source to its commit on the target.
+    pub target_latency_ms: Option<i64>,
+    pub inserts: i64,
+    pub updates: i64,
+    pub deletes: i64,
+    pub truncates: i64,
+    pub transactions: i64,
+    pub exceptions: i64,
+    /// WAL the slot holds back on the source, when last measured.
+    pub wal_retained_bytes: Option<i64>,
+    pub stop_requested: bool,
+    pub streaming_since: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub suspended_tables: Vec<String>,
+    pub excluded_tables: Vec<String>,
+    /// Tables pgferry set to REPLICA IDENTITY FULL; `cleanup` restores them.
+    pub replica_identity_changed: Vec<String>,
+    pub recent_exceptions: Vec<ExceptionSummary>,
+}
+
+async fn cdc_status(client: &PgClient, task: &str) -> Result<Option<CdcStatus>> {
+    let has = client
+        .query_one(
+            "looking for CDC state",
+            "SELECT to_regclass('pgferry.cdc_state') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if !has {
+        return Ok(None);
+    }
+    let Some(r) = client
+        .query_opt(
+            "reading the CDC state",
+            "SELECT slot_name, publication, coalesce(binary_mode, false), consistent_lsn::text,
+                    applied_lsn::text, received_lsn::text, applied_commit_time,
+                    source_latency_ms, target_latency_ms, inserts, updates, deletes,
+                    truncates, transactions, exceptions, wal_retained_bytes, stop_requested,
+                    streaming_since, updated_at
+             FROM pgferry.cdc_state WHERE task = $1",
+            &[&task],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let suspended = table_names(
+        client,
+        "reading suspended tables",
+        "SELECT schema_name, table_name FROM pgferry.cdc_table
+         WHERE task = $1 AND suspended ORDER BY 1, 2",
+        task,
+    )
+    .await?;
+    let excluded = table_names(
+        client,
+        "reading excluded tables",
+        "SELECT schema_name, table_name FROM pgferry.cdc_table
+         WHERE task = $1 AND excluded ORDER BY 1, 2",
+        task,
+    )
+    .await?;
+    let changed = table_names(
+        client,
+        "reading replica identity changes",
+        "SELECT schema_name, table_name FROM pgferry.replica_identity_change
+         WHERE task = $1 ORDER BY 1, 2",
+        task,
+    )
+    .await?;
+    let recent = client
+        .query(
+            "reading apply exceptions",
+            "SELECT at, schema_name, table_name, operation, policy, error FROM (
+                 SELECT * FROM pgferry.apply_exceptions WHERE task = $1 ORDER BY id DESC LIMIT 10
+             ) e ORDER BY id",
+            &[&task],
+        )
+        .await?
+        .iter()
+        .map(|e| ExceptionSummary {
+            at: e.get(0),
+            table: QualifiedName::new(e.get::<_, String>(1), e.get::<_, String>(2)).to_string(),
+            operation: e.get(3),
+            policy: e.get(4),
+            error: e.get(5),
+        })
+        .collect();
+    Ok(Some(CdcStatus {
+        slot: r.get(0),
+        publication: r.get(1),
+        binary: r.get(2),
+        consistent_lsn: r.get(3),
+        applied_lsn: r.get(4),
+        received_lsn: r.get(5),
+        applied_commit_time: r.get(6),
+        source_latency_ms: r.get(7),
+        target_latency_ms: r.get(8),
+        inserts: r.get(9),
+        updates: r.get(10),
+        deletes: r.get(11),
+        truncates: r.get(12),
+        transactions: r.get(13),
+        exceptions: r.get(14),
+        wal_retained_bytes: r.get(15),
+        stop_requested: r.get(16),
+        streaming_since: r.get(17),
+        updated_at: r.get(18),
+        suspended_tables: suspended,
+        excluded_tables: excluded,
+        replica_identity_changed: changed,
+        recent_exceptions: recent,
+    }))
+}
+
 /// Everything `status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskStatus {
@@ -87,6 +230,8 @@ pub struct TaskStatus {
     pub tables: Vec<TableStatus>,
     pub schema: SchemaStatus,
     pub validation: Vec<ValidationStatus>,
+    /// For tasks that stream changes.
+    pub cdc: Option<CdcStatus>,
     pub events: Vec<Event>,
 }
 
@@ -209,15 +354,7 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
             target_rows: r.get(5),
         })
         .collect();
-    let running = client
-        .query_one(
-            "checking whether the task runs",
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-                            AND classid::int = $1 AND objid::int = hashtext($2) AND granted)",
-            &[&control::LOCK_CLASS, &task],
-        )
-        .await?
-        .get(0);
+    let running = control::is_running(client, task).await?;
     Ok(TaskStatus {
         task: row.name,
         migration_type: row.migration_type,
@@ -235,6 +372,21 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
         tables,
         schema,
         validation,
+        cdc: cdc_status(client, task).await?,
         events: control::recent_events(client, task, EVENTS_SHOWN).await?,
     })
+}
+
+/// Runs a control query for a task that returns (schema, table) rows, as display names.
+async fn table_names(
+    client: &PgClient,
+    context: &str,
+    sql: &str,
+    task: &str,
+) -> Result<Vec<String>> {
+    let rows = client.query(context, sql, &[&task]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)).to_string())
+        .collect())
 }

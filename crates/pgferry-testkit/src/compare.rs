@@ -87,17 +87,7 @@ pub async fn compare_databases(
         let a = table_rows(source, table).await?;
         let b = table_rows(target, table).await?;
         if a != b {
-            let example = a
-                .iter()
-                .find(|r| !b.contains(r))
-                .map(|r| format!("only on source: {r}"))
-                .or_else(|| {
-                    b.iter()
-                        .find(|r| !a.contains(r))
-                        .map(|r| format!("only on target: {r}"))
-                })
-                .or_else(|| Some("same rows, different multiplicity".to_owned()))
-                .map(|s| s.chars().take(200).collect());
+            let example = describe_difference(&a, &b);
             differences.push(TableDifference {
                 table: table.clone(),
                 source_rows: a.len(),
@@ -117,4 +107,27 @@ pub async fn compare_databases(
         }
     }
     Ok(differences)
+}
+
+/// Describes the first row only on one side. When both sides have such a row, the two are
+/// shown from just before the first character where they part, which is where the eye needs
+/// to look.
+fn describe_difference(source: &[String], target: &[String]) -> Option<String> {
+    let only_source = source.iter().find(|r| !target.contains(r));
+    let only_target = target.iter().find(|r| !source.contains(r));
+    let clip = |s: &str, from: usize| -> String { s.chars().skip(from).take(300).collect() };
+    Some(match (only_source, only_target) {
+        (Some(a), Some(b)) => {
+            let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+            let from = common.saturating_sub(40);
+            format!(
+                "rows part at character {common}: source \"…{}\" target \"…{}\"",
+                clip(a, from),
+                clip(b, from)
+            )
+        }
+        (Some(a), None) => format!("only on source: {}", clip(a, 0)),
+        (None, Some(b)) => format!("only on target: {}", clip(b, 0)),
+        (None, None) => "same rows, different multiplicity".to_owned(),
+    })
 }

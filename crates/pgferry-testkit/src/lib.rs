@@ -8,5 +8,6 @@ pub mod cluster;
 pub mod compare;
 pub mod datagen;
 pub mod tls;
+pub mod workload;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions, StopMode, server_bindir};

@@ -47,11 +47,22 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a task: create the schema, copy every selected table in parallel from one
-    /// consistent snapshot, then build indexes and constraints, set sequences and ANALYZE.
+    /// consistent snapshot, then build indexes and constraints, set sequences and ANALYZE;
+    /// with CDC, then stream every change until stopped.
     ///
     /// State lives in the target's `pgferry` schema. If a run stops for any reason
-    /// (even `kill -9`), run it again: finished chunks and schema objects are not repeated.
+    /// (even `kill -9`), run it again: finished chunks and schema objects are not repeated,
+    /// and streaming resumes from its checkpoint, applying each change exactly once.
     Run(RunArgs),
+
+    /// Stop a task that is streaming changes, cleanly: it commits what is complete and
+    /// exits. The next `pgferry run` resumes from the checkpoint.
+    Stop(StopArgs),
+
+    /// Drop the task's replication slot and (if pgferry created it) its publication on the
+    /// source, and restore replica identities pgferry changed. Until then the slot keeps
+    /// WAL on the source. Refused while the task runs.
+    Cleanup(TaskArgs),
 
     /// Show a task's progress: phase, per-table state, rows, schema steps and recent events.
     /// Reads the target's control schema, so it works from any machine, during or after a run.
@@ -91,6 +102,16 @@ pub struct RunArgs {
     /// error is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// Seconds to wait for the run to stop.
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
     };
     let json = match &cli.command {
         Command::Run(a) => a.task.json,
+        Command::Stop(a) => a.task.json,
+        Command::Cleanup(a) => a.json,
         Command::Status(a) => a.json,
         Command::Validate(a) => a.task.json,
         Command::Demo(_) => false,
@@ -39,6 +41,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
+            Command::Stop(args) => commands::cdc::stop(args).await,
+            Command::Cleanup(args) => commands::cdc::cleanup(args).await,
             Command::Status(args) => commands::status::status(args).await,
             Command::Validate(args) => commands::validate::validate(args).await,
             Command::Demo(args) => commands::demo::demo(args).await,

@@ -103,6 +103,32 @@ fn totals(tables: &[Arc<TableProgress>]) -> Totals {
     }
 }
 
+fn lag_text(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) if ms < 1000 => format!("{ms} ms"),
+        Some(ms) => format!("{:.1} s", ms as f64 / 1000.0),
+        None => "-".to_owned(),
+    }
+}
+
+/// One line of CDC figures: lag, changes applied, WAL held on the source.
+fn cdc_line(live: &pgferry_engine::cdc::CdcLive) -> String {
+    let t = &live.totals;
+    let mut line = format!(
+        "lag source {} · target {} · {} ins · {} upd · {} del · {} txns",
+        lag_text(live.lag.source_ms),
+        lag_text(live.lag.target_ms),
+        HumanCount(t.inserts.max(0) as u64),
+        HumanCount(t.updates.max(0) as u64),
+        HumanCount(t.deletes.max(0) as u64),
+        HumanCount(t.transactions.max(0) as u64),
+    );
+    if let Some(b) = live.wal_retained_bytes {
+        line.push_str(&format!(" · slot holds {}", HumanBytes(b.max(0) as u64)));
+    }
+    line
+}
+
 fn rate_text(rows_per_s: f64, bytes_per_s: f64) -> String {
     format!(
         "{} rows/s · {}/s",
@@ -158,7 +184,10 @@ async fn draw(progress: Arc<RunProgress>, mut stopped: watch::Receiver<bool>) {
         let t = totals(&tables);
         overall.set_prefix(phase.clone());
         let steps_total = progress.steps_total.load(Ordering::Relaxed);
-        if phase == "indexes and constraints" && steps_total > 0 {
+        if let (true, Some(live)) = (phase.starts_with("cdc"), progress.cdc()) {
+            overall.set_position(1000);
+            overall.set_message(cdc_line(&live));
+        } else if phase == "indexes and constraints" && steps_total > 0 {
             let done = progress.steps_done.load(Ordering::Relaxed);
             overall.set_position(u64::from(done) * 1000 / u64::from(steps_total));
             overall.set_message(format!("{done}/{steps_total} schema objects"));
@@ -226,7 +255,9 @@ async fn log(progress: Arc<RunProgress>, mut stopped: watch::Receiver<bool>) {
         let tables = progress.tables();
         let t = totals(&tables);
         let rates = rate_text(rows_rate.update(t.rows), bytes_rate.update(t.bytes));
-        if phase == "load" || phase != last_phase {
+        if let (true, Some(live)) = (phase.starts_with("cdc"), progress.cdc()) {
+            tracing::info!("progress: {phase}: {}", cdc_line(&live));
+        } else if phase == "load" || phase != last_phase {
             let steps_total = progress.steps_total.load(Ordering::Relaxed);
             if phase == "indexes and constraints" && steps_total > 0 {
                 tracing::info!(

@@ -962,7 +962,14 @@ impl Applier {
     async fn apply_one(&mut self, c: &Change) -> Result<Outcome> {
         let table = &c.table;
         let by_key = table.has_key();
-        let ident_positions = table.identity();
+        // A full-row identity compares the columns whose old value was sent: PostgreSQL
+        // may send a large TOASTed old value as "unchanged" even in a full old row.
+        let old_image = c.identity();
+        let ident_positions: Vec<usize> = table
+            .identity()
+            .into_iter()
+            .filter(|i| by_key || old_image.and_then(|t| t.get(*i)) != Some(&Value::Unchanged))
+            .collect();
         let ident_cols: Vec<&sql::Col> = ident_positions
             .iter()
             .filter_map(|i| table.col(*i))

@@ -451,3 +451,79 @@ fn human_bytes(b: i64) -> String {
     }
     format!("{v:.1} {}", UNITS[unit])
 }
+
+/// Asks a running task to stop streaming, as `pgferry stop` does: the run commits what is
+/// complete and exits at a transaction boundary. Waits up to `wait` for it; returns whether
+/// a run was stopped.
+pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
+    let endpoints = Endpoints::resolve(task)?;
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry stop").await?;
+    if !control::schema_exists(&target).await?
+        || control::load_task(&target, &task.name).await?.is_none()
+    {
+        return Err(EngineError::UnknownTask {
+            task: task.name.clone(),
+        });
+    }
+    if !control::is_running(&target, &task.name).await? {
+        return Ok(false);
+    }
+    target
+        .execute(
+            "requesting a stop",
+            "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
+            &[&task.name],
+        )
+        .await?;
+    let deadline = Instant::now() + wait;
+    while control::is_running(&target, &task.name).await? {
+        if Instant::now() >= deadline {
+            return Err(EngineError::Pg(PgError::Prerequisite {
+                side: Side::Target,
+                problem: format!(
+                    "task \"{}\" did not stop within {} s",
+                    task.name,
+                    wait.as_secs()
+                ),
+                fix: "it stops at the end of the source transaction it is applying; wait, \
+                      or stop the process (it resumes from its checkpoint)"
+                    .to_owned(),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(true)
+}
+
+/// `pgferry cleanup`: drops the task's slot and (if pgferry created it) publication on the
+/// source, and restores replica identities it changed. Refused while the task runs.
+pub async fn cleanup(task: &Task) -> Result<source::Cleaned> {
+    let endpoints = Endpoints::resolve(task)?;
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry cleanup").await?;
+    if !control::schema_exists(&target).await? {
+        return Err(EngineError::UnknownTask {
+            task: task.name.clone(),
+        });
+    }
+    control::lock_task(&target, &task.name).await?;
+    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cleanup").await?;
+    let cleaned = source::cleanup(&source, &target, &task.name).await?;
+    control::event(
+        target.raw(),
+        &task.name,
+        Level::Info,
+        "cleanup",
+        &format!(
+            "cleanup: slot {}, publication {}, {} replica identities restored",
+            cleaned.slot_dropped.as_deref().unwrap_or("(none)"),
+            cleaned
+                .publication_dropped
+                .as_deref()
+                .unwrap_or("(kept or none)"),
+            cleaned.identities_restored.len()
+        ),
+        None,
+    )
+    .await?;
+    Ok(cleaned)
+}

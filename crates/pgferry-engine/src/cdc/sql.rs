@@ -19,7 +19,8 @@ use pgferry_pg::{QualifiedName, quote_ident};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Col {
     pub name: String,
-    /// The target type for casts and array parameters, without modifiers, as SQL.
+    /// The target column's type with its modifiers (`character(5)`, not `character`,
+    /// which would mean `character(1)` in a cast), as SQL.
     pub type_sql: String,
 }
 

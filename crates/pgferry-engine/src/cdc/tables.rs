@@ -189,7 +189,7 @@ async fn target_columns(target: &PgClient, table: &QualifiedName) -> Result<Vec<
     let rows = target
         .query(
             "reading target columns",
-            "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atttypid,
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid,
                     a.attgenerated <> ''
              FROM pg_attribute a
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped

@@ -76,6 +76,19 @@ pub fn print_summary(summary: &RunSummary) {
         summary.schema_objects,
         summary.sequences
     );
+    if let Some(c) = &summary.cdc {
+        println!(
+            "Streaming stopped at {}: {} inserts, {} updates, {} deletes, {} truncates in {} \
+             transactions ({} exceptions). `pgferry run` resumes from there.",
+            c.applied_lsn,
+            c.totals.inserts,
+            c.totals.updates,
+            c.totals.deletes,
+            c.totals.truncates,
+            c.totals.transactions,
+            c.totals.exceptions
+        );
+    }
     println!(
         "Phases: {}",
         summary

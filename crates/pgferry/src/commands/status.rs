@@ -95,6 +95,9 @@ fn print_status(s: &TaskStatus) {
             differing
         );
     }
+    if let Some(c) = &s.cdc {
+        print_cdc(c);
+    }
     if let Some(e) = &s.last_error {
         println!("Last error: {e}");
     }
@@ -109,5 +112,58 @@ fn print_status(s: &TaskStatus) {
                 e.message
             );
         }
+    }
+}
+
+fn ms(v: Option<i64>) -> String {
+    v.map(|m| output::duration(m as f64 / 1000.0))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn print_cdc(c: &pgferry_engine::status::CdcStatus) {
+    println!(
+        "CDC: slot {} (publication {}, {} tuples), started at {}",
+        c.slot,
+        c.publication,
+        if c.binary { "binary" } else { "text" },
+        c.consistent_lsn
+    );
+    println!(
+        "  applied up to {} (received {}); lag: source {}, target {}",
+        c.applied_lsn.as_deref().unwrap_or("-"),
+        c.received_lsn.as_deref().unwrap_or("-"),
+        ms(c.source_latency_ms),
+        ms(c.target_latency_ms)
+    );
+    println!(
+        "  changes: {} inserts, {} updates, {} deletes, {} truncates in {} transactions; {} \
+         exceptions",
+        c.inserts, c.updates, c.deletes, c.truncates, c.transactions, c.exceptions
+    );
+    if let Some(b) = c.wal_retained_bytes {
+        println!(
+            "  the slot holds {} of WAL on the source (until pgferry catches up, or `pgferry \
+             cleanup` drops it)",
+            indicatif::HumanBytes(b.max(0) as u64)
+        );
+    }
+    for t in &c.suspended_tables {
+        println!("  suspended: {t}");
+    }
+    for t in &c.excluded_tables {
+        println!("  not streamed (no key, or unlogged): {t}");
+    }
+    for t in &c.replica_identity_changed {
+        println!("  REPLICA IDENTITY FULL set by pgferry on {t} (restored by cleanup)");
+    }
+    for e in &c.recent_exceptions {
+        println!(
+            "  exception {} {} {} ({}): {}",
+            e.at.format("%H:%M:%S"),
+            e.operation,
+            e.table,
+            e.policy,
+            e.error
+        );
     }
 }
