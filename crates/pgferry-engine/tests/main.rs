@@ -13,7 +13,7 @@ use pgferry_engine::{EngineError, RunProgress};
 use pgferry_pg::catalog::object_counts;
 use pgferry_pg::{PgClient, PgError, Side};
 use pgferry_testkit::compare::compare_databases;
-use pgferry_testkit::{Cluster, ClusterOptions, datagen};
+use pgferry_testkit::{Cluster, ClusterOptions, StopMode, datagen, workload};
 
 struct Pair {
     source: Cluster,
@@ -731,20 +731,42 @@ async fn cdc_changes_exactly_one_of_identical_rows_in_a_table_without_a_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cdc_leaves_generated_columns_to_the_target() {
+async fn cdc_leaves_generated_columns_to_the_target_and_keeps_identity_values() {
+    // Stored generated columns are computed by the target; GENERATED ALWAYS identity
+    // columns (keys or not) take the source's values, in inserts and in updates.
     let setup = "CREATE TABLE lines (id int PRIMARY KEY, qty int, price numeric,
                                      total numeric GENERATED ALWAYS AS (qty * price) STORED);
-                 INSERT INTO lines SELECT g, g, 1.5 FROM generate_series(1, 20) g;";
+                 INSERT INTO lines SELECT g, g, 1.5 FROM generate_series(1, 20) g;
+                 CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                       serial bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+                                       body text);
+                 ALTER TABLE tickets ALTER body SET STORAGE EXTERNAL;
+                 INSERT INTO tickets (body) SELECT repeat('x', 5000) FROM generate_series(1, 10);
+                 CREATE TABLE keyless (n int GENERATED ALWAYS AS IDENTITY, v text);
+                 INSERT INTO keyless (v) VALUES ('a'), ('b');";
     let (p, _) = cdc_roundtrip(
         setup,
         &[
             "INSERT INTO lines (id, qty, price) VALUES (100, 3, 2.25)",
             "UPDATE lines SET qty = qty + 1 WHERE id % 2 = 0",
+            "INSERT INTO tickets (body) VALUES ('new'), ('newer')",
+            // Only the identity columns and an unchanged TOAST value: nothing to set.
+            "UPDATE tickets SET body = body WHERE id = 3",
+            "UPDATE tickets SET body = 'short' WHERE id IN (1, 11)",
+            "DELETE FROM tickets WHERE id = 2",
+            "INSERT INTO keyless (v) VALUES ('c'); UPDATE keyless SET v = 'B' WHERE v = 'b'",
         ],
-        |_| {},
+        |t| t.cdc.no_key_tables = pgferry_config::NoKeyTables::ReplicaIdentityFull,
     )
     .await;
     assert_identical(&p, "app").await;
+    let exceptions: i64 = scalar(
+        &p.target,
+        "app",
+        "SELECT count(*) FROM pgferry.apply_exceptions",
+    )
+    .await;
+    assert_eq!(exceptions, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -936,4 +958,372 @@ async fn retained_wal_is_reported_and_warned_about_past_the_threshold() {
             .await
             .unwrap();
     assert!(status.cdc.unwrap().wal_retained_bytes.is_some());
+}
+
+/// Starts `full-load-and-cdc` on a fresh `app` database holding `setup`, with `tweak`
+/// applied to the task, and returns once it streams.
+async fn streaming(
+    setup: &str,
+    tweak: impl FnOnce(&mut Task),
+) -> (
+    Pair,
+    Task,
+    tokio::task::JoinHandle<Result<pgferry_engine::RunSummary, EngineError>>,
+) {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source.execute("app", setup).await.unwrap();
+    p.target.create_database("app").await.unwrap();
+    let mut t = cdc::cdc_task(&p.source, &p.target, "app");
+    tweak(&mut t);
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    (p, t, run)
+}
+
+/// `(table, operation, policy)` of each recorded apply exception, in order.
+async fn exceptions(p: &Pair) -> Vec<(String, String, String)> {
+    p.target
+        .connect("app")
+        .await
+        .unwrap()
+        .query(
+            "SELECT table_name, operation, policy FROM pgferry.apply_exceptions ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+const TWO_TABLES: &str = "CREATE TABLE a (id int PRIMARY KEY, v text);
+     CREATE TABLE b (id int PRIMARY KEY, v text);
+     INSERT INTO a SELECT g, 'a' || g FROM generate_series(1, 100) g;
+     INSERT INTO b SELECT g, 'b' || g FROM generate_series(1, 100) g;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_conflicts_follow_the_default_policies_and_the_stream_goes_on() {
+    let (p, t, run) = streaming(TWO_TABLES, |_| {}).await;
+    // The target drifts: a row the source will insert, rows the source will change, and a
+    // rule the source does not have.
+    p.target
+        .execute(
+            "app",
+            "INSERT INTO a VALUES (1000, 'target''s own');
+             DELETE FROM a WHERE id IN (5, 6);
+             ALTER TABLE b ADD CONSTRAINT no_bad CHECK (v <> 'bad');",
+        )
+        .await
+        .unwrap();
+    p.source
+        .execute(
+            "app",
+            "INSERT INTO a VALUES (1000, 'source''s'), (1001, 'fine');
+             UPDATE a SET v = 'updated' WHERE id IN (5, 7);
+             DELETE FROM a WHERE id IN (6, 8);
+             UPDATE b SET v = 'bad' WHERE id = 1;
+             UPDATE b SET v = 'good' WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
+    let summary = cdc::stop(&p.target, "app", &t.name, run).await;
+
+    // Inserts and updates that conflict are logged (LOG_ERROR), deletes of missing rows
+    // are ignored (IGNORE_RECORD), and a rejected value is logged as a data error.
+    assert_eq!(
+        exceptions(&p).await,
+        vec![
+            ("a".into(), "insert".into(), "LOG_ERROR".into()),
+            ("a".into(), "update".into(), "LOG_ERROR".into()),
+            ("b".into(), "update".into(), "LOG_ERROR".into()),
+        ]
+    );
+    assert_eq!(summary.cdc.unwrap().totals.exceptions, 3);
+    let a: Vec<(i32, String)> = p
+        .target
+        .connect("app")
+        .await
+        .unwrap()
+        .query(
+            "SELECT id, v FROM a WHERE id IN (5, 6, 7, 8, 1000, 1001) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        a,
+        vec![
+            (7, "updated".to_owned()),
+            (1000, "target's own".to_owned()),
+            (1001, "fine".to_owned()),
+        ]
+    );
+    let b2: String = scalar(&p.target, "app", "SELECT v FROM b WHERE id = 2").await;
+    assert_eq!(b2, "good");
+    // The logged change carries the row, so it can be repaired by hand.
+    let logged: serde_json::Value = scalar(
+        &p.target,
+        "app",
+        "SELECT change FROM pgferry.apply_exceptions WHERE operation = 'insert'",
+    )
+    .await;
+    assert_eq!(logged["new"]["v"], "source's", "{logged}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_table_stops_one_table_and_stop_task_stops_the_run_until_fixed() {
+    let (p, t, run) = streaming(TWO_TABLES, |t| {
+        t.cdc.errors.apply_error_insert_policy = pgferry_config::ErrorPolicy::SuspendTable;
+        t.cdc.errors.apply_error_update_policy = pgferry_config::ErrorPolicy::StopTask;
+    })
+    .await;
+    p.target
+        .execute("app", "INSERT INTO a VALUES (1000, 'in the way')")
+        .await
+        .unwrap();
+    p.source
+        .execute(
+            "app",
+            "INSERT INTO a VALUES (1000, 'conflicts');
+             INSERT INTO a VALUES (1001, 'after the suspension');
+             INSERT INTO b VALUES (1001, 'still streams');",
+        )
+        .await
+        .unwrap();
+    cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
+    let a1001: i64 = scalar(&p.target, "app", "SELECT count(*) FROM a WHERE id = 1001").await;
+    assert_eq!(a1001, 0, "a is suspended");
+    let b1001: String = scalar(&p.target, "app", "SELECT v FROM b WHERE id = 1001").await;
+    assert_eq!(b1001, "still streams");
+    let status =
+        pgferry_engine::status::status(&pg_client(&p.target, "app", Side::Target).await, "default")
+            .await
+            .unwrap();
+    assert_eq!(status.cdc.unwrap().suspended_tables, vec!["public.a"]);
+
+    // An update whose row is missing stops the task, and the checkpoint stays before it.
+    p.target
+        .execute("app", "DELETE FROM b WHERE id = 50")
+        .await
+        .unwrap();
+    p.source
+        .execute(
+            "app",
+            "UPDATE b SET v = 'stops' WHERE id = 50; UPDATE b SET v = 'x' WHERE id = 51",
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the run stops by itself")
+        .unwrap();
+    match ended {
+        Err(EngineError::ApplyStopped {
+            table, operation, ..
+        }) => {
+            assert_eq!((table.as_str(), operation.as_str()), ("public.b", "update"));
+        }
+        other => panic!("expected STOP_TASK to end the run, got {other:?}"),
+    }
+    let b51: String = scalar(&p.target, "app", "SELECT v FROM b WHERE id = 51").await;
+    assert_eq!(b51, "b51", "nothing after the stopping change was applied");
+
+    // Fix the target and run again: the stopped change is applied from the checkpoint.
+    p.target
+        .execute("app", "INSERT INTO b VALUES (50, 'restored')")
+        .await
+        .unwrap();
+    let run = cdc::spawn(&t);
+    cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
+    cdc::stop(&p.target, "app", &t.name, run).await;
+    let b: Vec<String> = p
+        .target
+        .connect("app")
+        .await
+        .unwrap()
+        .query("SELECT v FROM b WHERE id IN (50, 51) ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(b, vec!["stops", "x"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicts_can_be_resolved_as_upserts_and_escalate_after_a_count() {
+    let (p, t, run) = streaming(TWO_TABLES, |t| {
+        t.cdc.errors.apply_error_insert_policy = pgferry_config::ErrorPolicy::UpdateRecord;
+        t.cdc.errors.apply_error_update_policy = pgferry_config::ErrorPolicy::InsertRecord;
+        t.cdc.errors.apply_error_delete_policy = pgferry_config::ErrorPolicy::LogError;
+        t.cdc.errors.apply_error_escalation_count = 3;
+        t.cdc.errors.apply_error_escalation_policy = pgferry_config::ErrorPolicy::SuspendTable;
+    })
+    .await;
+    p.target
+        .execute(
+            "app",
+            "INSERT INTO a VALUES (1000, 'stale'); DELETE FROM a WHERE id IN (5, 6, 7)",
+        )
+        .await
+        .unwrap();
+    // Conflicts 1 and 2: resolved as an update and an insert. Conflict 3 escalates and
+    // suspends `a`.
+    p.source
+        .execute("app", "INSERT INTO a VALUES (1000, 'fresh')")
+        .await
+        .unwrap();
+    p.source
+        .execute("app", "UPDATE a SET v = 'back' WHERE id = 5")
+        .await
+        .unwrap();
+    p.source
+        .execute("app", "DELETE FROM a WHERE id = 6")
+        .await
+        .unwrap();
+    p.source
+        .execute("app", "UPDATE a SET v = 'after' WHERE id = 10")
+        .await
+        .unwrap();
+    cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
+    cdc::stop(&p.target, "app", &t.name, run).await;
+    let rows: Vec<(i32, String)> = p
+        .target
+        .connect("app")
+        .await
+        .unwrap()
+        .query(
+            "SELECT id, v FROM a WHERE id IN (5, 10, 1000) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (5, "back".to_owned()),
+            (10, "a10".to_owned()),
+            (1000, "fresh".to_owned())
+        ]
+    );
+    assert_eq!(
+        exceptions(&p).await,
+        vec![("a".into(), "delete".into(), "SUSPEND_TABLE".into())]
+    );
+}
+
+/// The mixed workload on `app`, in the background, until the returned flag is set.
+fn start_workload(
+    source: &Cluster,
+    seed: u64,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<workload::WorkloadCounts>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts = Arc::new(workload::WorkloadCounts::default());
+    let (s, c) = (stop.clone(), counts.clone());
+    let connector = source.connector();
+    let handle = tokio::spawn(async move {
+        workload::mixed(&connector, "app", seed, s, c)
+            .await
+            .unwrap();
+    });
+    (stop, counts, handle)
+}
+
+/// Stops `cluster` as a crash would (no shutdown checkpoint), then starts it again.
+fn crash_and_restart(cluster: &Cluster) {
+    tokio::task::block_in_place(|| {
+        cluster.stop(StopMode::Immediate).unwrap();
+        cluster.restart().unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_rides_out_crashes_of_the_source_and_the_target_under_writes() {
+    let (p, t, run) = streaming(workload::MIXED_SCHEMA, |t| {
+        t.cdc.no_key_tables = pgferry_config::NoKeyTables::ReplicaIdentityFull;
+    })
+    .await;
+    let (stop, counts, writer) = start_workload(&p.source, 7);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // A source crash loses the slot's unsaved progress: transactions the target already
+    // has are streamed again and must be skipped, not applied twice.
+    crash_and_restart(&p.source);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // A target crash loses the open apply transaction: it is streamed again.
+    crash_and_restart(&p.target);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(
+        counts
+            .transactions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 100,
+        "the workload wrote too little to prove anything: {counts:?}"
+    );
+    cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
+    cdc::stop(&p.target, "app", &t.name, run).await;
+    assert_identical(&p, "app").await;
+    let retries: i64 = scalar(
+        &p.target,
+        "app",
+        "SELECT count(*) FROM pgferry.event WHERE message LIKE '%recoverable error%'",
+    )
+    .await;
+    assert!(retries >= 2, "each crash is logged as a retry ({retries})");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_slot_moves_past_other_databases_wal_and_lag_is_still_measured() {
+    let (p, t, run) = streaming("CREATE TABLE quiet (id int PRIMARY KEY);", |_| {}).await;
+    // Another database on the source writes; ours does not.
+    p.source.create_database("busy").await.unwrap();
+    p.source
+        .execute(
+            "busy",
+            "CREATE TABLE noise AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g",
+        )
+        .await
+        .unwrap();
+    let written: String =
+        scalar(&p.source, "app", "SELECT pg_current_wal_insert_lsn()::text").await;
+    // Acknowledged though none of it is ours: otherwise the slot would hold all of it.
+    cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
+    let moved: bool = scalar(
+        &p.source,
+        "app",
+        &format!(
+            "SELECT confirmed_flush_lsn >= '{written}'::pg_lsn FROM pg_replication_slots
+             WHERE slot_name = 'pgferry_default'"
+        ),
+    )
+    .await;
+    assert!(moved);
+    // Lag is measured from the heartbeats, though no row changed.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let status =
+        pgferry_engine::status::status(&pg_client(&p.target, "app", Side::Target).await, "default")
+            .await
+            .unwrap();
+    let cdc = status.cdc.unwrap();
+    assert!(
+        cdc.source_latency_ms.is_some_and(|ms| ms < 5_000),
+        "{:?}",
+        cdc.source_latency_ms
+    );
+    assert_eq!(cdc.inserts + cdc.updates + cdc.deletes, 0);
+    cdc::stop(&p.target, "app", &t.name, run).await;
 }

@@ -499,23 +499,15 @@ impl Cluster {
 
     /// Connects as `postgres` to `db` over the cluster's Unix socket.
     pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client, ClusterError> {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host_path(&self.dir)
-            .port(self.port)
-            .user("postgres")
-            .dbname(db)
-            .ssl_mode(tokio_postgres::config::SslMode::Disable)
-            .connect_timeout(Duration::from_secs(10))
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|source| ClusterError::Sql {
-                context: format!("connecting to test cluster on port {}", self.port),
-                source,
-            })?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+        self.connector().connect(db).await
+    }
+
+    /// What it takes to connect to this cluster, to hand to a background task.
+    pub fn connector(&self) -> Connector {
+        Connector {
+            dir: self.dir.clone(),
+            port: self.port,
+        }
     }
 
     /// Runs SQL (several statements allowed) as `postgres` on `db`.
@@ -557,8 +549,48 @@ impl StopMode {
     }
 }
 
+/// Connects to a test cluster as `postgres` over its Unix socket; cheap to clone and free of
+/// the cluster's lifetime (a connection fails once the cluster is gone).
+#[derive(Debug, Clone)]
+pub struct Connector {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Connector {
+    pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client, ClusterError> {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(&self.dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname(db)
+            .ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .connect_timeout(Duration::from_secs(10))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|source| ClusterError::Sql {
+                context: format!("connecting to test cluster on port {}", self.port),
+                source,
+            })?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failing test gets the server's side of the story.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!(
+                "--- last lines of the server log (port {}) ---\n{tail}",
+                self.port
+            );
+        }
         if self.running.load(Ordering::SeqCst) {
             let _ = self.stop(StopMode::Immediate);
         }

@@ -10,4 +10,4 @@ pub mod datagen;
 pub mod tls;
 pub mod workload;
 
-pub use cluster::{Cluster, ClusterError, ClusterOptions, StopMode, server_bindir};
+pub use cluster::{Cluster, ClusterError, ClusterOptions, Connector, StopMode, server_bindir};

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{ClusterError, Connector};
 
 /// The mixed workload's schema: keyed rows whose keys change, large TOASTed documents,
 /// an append-only log, a table without a key holding duplicate rows, and a table that is
@@ -35,17 +35,28 @@ pub struct WorkloadCounts {
 }
 
 /// Runs the mixed workload on `db` until `stop` is set. Transactions that fail (a key
-/// already taken, a lock timeout) are counted and skipped; the source stays consistent.
+/// already taken, a lock timeout, a server restarting) are counted and skipped; the source
+/// stays consistent.
 pub async fn mixed(
-    cluster: &Cluster,
+    cluster: &Connector,
     db: &str,
     seed: u64,
     stop: Arc<AtomicBool>,
     counts: Arc<WorkloadCounts>,
 ) -> Result<(), ClusterError> {
-    let client = cluster.connect(db).await?;
+    let mut client = cluster.connect(db).await?;
     let mut rng = StdRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
+        // The server may be restarted under the workload: connect again and go on.
+        if client.is_closed() {
+            match cluster.connect(db).await {
+                Ok(c) => client = c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
         let sql = mixed_transaction(&mut rng);
         match client.batch_execute(&sql).await {
             Ok(()) => counts.transactions.fetch_add(1, Ordering::Relaxed),

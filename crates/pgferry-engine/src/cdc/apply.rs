@@ -465,11 +465,14 @@ impl Applier {
         self.applied
     }
 
-    /// When the open batch must commit at the latest.
+    /// When the open batch must commit at the latest. Only between source transactions:
+    /// in the middle of one, the batch cannot commit, and the stream must be read on until
+    /// its Commit arrives (a deadline that passed then would be ready forever and starve
+    /// the stream).
     pub fn deadline(&self) -> Option<Instant> {
         self.batch
             .started
-            .filter(|_| self.batch.txns > 0)
+            .filter(|_| self.can_commit())
             .map(|s| s + self.settings.batch_max_delay)
     }
 
@@ -807,9 +810,16 @@ impl Applier {
         for n in nets {
             if let Net::Updated { original, set } = n {
                 let cols: Vec<usize> = set
-                    .keys()
-                    .copied()
-                    .filter(|i| table.col(*i).is_some())
+                    .iter()
+                    .filter(|(i, v)| {
+                        let changed = table
+                            .key
+                            .iter()
+                            .position(|k| k == *i)
+                            .map(|k| v.bytes() != original[k].as_ref());
+                        table.settable(**i, changed)
+                    })
+                    .map(|(i, _)| *i)
                     .collect();
                 groups.entry(cols).or_default().push((original, set));
             }
@@ -991,7 +1001,12 @@ impl Applier {
             Op::Update { new, .. } => {
                 let ident = c.identity().unwrap_or(new);
                 let set: Vec<usize> = (0..table.cols.len())
-                    .filter(|i| table.cols[*i].is_some() && new.get(*i) != Some(&Value::Unchanged))
+                    .filter(|i| {
+                        let changed = ident_positions
+                            .contains(i)
+                            .then(|| ident.get(*i) != new.get(*i));
+                        new.get(*i) != Some(&Value::Unchanged) && table.settable(*i, changed)
+                    })
                     .collect();
                 let set_cols: Vec<&sql::Col> = set.iter().filter_map(|i| table.col(*i)).collect();
                 let mut values: Vec<Option<&[u8]>> = set
@@ -1136,7 +1151,7 @@ impl Applier {
             | ErrorPolicy::SuspendTable
             | ErrorPolicy::InsertRecord
             | ErrorPolicy::UpdateRecord => {
-                let change = change_json(c);
+                let change = self.change_json(c).await;
                 self.target
                     .execute(
                         "recording an apply exception",
@@ -1228,6 +1243,8 @@ impl Applier {
             self.target
                 .batch("committing an apply transaction", "COMMIT")
                 .await?;
+            tracing::debug!(end = %end, transactions = c.transactions,
+                changes = c.inserts + c.updates + c.deletes, "applied a batch");
             self.lag.target_ms = Some(target_ms.max(0));
         }
         self.applied = self.applied.max(end);
@@ -1246,51 +1263,104 @@ impl Applier {
     }
 }
 
-fn value_json(v: &Value, binary: bool) -> serde_json::Value {
+fn value_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Unchanged => serde_json::Value::String("(unchanged TOAST value)".to_owned()),
-        Value::Text(b) if !binary => {
-            serde_json::Value::String(String::from_utf8_lossy(b).into_owned())
-        }
-        Value::Text(b) | Value::Binary(b) => {
+        Value::Text(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        Value::Binary(b) => {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             serde_json::Value::String(format!("\\x{hex}"))
         }
     }
 }
 
-fn tuple_json(table: &TableInfo, t: &Tuple) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for (i, v) in t.iter().enumerate() {
-        let name = table
-            .col(i)
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| format!("column {}", i + 1));
-        map.insert(name, value_json(v, matches!(v, Value::Binary(_))));
-    }
-    serde_json::Value::Object(map)
-}
-
-/// The change as JSON, for `pgferry.apply_exceptions`.
-fn change_json(c: &Change) -> serde_json::Value {
-    let mut obj = serde_json::Map::new();
-    obj.insert("operation".into(), c.op.name().into());
-    match &c.op {
-        Op::Insert(new) => {
-            obj.insert("new".into(), tuple_json(&c.table, new));
-        }
-        Op::Update { old, new } => {
-            if let Some((_, o)) = old {
-                obj.insert("old".into(), tuple_json(&c.table, o));
+impl Applier {
+    /// A tuple as JSON keyed by column name, for people repairing a change by hand. Binary
+    /// values are turned into their text form by the target (inside a savepoint, so a value
+    /// it cannot read leaves the batch intact and is shown as hex instead).
+    async fn tuple_json(&mut self, table: &TableInfo, t: &Tuple) -> serde_json::Value {
+        let mut values: Vec<serde_json::Value> = t.iter().map(value_json).collect();
+        let binary: Vec<(usize, &sql::Col, &[u8])> = t
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match (v, table.col(i)) {
+                (Value::Binary(b), Some(c)) => Some((i, c, &b[..])),
+                _ => None,
+            })
+            .collect();
+        if !binary.is_empty() {
+            let select = binary
+                .iter()
+                .enumerate()
+                .map(|(n, (_, c, _))| format!("${}::{}::text", n + 1, c.type_sql))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let params: Vec<Param<'_>> = binary
+                .iter()
+                .map(|(_, _, b)| Param {
+                    value: Some(b),
+                    binary: true,
+                })
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let raw = self.target.raw();
+            if raw
+                .batch_execute("SAVEPOINT pgferry_readable")
+                .await
+                .is_ok()
+            {
+                match raw.query_one(&format!("SELECT {select}"), &refs).await {
+                    Ok(row) => {
+                        for (n, (i, _, _)) in binary.iter().enumerate() {
+                            if let Ok(Some(text)) = row.try_get::<_, Option<String>>(n) {
+                                values[*i] = serde_json::Value::String(text);
+                            }
+                        }
+                        let _ = raw
+                            .batch_execute("RELEASE SAVEPOINT pgferry_readable")
+                            .await;
+                    }
+                    Err(_) => {
+                        let _ = raw
+                            .batch_execute("ROLLBACK TO SAVEPOINT pgferry_readable")
+                            .await;
+                    }
+                }
             }
-            obj.insert("new".into(), tuple_json(&c.table, new));
         }
-        Op::Delete(old) => {
-            obj.insert("old".into(), tuple_json(&c.table, old));
+        let mut map = serde_json::Map::new();
+        for (i, v) in values.into_iter().enumerate() {
+            let name = table
+                .col(i)
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| format!("column {}", i + 1));
+            map.insert(name, v);
         }
+        serde_json::Value::Object(map)
     }
-    serde_json::Value::Object(obj)
+
+    /// The change as JSON, for `pgferry.apply_exceptions`.
+    async fn change_json(&mut self, c: &Change) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("operation".into(), c.op.name().into());
+        match &c.op {
+            Op::Insert(new) => {
+                obj.insert("new".into(), self.tuple_json(&c.table, new).await);
+            }
+            Op::Update { old, new } => {
+                if let Some((_, o)) = old {
+                    obj.insert("old".into(), self.tuple_json(&c.table, o).await);
+                }
+                obj.insert("new".into(), self.tuple_json(&c.table, new).await);
+            }
+            Op::Delete(old) => {
+                obj.insert("old".into(), self.tuple_json(&c.table, old).await);
+            }
+        }
+        serde_json::Value::Object(obj)
+    }
 }
 
 #[cfg(test)]
@@ -1306,6 +1376,7 @@ mod tests {
                     type_sql: "text".to_owned(),
                 },
                 type_oid: 25,
+                always_identity: false,
             })
         };
         Arc::new(TableInfo {

@@ -171,7 +171,7 @@ async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
 pub async fn run(
     task: &Task,
     endpoints: &Endpoints,
-    control_client: &PgClient,
+    control_client: &mut PgClient,
     progress: &Arc<RunProgress>,
 ) -> Result<CdcOutcome> {
     control_client
@@ -184,9 +184,29 @@ pub async fn run(
         .await?;
     let errors = &task.cdc.errors;
     let mut attempt: u32 = 0;
+    // Retry messages the event log could not take (the target was down): written once it
+    // is back, so the log tells the whole story.
+    let mut unrecorded: Vec<String> = Vec::new();
     loop {
         let started = Instant::now();
-        match stream_once(task, endpoints, control_client, progress).await {
+        let result = match reconnect_control(task, endpoints, control_client).await {
+            Ok(()) => {
+                for message in unrecorded.drain(..) {
+                    let _ = control::event(
+                        control_client.raw(),
+                        &task.name,
+                        Level::Warning,
+                        "cdc",
+                        &message,
+                        None,
+                    )
+                    .await;
+                }
+                stream_once(task, endpoints, control_client, progress).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(outcome) => return Ok(outcome),
             Err(e) if e.is_retryable() => {
                 // A stream that ran for a while before failing starts the count afresh.
@@ -211,7 +231,7 @@ pub async fn run(
                     wait.as_secs()
                 );
                 tracing::warn!("{message}");
-                let _ = control::event(
+                if control::event(
                     control_client.raw(),
                     &task.name,
                     Level::Warning,
@@ -219,13 +239,35 @@ pub async fn run(
                     &message,
                     None,
                 )
-                .await;
+                .await
+                .is_err()
+                {
+                    unrecorded.push(message);
+                }
                 progress.set_phase("cdc: reconnecting");
                 tokio::time::sleep(wait).await;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// After the target went away (a restart, a failover), a new control connection, which
+/// takes the task lock again: the old one died with its session. If another process took
+/// the task meanwhile, that is an error that is not retried.
+async fn reconnect_control(
+    task: &Task,
+    endpoints: &Endpoints,
+    control_client: &mut PgClient,
+) -> Result<()> {
+    if !control_client.is_closed() {
+        return Ok(());
+    }
+    let client = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry control").await?;
+    control::lock_task(&client, &task.name).await?;
+    *control_client = client;
+    tracing::info!("reconnected to the target and took the task lock again");
+    Ok(())
 }
 
 enum Step {

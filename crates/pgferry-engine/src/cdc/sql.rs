@@ -60,7 +60,9 @@ fn cast(alias: &str, c: &Col, binary: bool) -> String {
 }
 
 /// `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`: rows whose key exists are
-/// skipped, and the affected-row count tells whether any was.
+/// skipped, and the affected-row count tells whether any was. Inserts say `OVERRIDING
+/// SYSTEM VALUE` so `GENERATED ALWAYS` identity columns take the source's value (it is a
+/// no-op for other tables).
 pub fn bulk_insert(table: &QualifiedName, cols: &[&Col], binary: bool) -> String {
     let aliased: Vec<(&Col, String)> = cols
         .iter()
@@ -68,7 +70,7 @@ pub fn bulk_insert(table: &QualifiedName, cols: &[&Col], binary: bool) -> String
         .map(|(i, c)| (*c, v_alias("c", i)))
         .collect();
     format!(
-        "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING",
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING",
         table.quoted(),
         cols.iter()
             .map(|c| quote_ident(&c.name))
@@ -144,7 +146,7 @@ fn key_match(key: &[&Col], binary: bool) -> String {
 /// One row: `INSERT INTO t (cols) VALUES ($1, ...)`.
 pub fn row_insert(table: &QualifiedName, cols: &[&Col]) -> String {
     format!(
-        "INSERT INTO {} ({}) VALUES ({})",
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
         table.quoted(),
         cols.iter()
             .map(|c| quote_ident(&c.name))
@@ -189,7 +191,11 @@ pub fn row_update(table: &QualifiedName, set: &[&Col], ident: &[&Col], by_key: b
         .collect::<Vec<_>>()
         .join(", ");
     let cond = row_match(ident, set.len() + 1, by_key);
-    if by_key {
+    if set.is_empty() {
+        // Nothing to set (every sent column is left to the target): the row must still
+        // exist, and the affected-row count says whether it does.
+        format!("SELECT 1 FROM {} WHERE {cond} LIMIT 1", table.quoted())
+    } else if by_key {
         format!("UPDATE {} SET {assignments} WHERE {cond}", table.quoted())
     } else {
         format!(
@@ -252,14 +258,14 @@ mod tests {
         let (id, note) = (col("group", "integer"), col("Note", "\"public\".\"mood\""));
         assert_eq!(
             bulk_insert(&t(), &[&id, &note], false),
-            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"group\", \"Note\") SELECT \
-             v.c0::integer, v.c1::\"public\".\"mood\" FROM unnest($1::text[], $2::text[]) AS \
+            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"group\", \"Note\") \
+             OVERRIDING SYSTEM VALUE SELECT v.c0::integer, v.c1::\"public\".\"mood\" FROM unnest($1::text[], $2::text[]) AS \
              v(c0, c1) ON CONFLICT DO NOTHING"
         );
         assert_eq!(
             bulk_insert(&t(), &[&id], true),
-            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"group\") SELECT v.c0 FROM \
-             unnest($1::integer[]) AS v(c0) ON CONFLICT DO NOTHING"
+            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"group\") OVERRIDING SYSTEM \
+             VALUE SELECT v.c0 FROM unnest($1::integer[]) AS v(c0) ON CONFLICT DO NOTHING"
         );
     }
 
@@ -295,12 +301,17 @@ mod tests {
         ));
         assert!(sql.contains("\"a\"::text IS NOT DISTINCT FROM $2::text"));
         assert_eq!(
+            row_update(&t(), &[], &[&a], true),
+            "SELECT 1 FROM \"Weird \"\"Schema\"\"\".\"order\" WHERE \"a\" = $1 LIMIT 1"
+        );
+        assert_eq!(
             row_update(&t(), &[&b], &[&a], true),
             "UPDATE \"Weird \"\"Schema\"\"\".\"order\" SET \"b\" = $1 WHERE \"a\" = $2"
         );
         assert_eq!(
             row_insert(&t(), &[&a, &b]),
-            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"a\", \"b\") VALUES ($1, $2)"
+            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"a\", \"b\") OVERRIDING \
+             SYSTEM VALUE VALUES ($1, $2)"
         );
     }
 

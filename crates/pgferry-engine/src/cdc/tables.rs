@@ -25,6 +25,8 @@ pub struct TargetCol {
     pub col: Col,
     /// The target type's OID, for binary array parameters.
     pub type_oid: u32,
+    /// A `GENERATED ALWAYS` identity column: an UPDATE may only set it to DEFAULT.
+    pub always_identity: bool,
 }
 
 /// Where one relation's changes go.
@@ -58,6 +60,19 @@ impl TableInfo {
 
     pub fn col(&self, i: usize) -> Option<&Col> {
         self.cols.get(i).and_then(|c| c.as_ref()).map(|c| &c.col)
+    }
+
+    /// Whether an UPDATE may name column `i` in SET, given whether the change alters its
+    /// value as far as the identity shows. PostgreSQL refuses any value but DEFAULT for a
+    /// `GENERATED ALWAYS` identity column, so it is left out unless its value changes
+    /// (then the target's error goes to the data error policy). `changed` is `None` when
+    /// the column is not in the identity: its old value is unknown, and it is left out.
+    pub fn settable(&self, i: usize, changed: Option<bool>) -> bool {
+        match self.cols.get(i).and_then(|c| c.as_ref()) {
+            None => false,
+            Some(c) if c.always_identity => changed == Some(true),
+            Some(_) => true,
+        }
     }
 }
 
@@ -148,6 +163,7 @@ pub async fn resolve(
                         type_sql: t.type_sql.clone(),
                     },
                     type_oid: t.type_oid,
+                    always_identity: t.always_identity,
                 })
         })
         .collect();
@@ -183,6 +199,7 @@ struct TargetColumn {
     type_sql: String,
     type_oid: u32,
     generated: bool,
+    always_identity: bool,
 }
 
 async fn target_columns(target: &PgClient, table: &QualifiedName) -> Result<Vec<TargetColumn>> {
@@ -190,7 +207,7 @@ async fn target_columns(target: &PgClient, table: &QualifiedName) -> Result<Vec<
         .query(
             "reading target columns",
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid,
-                    a.attgenerated <> ''
+                    a.attgenerated <> '', a.attidentity = 'a'
              FROM pg_attribute a
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum",
@@ -204,6 +221,7 @@ async fn target_columns(target: &PgClient, table: &QualifiedName) -> Result<Vec<
             type_sql: r.get(1),
             type_oid: r.get(2),
             generated: r.get(3),
+            always_identity: r.get(4),
         })
         .collect())
 }
@@ -287,6 +305,7 @@ mod tests {
                     type_sql: "integer".to_owned(),
                 },
                 type_oid: 23,
+                always_identity: false,
             })
         };
         let t = TableInfo {

@@ -60,11 +60,13 @@ pub async fn wait_for_phase(target: &Cluster, db: &str, task: &str, phase: &str)
 }
 
 /// Waits until the target has applied everything the source wrote so far: the slot's
-/// confirmed position passes the source's current WAL position.
+/// confirmed position passes the source's WAL insert position. (Not `pg_current_wal_lsn`,
+/// the *write* position, which lags commits when `synchronous_commit` is off, as it is in
+/// test clusters.)
 pub async fn wait_caught_up(source: &Cluster, db: &str, slot: &str) {
     let s = source.connect(db).await.unwrap();
     let lsn: String = s
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .unwrap()
         .get(0);
