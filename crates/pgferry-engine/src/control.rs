@@ -477,6 +477,12 @@ pub async fn event(
     Ok(())
 }
 
+/// Says `message` as a warning: in the log now, and in the task's event log for `status`.
+pub async fn warn(client: &PgClient, task: &str, kind: &str, message: &str) -> Result<()> {
+    tracing::warn!("{message}");
+    event(client.raw(), task, Level::Warning, kind, message, None).await
+}
+
 /// One entry of the event log.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {

@@ -270,16 +270,7 @@ async fn run_phases(
                          restart reflect the source at that earlier time"
                             .to_owned()
                     };
-                    tracing::warn!("{message}");
-                    control::event(
-                        control_client.raw(),
-                        &task.name,
-                        Level::Warning,
-                        "load",
-                        &message,
-                        None,
-                    )
-                    .await?;
+                    control::warn(&control_client, &task.name, "load", &message).await?;
                     holder
                 }
             })

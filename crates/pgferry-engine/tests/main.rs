@@ -981,6 +981,19 @@ async fn streaming(
     (p, t, run)
 }
 
+/// `(id, text)` rows of a query on the `app` database.
+async fn id_and_text(c: &Cluster, sql: &str) -> Vec<(i32, String)> {
+    c.connect("app")
+        .await
+        .unwrap()
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// `(table, operation, policy)` of each recorded apply exception, in order.
 async fn exceptions(p: &Pair) -> Vec<(String, String, String)> {
     p.target
@@ -1042,20 +1055,11 @@ async fn apply_conflicts_follow_the_default_policies_and_the_stream_goes_on() {
         ]
     );
     assert_eq!(summary.cdc.unwrap().totals.exceptions, 3);
-    let a: Vec<(i32, String)> = p
-        .target
-        .connect("app")
-        .await
-        .unwrap()
-        .query(
-            "SELECT id, v FROM a WHERE id IN (5, 6, 7, 8, 1000, 1001) ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let a: Vec<(i32, String)> = id_and_text(
+        &p.target,
+        "SELECT id, v FROM a WHERE id IN (5, 6, 7, 8, 1000, 1001) ORDER BY id",
+    )
+    .await;
     assert_eq!(
         a,
         vec![
@@ -1193,20 +1197,11 @@ async fn conflicts_can_be_resolved_as_upserts_and_escalate_after_a_count() {
         .unwrap();
     cdc::wait_caught_up(&p.source, "app", "pgferry_default").await;
     cdc::stop(&p.target, "app", &t.name, run).await;
-    let rows: Vec<(i32, String)> = p
-        .target
-        .connect("app")
-        .await
-        .unwrap()
-        .query(
-            "SELECT id, v FROM a WHERE id IN (5, 10, 1000) ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows: Vec<(i32, String)> = id_and_text(
+        &p.target,
+        "SELECT id, v FROM a WHERE id IN (5, 10, 1000) ORDER BY id",
+    )
+    .await;
     assert_eq!(
         rows,
         vec![
@@ -1235,9 +1230,7 @@ fn start_workload(
     let (s, c) = (stop.clone(), counts.clone());
     let connector = source.connector();
     let handle = tokio::spawn(async move {
-        workload::mixed(&connector, "app", seed, s, c)
-            .await
-            .unwrap();
+        workload::mixed(connector, "app", seed, s, c).await.unwrap();
     });
     (stop, counts, handle)
 }

@@ -510,6 +510,51 @@ impl Cluster {
         }
     }
 
+    /// Waits until replication slot `slot` has confirmed everything written so far: its
+    /// `confirmed_flush_lsn` passes the WAL *insert* position read now. (Not
+    /// `pg_current_wal_lsn`, the write position, which lags commits when
+    /// `synchronous_commit` is off, as it is in test clusters.)
+    pub async fn wait_for_slot(
+        &self,
+        db: &str,
+        slot: &str,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
+        let sql_err = |context: &str| {
+            let context = context.to_owned();
+            move |source| ClusterError::Sql { context, source }
+        };
+        let c = self.connect(db).await?;
+        let lsn: String = c
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(sql_err("reading the WAL position"))?
+            .get(0);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let done = c
+                .query_opt(
+                    "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots
+                     WHERE slot_name = $1",
+                    &[&slot, &lsn],
+                )
+                .await
+                .map_err(sql_err("reading the slot"))?
+                .and_then(|r| r.get::<_, Option<bool>>(0))
+                .unwrap_or(false);
+            if done {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ClusterError::Command {
+                    what: format!("waiting for slot {slot}"),
+                    detail: format!("it never confirmed {lsn} within {timeout:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs SQL (several statements allowed) as `postgres` on `db`.
     pub async fn execute(&self, db: &str, sql: &str) -> Result<(), ClusterError> {
         let client = self.connect(db).await?;

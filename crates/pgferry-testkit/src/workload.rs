@@ -38,7 +38,7 @@ pub struct WorkloadCounts {
 /// already taken, a lock timeout, a server restarting) are counted and skipped; the source
 /// stays consistent.
 pub async fn mixed(
-    cluster: &Connector,
+    cluster: Connector,
     db: &str,
     seed: u64,
     stop: Arc<AtomicBool>,

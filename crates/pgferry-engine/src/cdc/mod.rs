@@ -191,6 +191,7 @@ pub async fn run(
         let started = Instant::now();
         let result = match reconnect_control(task, endpoints, control_client).await {
             Ok(()) => {
+                // Logged already; the event log gets them now.
                 for message in unrecorded.drain(..) {
                     let _ = control::event(
                         control_client.raw(),
@@ -230,17 +231,9 @@ pub async fn run(
                     "recoverable error (attempt {attempt}): {e}; retrying in {} s",
                     wait.as_secs()
                 );
-                tracing::warn!("{message}");
-                if control::event(
-                    control_client.raw(),
-                    &task.name,
-                    Level::Warning,
-                    "cdc",
-                    &message,
-                    None,
-                )
-                .await
-                .is_err()
+                if control::warn(control_client, &task.name, "cdc", &message)
+                    .await
+                    .is_err()
                 {
                     unrecorded.push(message);
                 }
@@ -294,16 +287,7 @@ async fn stream_once(
         let message = "the target user may not set session_replication_role = replica: the \
                        target's triggers and foreign keys fire while changes are applied, and \
                        changes are applied one by one in source order";
-        tracing::warn!("{message}");
-        control::event(
-            control_client.raw(),
-            &task.name,
-            Level::Warning,
-            "cdc",
-            message,
-            None,
-        )
-        .await?;
+        control::warn(control_client, &task.name, "cdc", message).await?;
     }
     let positions = Arc::new(Positions::default());
     let mut applier = Applier::new(
@@ -419,16 +403,7 @@ async fn stream_loop(
                             state.slot,
                             human_bytes(info.retained_bytes.unwrap_or(0))
                         );
-                        tracing::warn!("{message}");
-                        control::event(
-                            control_client.raw(),
-                            &task.name,
-                            Level::Warning,
-                            "cdc",
-                            &message,
-                            None,
-                        )
-                        .await?;
+                        control::warn(control_client, &task.name, "cdc", &message).await?;
                     }
                     retained_warned = over;
                 }

@@ -12,7 +12,7 @@ use pgferry_config::{NoKeyTables, Task};
 use pgferry_pg::catalog::Table;
 use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, quote_ident};
 
-use crate::control::{self, Level};
+use crate::control;
 use crate::error::{EngineError, Result};
 
 /// The default slot and publication name of a task: `pgferry_<task>`, folded to what
@@ -91,16 +91,7 @@ pub async fn handle_tables_without_key(
                      migration (no_key_tables = \"exclude\")",
                     t.name
                 );
-                tracing::warn!("{message}");
-                control::event(
-                    control_client.raw(),
-                    &task.name,
-                    Level::Warning,
-                    "cdc",
-                    &message,
-                    None,
-                )
-                .await?;
+                control::warn(control_client, &task.name, "cdc", &message).await?;
                 outcome.excluded.push(t.name.clone());
             }
             Ok(outcome)
@@ -133,16 +124,7 @@ pub async fn handle_tables_without_key(
                      restores it",
                     t.name
                 );
-                tracing::warn!("{message}");
-                control::event(
-                    control_client.raw(),
-                    &task.name,
-                    Level::Warning,
-                    "cdc",
-                    &message,
-                    None,
-                )
-                .await?;
+                control::warn(control_client, &task.name, "cdc", &message).await?;
                 outcome.changed.push(t.name.clone());
             }
             Ok(outcome)

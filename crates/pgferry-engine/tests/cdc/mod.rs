@@ -59,37 +59,12 @@ pub async fn wait_for_phase(target: &Cluster, db: &str, task: &str, phase: &str)
     }
 }
 
-/// Waits until the target has applied everything the source wrote so far: the slot's
-/// confirmed position passes the source's WAL insert position. (Not `pg_current_wal_lsn`,
-/// the *write* position, which lags commits when `synchronous_commit` is off, as it is in
-/// test clusters.)
+/// Waits until the target has applied everything the source wrote so far.
 pub async fn wait_caught_up(source: &Cluster, db: &str, slot: &str) {
-    let s = source.connect(db).await.unwrap();
-    let lsn: String = s
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+    source
+        .wait_for_slot(db, slot, Duration::from_secs(120))
         .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done: Option<bool> = s
-            .query_opt(
-                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots
-                 WHERE slot_name = $1",
-                &[&slot, &lsn],
-            )
-            .await
-            .unwrap()
-            .map(|r| r.get::<_, Option<bool>>(0).unwrap_or(false));
-        if done == Some(true) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the target never caught up to {lsn}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .expect("the target catches up");
 }
 
 /// Asks the run to stop, as `pgferry stop` does, and waits for it.
