@@ -467,6 +467,25 @@ fn cdc_task(source: &str, target: &str) -> String {
     )
 }
 
+/// A source whose `app` database holds `setup`, an empty target, and a task file for
+/// `full-load-and-cdc` between them (in the returned directory).
+async fn cdc_pair(setup: &[&str]) -> (Cluster, Cluster, tempfile::TempDir, String) {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("app").await.unwrap();
+    for sql in setup {
+        source.execute("app", sql).await.unwrap();
+    }
+    target.create_database("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &cdc_task(&source.url("app"), &target.url("app")),
+    );
+    let task = task.to_str().unwrap().to_owned();
+    (source, target, dir, task)
+}
+
 /// Waits for `pgferry run` (as `child`) to stream, or to exit.
 async fn wait_for_cdc(control: &Cluster, db: &str, child: &mut std::process::Child) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -503,25 +522,12 @@ fn peak_rss_mb(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn cdc_killed_at_random_moments_under_writes_loses_and_doubles_nothing() {
     use rand::{Rng, SeedableRng};
-    let source = Cluster::start().unwrap();
-    let target = Cluster::start().unwrap();
-    source.create_database("app").await.unwrap();
-    source
-        .execute("app", pgferry_testkit::workload::MIXED_SCHEMA)
-        .await
-        .unwrap();
     // Enough data that the first kill can land in the full load.
-    source
-        .execute("app", &datagen::bench_sql(16))
-        .await
-        .unwrap();
-    target.create_database("app").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let task = write_task(
-        dir.path(),
-        &cdc_task(&source.url("app"), &target.url("app")),
-    );
-    let task = task.to_str().unwrap().to_owned();
+    let (source, target, dir, task) = cdc_pair(&[
+        pgferry_testkit::workload::MIXED_SCHEMA,
+        &datagen::bench_sql(16),
+    ])
+    .await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counts = std::sync::Arc::new(pgferry_testkit::workload::WorkloadCounts::default());
@@ -608,23 +614,8 @@ async fn cdc_killed_at_random_moments_under_writes_loses_and_doubles_nothing() {
 /// One source transaction of a million rows streams through pgferry with bounded memory.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_million_row_transaction_streams_in_bounded_memory() {
-    let source = Cluster::start().unwrap();
-    let target = Cluster::start().unwrap();
-    source.create_database("app").await.unwrap();
-    source
-        .execute(
-            "app",
-            "CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric)",
-        )
-        .await
-        .unwrap();
-    target.create_database("app").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let task = write_task(
-        dir.path(),
-        &cdc_task(&source.url("app"), &target.url("app")),
-    );
-    let task = task.to_str().unwrap().to_owned();
+    let (source, target, _dir, task) =
+        cdc_pair(&["CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric)"]).await;
     let mut child = pgferry()
         .args(["run", "--task", &task])
         .stdout(Stdio::null())
