@@ -74,7 +74,9 @@ pub enum Command {
     Validate(ValidateArgs),
 
     /// See pgferry work: start two throwaway PostgreSQL servers, seed an inventory
-    /// database, migrate it with live progress, validate it, and clean up on Ctrl-C.
+    /// database, and migrate it while an application writes to it: full load, then
+    /// streaming changes with live lag, then a cutover (fence, drain, sequences), and
+    /// validation. Cleans up on Ctrl-C.
     Demo(DemoArgs),
 }
 
@@ -133,6 +135,11 @@ pub struct DemoArgs {
     /// Parallel workers.
     #[arg(short, long)]
     pub jobs: Option<usize>,
+
+    /// Seconds of streaming under the live workload, after the full load, before the
+    /// cutover.
+    #[arg(long, default_value_t = 10)]
+    pub stream_seconds: u64,
 
     /// Finish without waiting for Ctrl-C (the servers are removed at once).
     #[arg(long)]

@@ -39,6 +39,11 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Prints a line above the bars (or plainly, when none are drawn).
+pub fn say(line: &str) {
+    suspend(|| println!("{line}"));
+}
+
 /// Removes the bars, before a final message.
 pub fn clear() {
     if let Some(m) = bars().take() {

@@ -412,15 +412,22 @@ async fn a_huge_value_is_held_in_memory_once() {
     assert!(same);
 }
 
+/// The README's first command: full load and streaming under the demo application's
+/// writes, a cutover, and validation; then both servers are gone.
 #[test]
 fn the_demo_runs_end_to_end_and_cleans_up() {
-    let out = run(&["demo", "--no-wait", "--scale", "1"]);
+    let out = run(&["demo", "--no-wait", "--scale", "1", "--stream-seconds", "3"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "starting two throwaway PostgreSQL servers",
+        "An application now writes to the source",
         "total (6 tables)",
+        "Fencing the source",
+        "the target has applied everything up to",
+        "3 sequences set to the source's values",
         "All 6 tables match",
+        "Cut over: the target holds every row the application wrote",
         "pgferry status --task",
     ] {
         assert!(

@@ -22,9 +22,14 @@ use pgferry_pg::replication::{ReplicationClient, ReplicationMessage};
 use pgferry_pg::{Lsn, PgError, Side};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-/// How often the reader reports progress. Well inside `wal_sender_timeout` (60 s by
-/// default), and often enough for `pg_stat_replication` and slot retention to look live.
+/// How often the reader reports progress when nothing changed. Well inside
+/// `wal_sender_timeout` (60 s by default), and often enough for `pg_stat_replication` and
+/// slot retention to look live.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// How soon a new flush position is reported: the slot (and anyone draining it for a
+/// cutover) sees the target's progress within this.
+pub const FLUSH_REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// Messages queued between reader and applier: enough to keep the applier busy while the
 /// reader waits on the network.
@@ -96,14 +101,18 @@ enum Step {
     Status,
 }
 
+/// Sends a status update; returns the flush position it reported.
 async fn report(
     client: &mut ReplicationClient,
     positions: &Positions,
     reply: bool,
-) -> Result<(), PgError> {
+) -> Result<Lsn, PgError> {
     let flushed = Lsn(positions.flushed.load(Ordering::Acquire));
     let received = Lsn(positions.received.load(Ordering::Acquire)).max(flushed);
-    client.send_status(received, flushed, flushed, reply).await
+    client
+        .send_status(received, flushed, flushed, reply)
+        .await?;
+    Ok(flushed)
 }
 
 async fn read(
@@ -113,8 +122,13 @@ async fn read(
     positions: Arc<Positions>,
     budget: Arc<Semaphore>,
 ) {
-    let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut status = tokio::time::interval(FLUSH_REPORT_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report = (Lsn::ZERO, tokio::time::Instant::now());
+    // A status update when the flush position moved, or every STATUS_EVERY regardless.
+    let due = |last: &(Lsn, tokio::time::Instant)| {
+        Lsn(positions.flushed.load(Ordering::Acquire)) != last.0 || last.1.elapsed() >= STATUS_EVERY
+    };
     let fail = |e: PgError| {
         let tx = tx.clone();
         async move {
@@ -136,9 +150,15 @@ async fn read(
                 return;
             }
             Step::Status => {
-                if let Err(e) = report(&mut client, &positions, false).await {
-                    fail(e).await;
-                    return;
+                if !due(&last_report) {
+                    continue;
+                }
+                match report(&mut client, &positions, false).await {
+                    Ok(flushed) => last_report = (flushed, tokio::time::Instant::now()),
+                    Err(e) => {
+                        fail(e).await;
+                        return;
+                    }
                 }
             }
             Step::Message(Err(e)) => {

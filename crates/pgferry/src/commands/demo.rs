@@ -1,20 +1,27 @@
 //! `pgferry demo`: the whole story on one machine, with nothing to install beyond the
 //! PostgreSQL server binaries.
 //!
-//! Two throwaway clusters start under the system's temporary directory, a sample inventory
-//! database is seeded on one, and pgferry migrates it to the other with live progress,
-//! then validates every table. The servers keep running until Ctrl-C so you can look
-//! around with psql; then both are stopped and their files removed.
+//! Two throwaway clusters start under the system's temporary directory, and a sample
+//! inventory database is seeded on one. An application (the inventory workload) writes to
+//! it from then on. pgferry migrates it to the other server: full load, then streaming
+//! changes with live lag. Then the cutover: the application is stopped and the source made
+//! read-only (the fence), the last changes drain, streaming stops and the sequences are
+//! set, and every table is validated. The servers keep running until Ctrl-C so you can
+//! look around with psql; then both are stopped and their files removed.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pgferry_config::{MigrationType, Task};
-use pgferry_testkit::{Cluster, datagen};
+use pgferry_engine::RunProgress;
+use pgferry_testkit::{Cluster, datagen, workload};
 
 use crate::cli::DemoArgs;
 use crate::commands::{self, run, validate};
-use crate::{exit, progress};
+use crate::exit;
+use crate::progress::{self, Display};
 
 /// Small chunks, so even the demo's tables show parallel chunked copies.
 const DEMO_CHUNK_SIZE: u64 = 8 * 1024 * 1024;
@@ -65,26 +72,86 @@ async fn story(
     println!("  seeded in {:.1}s", seeding.elapsed().as_secs_f64());
 
     let mut task = Task::new(
-        MigrationType::FullLoad,
+        MigrationType::FullLoadAndCdc,
         &source.url("inventory"),
         &target.url("inventory"),
     );
     task.name = "demo".to_owned();
     task.full_load.chunk_size = DEMO_CHUNK_SIZE;
+    task.cdc.heartbeat_interval = Duration::from_secs(1);
     if let Some(jobs) = args.jobs {
         task.full_load.jobs = jobs.max(1);
     }
+
+    // The application: orders placed, stock moving, prices changing, all through the
+    // migration.
+    let app = App::start(source).await?;
     println!(
-        "\nMigrating with {} parallel workers (full load: schema, COPY, indexes and \
-         constraints, sequences)…",
+        "\nAn application now writes to the source: orders, order lines, stock moves, price \
+         changes."
+    );
+    println!(
+        "Migrating with {} parallel workers: full load (schema, COPY, indexes and \
+         constraints, sequences) on one snapshot, then the changes made since, streamed by \
+         logical replication…",
         task.full_load.jobs
     );
-    let summary = run::run_with_progress(&task, interactive).await?;
+    let progress = Arc::new(RunProgress::default());
+    let display = Display::start(progress.clone(), interactive);
+    let running = {
+        let (task, progress) = (task.clone(), progress.clone());
+        tokio::spawn(async move { pgferry_engine::run(&task, progress).await })
+    };
+    let streamed = async {
+        while progress.phase() != "cdc" {
+            if running.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        progress::say(&format!(
+            "Full load done; streaming changes for {} s while the application writes…",
+            args.stream_seconds
+        ));
+        tokio::time::sleep(Duration::from_secs(args.stream_seconds)).await;
+    };
+    streamed.await;
+    if running.is_finished() {
+        display.finish().await;
+        app.stop().await;
+        running.await??;
+        anyhow::bail!("the run ended before it streamed changes");
+    }
+
+    // The cutover: fence, drain, stop (which sets the sequences), validate.
+    progress::say("Cutting over. Fencing the source: the application stops writing…");
+    let fenced = app.fence(source).await?;
+    progress::say(&format!(
+        "  fenced after {} application transactions; draining the last changes…",
+        fenced
+    ));
+    let draining = Instant::now();
+    let drained = pgferry_engine::cdc::wait_caught_up(&task, Duration::from_secs(300)).await?;
+    progress::say(&format!(
+        "  the target has applied everything up to {drained} ({:.1} s)",
+        draining.elapsed().as_secs_f64()
+    ));
+    pgferry_engine::cdc::request_stop(&task, Duration::from_secs(60)).await?;
+    let summary = running.await?;
+    display.finish().await;
+    let summary = summary?;
     run::print_summary(&summary);
 
     println!("\nValidating every table on both servers (row count and checksum)…");
     let report = pgferry_engine::validate::validate(&task, task.full_load.jobs).await?;
     validate::print_report(&report);
+    if report.all_match() {
+        println!(
+            "Cut over: the target holds every row the application wrote, and its sequences \
+             continue where the source's stopped. Point the application at:\n  {}",
+            target.url("inventory")
+        );
+    }
 
     // A task file for the two servers, so the other commands can be tried on them.
     let task_file = std::env::temp_dir().join(format!("pgferry-demo-{}.toml", std::process::id()));
@@ -92,13 +159,14 @@ async fn story(
         &task_file,
         format!(
             "# Written by `pgferry demo`; removed when the demo ends.\nname = \"demo\"\n\
-             migration_type = \"full-load\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n",
+             migration_type = \"full-load-and-cdc\"\n[source]\nurl = \"{}\"\n[target]\n\
+             url = \"{}\"\n",
             source.url("inventory"),
             target.url("inventory")
         ),
     )
     .context("writing the demo's task file")?;
-    println!("\nBoth servers are still running. Try:");
+    println!("\nBoth servers are still running (the source is read-only now). Try:");
     println!("  pgferry status --task {}", task_file.display());
     println!("  pgferry validate --task {}", task_file.display());
     println!("  psql '{}' -c '\\dt+'", target.url("inventory"));
@@ -113,4 +181,58 @@ async fn story(
     } else {
         exit::DIFFERENCES
     })
+}
+
+/// The demo's application: the inventory workload on the source, in the background.
+struct App {
+    stop: Arc<AtomicBool>,
+    counts: Arc<workload::WorkloadCounts>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    async fn start(source: &Cluster) -> anyhow::Result<App> {
+        let client = source
+            .connect("inventory")
+            .await
+            .context("connecting the demo application")?;
+        client
+            .batch_execute("SET application_name = 'pgferry demo app'")
+            .await
+            .context("connecting the demo application")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(workload::WorkloadCounts::default());
+        let writer = {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            tokio::spawn(async move {
+                let _ =
+                    workload::inventory(&client, 7, stop, counts, Duration::from_millis(2)).await;
+            })
+        };
+        Ok(App {
+            stop,
+            counts,
+            writer,
+        })
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.writer.await;
+        self.counts.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Stops the application and makes the source database read-only, as a cutover's
+    /// fence does: new sessions cannot write. Returns the transactions it committed.
+    async fn fence(self, source: &Cluster) -> anyhow::Result<u64> {
+        let written = self.stop().await;
+        source
+            .execute(
+                "postgres",
+                "ALTER DATABASE inventory SET default_transaction_read_only = on",
+            )
+            .await
+            .context("fencing the source")?;
+        Ok(written)
+    }
 }

@@ -68,14 +68,25 @@ pub fn print_summary(summary: &RunSummary) {
         right(bps),
     ]);
     println!("{t}");
-    println!(
-        "Full load of task \"{}\" complete in {}: {} schema objects built after the data, {} \
-         sequences set.",
-        summary.task,
-        output::duration(summary.run_seconds),
-        summary.schema_objects,
-        summary.sequences
-    );
+    if summary.cdc.is_some() {
+        println!(
+            "Task \"{}\" ran for {}: full load with {} schema objects built after the data, \
+             then streaming; {} sequences set to the source's values.",
+            summary.task,
+            output::duration(summary.run_seconds),
+            summary.schema_objects,
+            summary.sequences
+        );
+    } else {
+        println!(
+            "Full load of task \"{}\" complete in {}: {} schema objects built after the data, \
+             {} sequences set.",
+            summary.task,
+            output::duration(summary.run_seconds),
+            summary.schema_objects,
+            summary.sequences
+        );
+    }
     if let Some(c) = &summary.cdc {
         println!(
             "Streaming stopped at {}: {} inserts, {} updates, {} deletes, {} truncates in {} \
