@@ -452,14 +452,13 @@ async fn setup_cdc(
         (false, _) => None,
     };
     // Binary tuple data (PostgreSQL 14+) when every column can travel in binary between
-    // two servers, and every table has a key (rows without one are matched by their text
-    // form).
+    // two servers.
     let binary = task.cdc.binary
         && source_info.version_num >= 140000
         && kept
             .iter()
             .chain(&selected.parents)
-            .all(|t| t.binary_copy_safe && (t.has_primary_key || t.replica_identity == 'i'));
+            .all(|t| t.binary_copy_safe);
     let mut warnings = Vec::new();
     for t in &no_key.changed {
         warnings.push(format!(

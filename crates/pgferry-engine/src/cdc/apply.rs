@@ -1019,12 +1019,12 @@ impl Applier {
                         .map(|i| ident.get(*i).and_then(|v| v.bytes()).map(|b| &b[..])),
                 );
                 (
-                    sql::row_update(&table.target, &set_cols, &ident_cols, by_key),
+                    sql::row_update(&table.target, &set_cols, &ident_cols, by_key, self.binary),
                     values,
                 )
             }
             Op::Delete(old) => (
-                sql::row_delete(&table.target, &ident_cols, by_key),
+                sql::row_delete(&table.target, &ident_cols, by_key, self.binary),
                 ident_positions
                     .iter()
                     .map(|i| old.get(*i).and_then(|v| v.bytes()).map(|b| &b[..]))

@@ -161,8 +161,9 @@ pub fn row_insert(table: &QualifiedName, cols: &[&Col]) -> String {
 
 /// The condition that finds one row: by key (`col = $n`), or, with no key, by every
 /// column's text form (`col::text IS NOT DISTINCT FROM $n`, which also matches NULLs and
-/// works for types without an equality operator).
-fn row_match(ident: &[&Col], first_param: usize, by_key: bool) -> String {
+/// works for types without an equality operator). A binary parameter is read as the
+/// column's type first, so both sides are text made by the same server.
+fn row_match(ident: &[&Col], first_param: usize, by_key: bool, binary: bool) -> String {
     ident
         .iter()
         .enumerate()
@@ -170,6 +171,12 @@ fn row_match(ident: &[&Col], first_param: usize, by_key: bool) -> String {
             let p = first_param + i;
             if by_key {
                 format!("{} = ${p}", quote_ident(&c.name))
+            } else if binary {
+                format!(
+                    "{}::text IS NOT DISTINCT FROM ${p}::{}::text",
+                    quote_ident(&c.name),
+                    c.type_sql
+                )
             } else {
                 format!(
                     "{}::text IS NOT DISTINCT FROM ${p}::text",
@@ -183,14 +190,20 @@ fn row_match(ident: &[&Col], first_param: usize, by_key: bool) -> String {
 
 /// One row: `UPDATE t SET cols = $1.. WHERE ident`. Parameters: the new values, then the
 /// identity values. `by_key` false means a full-row identity: exactly one matching row.
-pub fn row_update(table: &QualifiedName, set: &[&Col], ident: &[&Col], by_key: bool) -> String {
+pub fn row_update(
+    table: &QualifiedName,
+    set: &[&Col],
+    ident: &[&Col],
+    by_key: bool,
+    binary: bool,
+) -> String {
     let assignments = set
         .iter()
         .enumerate()
         .map(|(i, c)| format!("{} = ${}", quote_ident(&c.name), i + 1))
         .collect::<Vec<_>>()
         .join(", ");
-    let cond = row_match(ident, set.len() + 1, by_key);
+    let cond = row_match(ident, set.len() + 1, by_key, binary);
     if set.is_empty() {
         // Nothing to set (every sent column is left to the target): the row must still
         // exist, and the affected-row count says whether it does.
@@ -207,8 +220,8 @@ pub fn row_update(table: &QualifiedName, set: &[&Col], ident: &[&Col], by_key: b
 }
 
 /// One row: `DELETE FROM t WHERE ident`. Parameters: the identity values.
-pub fn row_delete(table: &QualifiedName, ident: &[&Col], by_key: bool) -> String {
-    let cond = row_match(ident, 1, by_key);
+pub fn row_delete(table: &QualifiedName, ident: &[&Col], by_key: bool, binary: bool) -> String {
+    let cond = row_match(ident, 1, by_key, binary);
     if by_key {
         format!("DELETE FROM {} WHERE {cond}", table.quoted())
     } else {
@@ -288,24 +301,29 @@ mod tests {
     #[test]
     fn row_statements_without_a_key_change_exactly_one_row() {
         let (a, b) = (col("a", "integer"), col("b", "json"));
-        let sql = row_delete(&t(), &[&a, &b], false);
+        let sql = row_delete(&t(), &[&a, &b], false, false);
         assert_eq!(
             sql,
             "DELETE FROM \"Weird \"\"Schema\"\"\".\"order\" WHERE (tableoid, ctid) = (SELECT \
              tableoid, ctid FROM \"Weird \"\"Schema\"\"\".\"order\" WHERE \"a\"::text IS NOT \
              DISTINCT FROM $1::text AND \"b\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
         );
-        let sql = row_update(&t(), &[&b], &[&a, &b], false);
+        let sql = row_update(&t(), &[&b], &[&a, &b], false, false);
         assert!(sql.starts_with(
             "UPDATE \"Weird \"\"Schema\"\"\".\"order\" SET \"b\" = $1 WHERE (tableoid, ctid)"
         ));
         assert!(sql.contains("\"a\"::text IS NOT DISTINCT FROM $2::text"));
+        // Binary parameters are read as the column's type before becoming text.
+        assert!(
+            row_delete(&t(), &[&a, &b], false, true)
+                .contains("\"b\"::text IS NOT DISTINCT FROM $2::json::text")
+        );
         assert_eq!(
-            row_update(&t(), &[], &[&a], true),
+            row_update(&t(), &[], &[&a], true, false),
             "SELECT 1 FROM \"Weird \"\"Schema\"\"\".\"order\" WHERE \"a\" = $1 LIMIT 1"
         );
         assert_eq!(
-            row_update(&t(), &[&b], &[&a], true),
+            row_update(&t(), &[&b], &[&a], true, false),
             "UPDATE \"Weird \"\"Schema\"\"\".\"order\" SET \"b\" = $1 WHERE \"a\" = $2"
         );
         assert_eq!(
