@@ -21,8 +21,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(25);
 /// Page size for `/proc/<pid>/statm`.
 const PAGE: u64 = 4096;
 
-/// Resident memory of `root` and all its descendants, in bytes.
-pub fn tree_rss(root: u32) -> u64 {
+/// Every process's children, from `/proc`.
+fn process_children() -> HashMap<u32, Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -41,9 +41,54 @@ pub fn tree_rss(root: u32) -> u64 {
             }
         }
     }
-    let mut total = 0;
+    children
+}
+
+/// `root` and all its descendants.
+fn tree(root: u32) -> Vec<u32> {
+    let children = process_children();
+    let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
+        out.push(pid);
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids);
+        }
+    }
+    out
+}
+
+/// CPU seconds (user and system) used so far by `root` and its descendants, including
+/// descendants that already exited and were waited for.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    // Clock ticks per second; 100 on Linux.
+    const TICKS: f64 = 100.0;
+    let mut ticks = 0u64;
+    for pid in tree(root) {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+            continue;
+        };
+        // Fields after the command: state is 3, utime 14, stime 15, cutime 16, cstime 17.
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+        ticks += field(14) + field(15);
+        if pid == root {
+            ticks += field(16) + field(17);
+        }
+    }
+    ticks as f64 / TICKS
+}
+
+/// Resident memory of `root` and all its descendants, in bytes.
+pub fn tree_rss(root: u32) -> u64 {
+    let mut total = 0;
+    for pid in tree(root) {
         if let Ok(statm) = fs::read_to_string(format!("/proc/{pid}/statm"))
             && let Some(rss) = statm
                 .split_whitespace()
@@ -51,9 +96,6 @@ pub fn tree_rss(root: u32) -> u64 {
                 .and_then(|r| r.parse::<u64>().ok())
         {
             total += rss * PAGE;
-        }
-        if let Some(kids) = children.get(&pid) {
-            stack.extend(kids);
         }
     }
     total
@@ -110,6 +152,31 @@ pub fn measure(mut cmd: Command, log: &std::path::Path) -> anyhow::Result<Measur
         seconds,
         peak_rss: peak.load(Ordering::Relaxed),
     })
+}
+
+/// Waits until a native subscription has copied every table (each in state `r`, ready),
+/// for at most `timeout`.
+pub async fn wait_subscription_ready(
+    target: &tokio_postgres::Client,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let row = target
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE srsubstate = 'r') FROM pg_subscription_rel",
+                &[],
+            )
+            .await?;
+        let (all, ready): (i64, i64) = (row.get(0), row.get(1));
+        if all > 0 && all == ready {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("the subscription did not finish its initial copy in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Formats bytes as MiB.

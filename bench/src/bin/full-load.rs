@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use pgferry_bench::{Measured, Row, measure, print_ratios};
+use pgferry_bench::{Measured, Row, measure, print_ratios, wait_subscription_ready};
 use pgferry_testkit::{Cluster, ClusterOptions, datagen, server_bindir};
 
 #[derive(Debug, Parser)]
@@ -223,23 +223,7 @@ async fn run_tool(
                 source.port()
             ))
             .await?;
-            loop {
-                let row = t
-                    .query_one(
-                        "SELECT count(*), count(*) FILTER (WHERE srsubstate = 'r')
-                         FROM pg_subscription_rel",
-                        &[],
-                    )
-                    .await?;
-                let (all, ready): (i64, i64) = (row.get(0), row.get(1));
-                if all >= 3 && all == ready {
-                    break;
-                }
-                if started.elapsed() > Duration::from_secs(3 * 3600) {
-                    bail!("native replication did not finish its initial copy");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_subscription_ready(&t, Duration::from_secs(3 * 3600)).await?;
             let m = Measured {
                 seconds: started.elapsed().as_secs_f64(),
                 peak_rss: 0,

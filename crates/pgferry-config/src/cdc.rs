@@ -127,7 +127,7 @@ impl Default for CdcSettings {
             slot_name: None,
             publication: None,
             batch_max_changes: 10_000,
-            batch_max_delay: Duration::from_millis(200),
+            batch_max_delay: Duration::from_millis(50),
             heartbeat_interval: Duration::from_secs(5),
             wal_retention_warning: 10 * 1024 * 1024 * 1024,
             binary: true,

@@ -591,6 +591,15 @@ impl ReplicationClient {
         }
     }
 
+    /// Whether a whole message is already buffered, so [`recv`](Self::recv) returns it
+    /// without waiting for the network. Lets a reader take what arrived in one go.
+    pub fn has_buffered_message(&self) -> bool {
+        self.read.len() >= 5
+            && (u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                as usize)
+                < self.read.len()
+    }
+
     /// The next message of the stream. Cancel-safe.
     pub async fn recv(&mut self) -> Result<ReplicationMessage, PgError> {
         loop {

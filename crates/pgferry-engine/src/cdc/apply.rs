@@ -8,10 +8,13 @@
 //! before the checkpoint is skipped: nothing is applied twice, nothing is lost. Only after
 //! the target commits is the position reported to the source as flushed.
 //!
-//! A batch ends when nothing more is waiting in the stream (the applier is caught up),
+//! A batch ends when the stream has been quiet for [`LINGER`] (the applier is caught up),
 //! when it holds `batch_max_changes` changes, or `batch_max_delay` after its first change;
-//! a source transaction is never split between two batches. Within a batch, changes are
-//! applied in sub-batches of at most `batch_max_changes`, each under a savepoint:
+//! a source transaction is never split between two batches. (Lingering, rather than
+//! committing the moment the queue is empty, keeps batches large when the stream delivers
+//! steadily but a little slower than the target applies.) Within a batch, changes are
+//! applied in sub-batches of at most `batch_max_changes` changes and [`SUB_BATCH_BYTES`] of
+//! row data, each under a savepoint:
 //!
 //! * **fast path**: per table, the changes are folded into their net effect per key (an
 //!   insert then two updates of the same row become one insert of the final row; an
@@ -43,6 +46,13 @@ use crate::cdc::sql;
 use crate::cdc::stream::{Event, Positions};
 use crate::cdc::tables::{self, Resolution, Scope, SnapshotFilter, TableInfo};
 use crate::error::{EngineError, Result};
+
+/// A sub-batch is sent to the target once its changes hold this much data, whatever their
+/// count: memory stays bounded however wide the rows.
+pub const SUB_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long the stream must be quiet before a caught-up batch commits.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Prefix of pgferry's heartbeat messages on the source.
 pub const HEARTBEAT_PREFIX: &str = "pgferry_heartbeat";
@@ -135,6 +145,20 @@ enum Op {
 }
 
 impl Op {
+    /// Bytes of column data the change holds.
+    fn data_bytes(&self) -> usize {
+        let size = |t: &Tuple| {
+            t.iter()
+                .map(|v| v.bytes().map_or(0, |b| b.len()))
+                .sum::<usize>()
+        };
+        match self {
+            Op::Insert(new) => size(new),
+            Op::Update { old, new } => size(new) + old.as_ref().map_or(0, |(_, t)| size(t)),
+            Op::Delete(old) => size(old),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Op::Insert(_) => "insert",
@@ -195,22 +219,24 @@ enum Net {
 /// sequence is not one a bulk apply reproduces faithfully (a key reused in the same
 /// sub-batch, an unchanged TOAST value in a key); the careful path handles those.
 fn coalesce(changes: &[&Change]) -> Option<Vec<Net>> {
-    let mut by_key: HashMap<KeyBytes, usize> = HashMap::new();
-    let mut nets: Vec<Net> = Vec::new();
+    let mut by_key: HashMap<KeyBytes, usize> = HashMap::with_capacity(changes.len());
+    let mut nets: Vec<Net> = Vec::with_capacity(changes.len());
     for c in changes {
         match &c.op {
             Op::Insert(new) => {
                 let k = c.key_of(new);
-                match by_key.get(&k).map(|i| nets[*i].clone()) {
+                match by_key.get(&k) {
                     None => {
                         by_key.insert(k, nets.len());
                         nets.push(Net::Inserted(new.clone()));
                     }
-                    Some(Net::Deleted(orig)) => {
-                        nets[by_key[&k]] = Net::Replaced(orig, new.clone());
+                    Some(&i) => {
+                        nets[i] = match std::mem::replace(&mut nets[i], Net::Gone) {
+                            Net::Deleted(orig) => Net::Replaced(orig, new.clone()),
+                            Net::Gone => Net::Inserted(new.clone()),
+                            _ => return None,
+                        };
                     }
-                    Some(Net::Gone) => nets[by_key[&k]] = Net::Inserted(new.clone()),
-                    Some(_) => return None,
                 }
             }
             Op::Update { old, new } => {
@@ -219,49 +245,48 @@ fn coalesce(changes: &[&Change]) -> Option<Vec<Net>> {
                 if new_key.iter().any(Option::is_none) {
                     return None;
                 }
-                let merged = match by_key.remove(&old_key).map(|i| (i, nets[i].clone())) {
+                let i = match by_key.remove(&old_key) {
                     None => {
-                        let set = sent_columns(new);
-                        (
-                            nets.len(),
-                            Net::Updated {
-                                original: old_key,
-                                set,
-                            },
-                        )
+                        nets.push(Net::Updated {
+                            original: old_key,
+                            set: sent_columns(new),
+                        });
+                        nets.len() - 1
                     }
-                    Some((i, Net::Inserted(row))) => (i, Net::Inserted(merge_row(row, new))),
-                    Some((i, Net::Replaced(orig, row))) => {
-                        (i, Net::Replaced(orig, merge_row(row, new)))
+                    Some(i) => {
+                        nets[i] = match std::mem::replace(&mut nets[i], Net::Gone) {
+                            Net::Inserted(row) => Net::Inserted(merge_row(row, new)),
+                            Net::Replaced(orig, row) => Net::Replaced(orig, merge_row(row, new)),
+                            Net::Updated { original, mut set } => {
+                                set.extend(sent_columns(new));
+                                Net::Updated { original, set }
+                            }
+                            Net::Deleted(_) | Net::Gone => return None,
+                        };
+                        i
                     }
-                    Some((i, Net::Updated { original, mut set })) => {
-                        set.extend(sent_columns(new));
-                        (i, Net::Updated { original, set })
-                    }
-                    Some(_) => return None,
                 };
                 if by_key.contains_key(&new_key) {
                     return None;
-                }
-                let (i, net) = merged;
-                if i == nets.len() {
-                    nets.push(net);
-                } else {
-                    nets[i] = net;
                 }
                 by_key.insert(new_key, i);
             }
             Op::Delete(old) => {
                 let k = c.key_of(old);
-                match by_key.get(&k).map(|i| (*i, nets[*i].clone())) {
+                match by_key.get(&k) {
                     None => {
                         by_key.insert(k.clone(), nets.len());
                         nets.push(Net::Deleted(k));
                     }
-                    Some((i, Net::Inserted(_))) => nets[i] = Net::Gone,
-                    Some((i, Net::Replaced(orig, _))) => nets[i] = Net::Deleted(orig),
-                    Some((i, Net::Updated { original, .. })) => nets[i] = Net::Deleted(original),
-                    Some(_) => return None,
+                    Some(&i) => {
+                        nets[i] = match std::mem::replace(&mut nets[i], Net::Gone) {
+                            Net::Inserted(_) => Net::Gone,
+                            Net::Replaced(orig, _) | Net::Updated { original: orig, .. } => {
+                                Net::Deleted(orig)
+                            }
+                            Net::Deleted(_) | Net::Gone => return None,
+                        };
+                    }
                 }
             }
         }
@@ -339,7 +364,9 @@ struct SourceTxn {
 #[derive(Default)]
 struct Batch {
     open: bool,
+    /// The sub-batch not yet sent to the target, and the bytes of data it holds.
     changes: Vec<Change>,
+    change_bytes: usize,
     txns: u64,
     end_lsn: Lsn,
     commit_time: i64,
@@ -377,6 +404,8 @@ pub struct Applier {
     applied: Lsn,
     txn: Option<SourceTxn>,
     batch: Batch,
+    /// When the stream last delivered something, for [`LINGER`].
+    last_event: Option<Instant>,
     apply_errors: u64,
     data_errors: u64,
     pub totals: OpCounts,
@@ -452,6 +481,7 @@ impl Applier {
             applied,
             txn: None,
             batch: Batch::default(),
+            last_event: None,
             apply_errors: 0,
             data_errors: 0,
             totals: OpCounts::default(),
@@ -470,10 +500,15 @@ impl Applier {
     /// its Commit arrives (a deadline that passed then would be ready forever and starve
     /// the stream).
     pub fn deadline(&self) -> Option<Instant> {
-        self.batch
-            .started
-            .filter(|_| self.can_commit())
-            .map(|s| s + self.settings.batch_max_delay)
+        let started = self.batch.started.filter(|_| self.can_commit())?;
+        let quiet = self.last_event.map(|t| t + LINGER);
+        let full = started + self.settings.batch_max_delay;
+        Some(quiet.map_or(full, |q| q.min(full)))
+    }
+
+    /// Between transactions with nothing waiting to commit.
+    pub fn idle(&self) -> bool {
+        self.txn.is_none() && !self.batch.pending()
     }
 
     /// Whether the batch holds complete transactions and may commit now.
@@ -495,6 +530,7 @@ impl Applier {
     }
 
     pub async fn handle(&mut self, event: Event) -> Result<()> {
+        self.last_event = Some(Instant::now());
         match event {
             Event::Keepalive { wal_end } => {
                 // Nothing pending and between transactions: everything before the server's
@@ -642,13 +678,16 @@ impl Applier {
         }
         self.batch.first_commit_time.get_or_insert(commit_time);
         self.batch.started.get_or_insert_with(Instant::now);
+        self.batch.change_bytes += op.data_bytes();
         self.batch.changes.push(Change {
             table,
             op,
             xid,
             commit_lsn,
         });
-        if self.batch.changes.len() >= self.settings.batch_max_changes {
+        if self.batch.changes.len() >= self.settings.batch_max_changes
+            || self.batch.change_bytes >= SUB_BATCH_BYTES
+        {
             self.flush_changes().await?;
         }
         Ok(())
@@ -711,11 +750,14 @@ impl Applier {
         }
         self.ensure_open().await?;
         let changes = std::mem::take(&mut self.batch.changes);
+        self.batch.change_bytes = 0;
         let mut counts = OpCounts::default();
         for c in &changes {
             counts.count(&c.op);
         }
-        let fast = self.replica_role && changes.iter().all(|c| c.table.has_key());
+        // Bulk statements group changes by table, out of source order across tables: only
+        // safe when foreign keys and triggers do not fire (replica role).
+        let fast = self.replica_role;
         let mut done = false;
         if fast {
             self.target
@@ -769,10 +811,15 @@ impl Applier {
         }
         for table in order {
             let list = &by_table[&(Arc::as_ptr(&table) as usize)];
-            let Some(nets) = coalesce(list) else {
-                return Ok(false);
+            let applied = if table.has_key() {
+                match coalesce(list) {
+                    Some(nets) => self.apply_nets(&table, &nets).await?,
+                    None => false,
+                }
+            } else {
+                self.apply_keyless(&table, list).await?
             };
-            if !self.apply_nets(&table, &nets).await? {
+            if !applied {
                 return Ok(false);
             }
         }
@@ -854,29 +901,54 @@ impl Applier {
                 _ => None,
             })
             .collect();
-        if !inserts.is_empty() {
-            let cols: Vec<usize> = (0..table.cols.len())
-                .filter(|i| table.cols[*i].is_some())
-                .collect();
-            if inserts
-                .iter()
-                .any(|row| cols.iter().any(|i| row.get(*i) == Some(&Value::Unchanged)))
-            {
-                return Ok(false);
-            }
-            let insert_cols: Vec<&sql::Col> = cols.iter().filter_map(|i| table.col(*i)).collect();
-            let sql = sql::bulk_insert(&table.target, &insert_cols, self.binary);
-            let columns: Vec<Vec<Option<&[u8]>>> = cols
-                .iter()
-                .map(|i| {
-                    inserts
-                        .iter()
-                        .map(|row| row.get(*i).and_then(|v| v.bytes()).map(|b| &b[..]))
-                        .collect()
-                })
-                .collect();
-            let n = self.bulk(&sql, table, &cols, &columns).await?;
-            if n != inserts.len() as u64 {
+        self.bulk_insert(table, &inserts).await
+    }
+
+    /// Inserts whole rows with one statement. `Ok(false)` when a row was skipped (its key
+    /// exists) or cannot be inserted whole (an unchanged TOAST value).
+    async fn bulk_insert(&mut self, table: &Arc<TableInfo>, rows: &[&Tuple]) -> Result<bool> {
+        if rows.is_empty() {
+            return Ok(true);
+        }
+        let cols: Vec<usize> = (0..table.cols.len())
+            .filter(|i| table.cols[*i].is_some())
+            .collect();
+        if rows
+            .iter()
+            .any(|row| cols.iter().any(|i| row.get(*i) == Some(&Value::Unchanged)))
+        {
+            return Ok(false);
+        }
+        let insert_cols: Vec<&sql::Col> = cols.iter().filter_map(|i| table.col(*i)).collect();
+        let sql = sql::bulk_insert(&table.target, &insert_cols, self.binary);
+        let columns: Vec<Vec<Option<&[u8]>>> = cols
+            .iter()
+            .map(|i| {
+                rows.iter()
+                    .map(|row| row.get(*i).and_then(|v| v.bytes()).map(|b| &b[..]))
+                    .collect()
+            })
+            .collect();
+        let n = self.bulk(&sql, table, &cols, &columns).await?;
+        Ok(n == rows.len() as u64)
+    }
+
+    /// A table without a key, in the fast path: inserts only (an append-only log, the
+    /// common case) go in one statement; anything else goes change by change, in order,
+    /// each expected to touch exactly one row. `Ok(false)` when one did not.
+    async fn apply_keyless(&mut self, table: &Arc<TableInfo>, changes: &[&Change]) -> Result<bool> {
+        let inserts: Vec<&Tuple> = changes
+            .iter()
+            .filter_map(|c| match &c.op {
+                Op::Insert(row) => Some(row),
+                _ => None,
+            })
+            .collect();
+        if inserts.len() == changes.len() {
+            return self.bulk_insert(table, &inserts).await;
+        }
+        for c in changes {
+            if !matches!(self.apply_one(c).await?, Outcome::Applied) {
                 return Ok(false);
             }
         }

@@ -266,7 +266,7 @@ async fn reconnect_control(
 enum Step {
     Tick,
     Deadline,
-    Event(Option<std::result::Result<stream::Event, PgError>>),
+    Event(Option<std::result::Result<stream::Events, PgError>>),
 }
 
 async fn stream_once(
@@ -373,14 +373,20 @@ async fn stream_loop(
                 }));
             }
             Step::Event(Some(Err(e))) => return Err(e.into()),
-            Step::Event(Some(Ok(event))) => {
-                applier.handle(event).await?;
-                // Caught up (nothing else waiting), or the batch is full or old enough.
-                if applier.can_commit() && (stream.events.is_empty() || applier.should_commit()) {
-                    applier.commit().await?;
+            Step::Event(Some(Ok(batch))) => {
+                for event in batch.events {
+                    applier.handle(event).await?;
+                    // Full or old enough (a quiet stream is the deadline's business).
+                    if applier.should_commit() {
+                        applier.commit().await?;
+                    }
                 }
+                acknowledge_when_idle(applier, stream, positions);
             }
-            Step::Deadline => applier.commit().await?,
+            Step::Deadline => {
+                applier.commit().await?;
+                acknowledge_when_idle(applier, stream, positions);
+            }
             Step::Tick => {
                 ticks = ticks.wrapping_add(1);
                 if let Some(ms) = applier.pending_lag_ms() {
@@ -455,6 +461,27 @@ async fn stream_loop(
                 }
             }
         }
+    }
+}
+
+/// With everything received applied and committed, the slot may move to the newest
+/// position the server reported. Without this, a keepalive that arrived while a batch was
+/// pending would go unacknowledged, and the server sends no other until its position
+/// moves: an idle slot would trail by whatever was not ours (a checkpoint, another
+/// database's writes) until the next heartbeat.
+///
+/// Safe because the server sends transactions in commit order and the reader raises
+/// `received` only once the events that reached it are queued: every transaction
+/// committed before that position was in the (now empty) queue and is applied, and one
+/// still on its way commits after it and is streamed again after a restart.
+fn acknowledge_when_idle(applier: &Applier, stream: &Stream, positions: &Positions) {
+    if applier.idle() && stream.events.is_empty() {
+        let received = positions
+            .received
+            .load(std::sync::atomic::Ordering::Acquire);
+        positions
+            .flushed
+            .fetch_max(received, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

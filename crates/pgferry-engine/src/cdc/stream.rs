@@ -9,9 +9,14 @@
 //! there (or, with nothing pending, to a keepalive's WAL end). The server may then recycle
 //! WAL before it; nothing the target has not durably applied is ever acknowledged.
 //!
-//! Memory is bounded twice: the channel holds at most [`QUEUE`] messages, and the messages
-//! in flight (queued or held by the applier's batch) hold at most [`BUDGET_BYTES`] of data;
-//! a single message larger than the budget takes all of it, alone.
+//! What arrived together goes to the applier together: after each wait on the network, the
+//! reader takes every message already buffered (up to [`READ_BATCH`]) and passes them as
+//! one [`Events`], so the cost of the channel and of waking the applier is paid per read,
+//! not per message.
+//!
+//! Memory is bounded twice: the channel holds at most [`QUEUE`] batches, and the batches
+//! queued hold at most [`BUDGET_BYTES`] of data; a single message larger than the budget
+//! takes all of it, alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +36,12 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// cutover) sees the target's progress within this.
 pub const FLUSH_REPORT_EVERY: Duration = Duration::from_millis(100);
 
-/// Messages queued between reader and applier: enough to keep the applier busy while the
+/// Batches queued between reader and applier: enough to keep the applier busy while the
 /// reader waits on the network.
-pub const QUEUE: usize = 8192;
+pub const QUEUE: usize = 256;
+
+/// At most this many messages per batch.
+pub const READ_BATCH: usize = 512;
 
 /// Data in flight between the socket and the target, in KiB units for the semaphore.
 pub const BUDGET_BYTES: usize = 64 * 1024 * 1024;
@@ -44,26 +52,31 @@ const BUDGET_UNIT: usize = 1024;
 pub struct Positions {
     /// Where the target has durably applied everything before; what we acknowledge.
     pub flushed: AtomicU64,
-    /// The newest WAL position the server has told us about.
+    /// The newest WAL position the server has told us about, raised only once the events
+    /// that reached it are queued for the applier.
     pub received: AtomicU64,
 }
 
 /// One thing the reader passes to the applier.
 #[derive(Debug)]
 pub enum Event {
-    /// A decoded pgoutput message, holding its share of the byte budget until dropped.
-    Message {
-        lsn: Lsn,
-        message: Message,
-        budget: OwnedSemaphorePermit,
-    },
+    /// A decoded pgoutput message.
+    Message { lsn: Lsn, message: Message },
     /// The server has sent everything before `wal_end`.
     Keepalive { wal_end: Lsn },
 }
 
+/// Events that arrived together, in stream order, holding their share of the byte budget
+/// until dropped.
+#[derive(Debug)]
+pub struct Events {
+    pub events: Vec<Event>,
+    _budget: OwnedSemaphorePermit,
+}
+
 /// A running stream.
 pub struct Stream {
-    pub events: mpsc::Receiver<Result<Event, PgError>>,
+    pub events: mpsc::Receiver<Result<Events, PgError>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -115,9 +128,47 @@ async fn report(
     Ok(flushed)
 }
 
+/// Turns one replication message into an event. Returns the event, the WAL position the
+/// server has reached with it, and its budget units.
+async fn event(
+    client: &mut ReplicationClient,
+    positions: &Positions,
+    message: ReplicationMessage,
+) -> Result<(Event, Lsn, usize), PgError> {
+    match message {
+        ReplicationMessage::Keepalive {
+            wal_end,
+            reply_requested,
+            ..
+        } => {
+            if reply_requested {
+                report(client, positions, false).await?;
+            }
+            Ok((Event::Keepalive { wal_end }, wal_end, 0))
+        }
+        ReplicationMessage::XLogData {
+            wal_start, data, ..
+        } => {
+            let units = data.len().div_ceil(BUDGET_UNIT);
+            let message = pgoutput::decode(data).map_err(|e| PgError::Protocol {
+                side: Side::Source,
+                message: format!("at {wal_start}: {e}"),
+            })?;
+            Ok((
+                Event::Message {
+                    lsn: wal_start,
+                    message,
+                },
+                wal_start,
+                units,
+            ))
+        }
+    }
+}
+
 async fn read(
     mut client: ReplicationClient,
-    tx: mpsc::Sender<Result<Event, PgError>>,
+    tx: mpsc::Sender<Result<Events, PgError>>,
     mut stopped: watch::Receiver<bool>,
     positions: Arc<Positions>,
     budget: Arc<Semaphore>,
@@ -144,7 +195,7 @@ async fn read(
             m = client.recv() => Step::Message(m),
             _ = status.tick() => Step::Status,
         };
-        match step {
+        let first = match step {
             Step::Stop => {
                 let _ = report(&mut client, &positions, false).await;
                 return;
@@ -160,72 +211,71 @@ async fn read(
                         return;
                     }
                 }
+                continue;
             }
             Step::Message(Err(e)) => {
                 fail(e).await;
                 return;
             }
-            Step::Message(Ok(ReplicationMessage::Keepalive {
-                wal_end,
-                reply_requested,
-                ..
-            })) => {
-                positions.received.fetch_max(wal_end.0, Ordering::AcqRel);
-                if reply_requested && let Err(e) = report(&mut client, &positions, false).await {
+            Step::Message(Ok(m)) => m,
+        };
+        // This message, and every one already buffered behind it.
+        let mut events = Vec::new();
+        let mut units = 0;
+        let mut reached = Lsn::ZERO;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match event(&mut client, &positions, m).await {
+                Ok((e, lsn, u)) => {
+                    events.push(e);
+                    reached = reached.max(lsn);
+                    units += u;
+                }
+                Err(e) => {
                     fail(e).await;
                     return;
                 }
-                // Informational: a full queue means the applier is busy and will see a
-                // later keepalive.
-                let _ = tx.try_send(Ok(Event::Keepalive { wal_end }));
             }
-            Step::Message(Ok(ReplicationMessage::XLogData {
-                wal_start, data, ..
-            })) => {
-                positions.received.fetch_max(wal_start.0, Ordering::AcqRel);
-                let units = data
-                    .len()
-                    .div_ceil(BUDGET_UNIT)
-                    .clamp(1, BUDGET_BYTES / BUDGET_UNIT);
-                let message = match pgoutput::decode(data) {
-                    Ok(m) => m,
+            if events.len() < READ_BATCH && client.has_buffered_message() {
+                match client.recv().await {
+                    Ok(m) => next = Some(m),
                     Err(e) => {
-                        fail(PgError::Protocol {
-                            side: Side::Source,
-                            message: format!("at {wal_start}: {e}"),
-                        })
-                        .await;
+                        fail(e).await;
                         return;
                     }
-                };
-                // Wait for budget, still reporting status while the applier catches up.
-                let permit = loop {
-                    tokio::select! {
-                        biased;
-                        p = budget.clone().acquire_many_owned(units as u32) => match p {
-                            Ok(p) => break p,
-                            Err(_) => return,
-                        },
-                        _ = status.tick() => {
-                            if let Err(e) = report(&mut client, &positions, false).await {
-                                fail(e).await;
-                                return;
-                            }
-                        }
-                    }
-                };
-                if tx
-                    .send(Ok(Event::Message {
-                        lsn: wal_start,
-                        message,
-                        budget: permit,
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
                 }
             }
         }
+        // Wait for budget, then for room in the queue, still reporting status while the
+        // applier catches up (the server drops a silent client after wal_sender_timeout).
+        let units = units.clamp(1, BUDGET_BYTES / BUDGET_UNIT) as u32;
+        let room = async {
+            let permit = budget.clone().acquire_many_owned(units).await.ok()?;
+            let slot = tx.reserve().await.ok()?;
+            Some((permit, slot))
+        };
+        tokio::pin!(room);
+        let (permit, slot) = loop {
+            tokio::select! {
+                biased;
+                r = &mut room => match r {
+                    Some(r) => break r,
+                    None => return,
+                },
+                _ = status.tick() => {
+                    if let Err(e) = report(&mut client, &positions, false).await {
+                        fail(e).await;
+                        return;
+                    }
+                }
+            }
+        };
+        slot.send(Ok(Events {
+            events,
+            _budget: permit,
+        }));
+        // Only now, with the events queued: an applier that finds the queue empty and
+        // itself idle has applied everything up to here (see `acknowledge_when_idle`).
+        positions.received.fetch_max(reached.0, Ordering::AcqRel);
     }
 }
