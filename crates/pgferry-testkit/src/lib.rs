@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod compare;
 pub mod datagen;
+pub mod s3;
 pub mod tls;
 pub mod workload;
 

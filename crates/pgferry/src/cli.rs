@@ -12,7 +12,7 @@ PGPASSWORD or ~/.pgpass.
 
 Exit codes:
   0  success
-  1  validate found differences
+  1  validate (or files verify) found differences; files sync skipped some files
   2  bad usage or an invalid task file
   3  cannot connect, or a prerequisite is missing (settings, privileges, tables in the way)
   4  the migration failed; `pgferry status` shows where, and `pgferry run` resumes
@@ -78,6 +78,145 @@ pub enum Command {
     /// streaming changes with live lag, then a cutover (fence, drain, sequences), and
     /// validation. Cleans up on Ctrl-C.
     Demo(DemoArgs),
+
+    /// Copy a directory tree to S3-compatible storage (or a local directory), the way
+    /// `aws s3 sync` does, and prove the copy byte-exact. See docs/files.md.
+    #[command(subcommand)]
+    Files(FilesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Upload new and changed files (a different size, a newer modification time, or with
+    /// --checksum a different SHA-256), each with its SHA-256 stored as metadata. Run it
+    /// again after any interruption: what is already there is not uploaded again.
+    ///
+    /// Exit codes: 0 all synced, 1 some files were skipped with a problem (listed), 2 bad
+    /// usage, 3 the destination or source cannot be used, 130 interrupted.
+    #[command(after_help = FILES_AFTER_HELP)]
+    Sync(Box<FilesSyncArgs>),
+
+    /// Compare a directory tree with the destination: files and objects both ways, sizes,
+    /// and SHA-256 checksums. Lists every difference and exits 1 when there is any.
+    #[command(after_help = FILES_AFTER_HELP)]
+    Verify(Box<FilesVerifyArgs>),
+}
+
+const FILES_AFTER_HELP: &str = "\
+Destinations: s3://bucket/prefix (AWS S3 or any S3-compatible server with --endpoint), or
+file:///absolute/dir.
+Credentials, as the AWS CLI finds them: --profile, else AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), else the AWS_PROFILE or default profile in
+~/.aws/credentials, else the instance role. Region: --region, AWS_REGION,
+AWS_DEFAULT_REGION, the profile, us-east-1. Endpoint: --endpoint, AWS_ENDPOINT_URL.
+
+Examples:
+  pgferry files sync /srv/product-images s3://inventory-migration/product-images \\
+      --exclude '*.tmp' --metadata migration-date=2026-11-21 --storage-class STANDARD_IA
+  pgferry files verify /srv/product-images s3://inventory-migration/product-images --json";
+
+/// Where the files go and how to reach it.
+#[derive(Debug, Args)]
+pub struct FilesTargetArgs {
+    /// The directory to copy.
+    #[arg(value_name = "SOURCE_DIR")]
+    pub source: PathBuf,
+
+    /// s3://bucket/prefix or file:///absolute/dir.
+    #[arg(value_name = "DESTINATION")]
+    pub destination: String,
+
+    /// An S3-compatible endpoint (MinIO, Ceph, moto, ...), e.g. http://127.0.0.1:9000.
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub endpoint: Option<String>,
+
+    /// The bucket's region.
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// A profile from ~/.aws/credentials and ~/.aws/config.
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// Files and requests handled at once; memory is at most jobs × part size.
+    #[arg(short, long, default_value_t = 16)]
+    pub jobs: usize,
+
+    /// Sync only matching files (relative paths; `*` also matches `/`). Applied in order
+    /// with --exclude: the last matching rule decides. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Leave matching files out. Repeatable; see --include.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Follow symbolic links (they are skipped by default).
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Never draw progress bars (the default when standard error is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesSyncArgs {
+    #[command(flatten)]
+    pub target: FilesTargetArgs,
+
+    /// Files bigger than this go up in parts of this size, several at once (min 5MiB).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub part_size: u64,
+
+    /// Delete objects whose file no longer exists (among files the filters include).
+    #[arg(long)]
+    pub delete: bool,
+
+    /// User metadata for every object: KEY=VALUE, repeatable or comma-separated.
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub metadata: Vec<String>,
+
+    /// Storage class for every object, e.g. STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR.
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+
+    /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, value_name = "AES256|aws:kms")]
+    pub sse: Option<String>,
+
+    /// The KMS key for --sse aws:kms (default: the account's S3 key).
+    #[arg(long, value_name = "KEY")]
+    pub sse_kms_key_id: Option<String>,
+
+    /// When sizes match, compare SHA-256 checksums instead of modification times.
+    #[arg(long)]
+    pub checksum: bool,
+
+    /// Run `files verify` at the end; exit 1 if it finds a difference.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesVerifyArgs {
+    #[command(flatten)]
+    pub target: FilesTargetArgs,
+
+    /// Download and hash every object instead of trusting the checksum stored with it.
+    #[arg(long)]
+    pub deep: bool,
+}
+
+/// `64MiB`, `8MB`, `5242880`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e}; write a size like 16MiB"))
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 use pgferry_config::ConfigError;
 use pgferry_engine::EngineError;
+use pgferry_files::FilesError;
 use pgferry_pg::PgError;
 
 pub const OK: u8 = 0;
@@ -41,6 +42,13 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<PgError>() {
         return pg_code(e);
     }
+    if let Some(e) = error.downcast_ref::<FilesError>() {
+        return if e.is_prerequisite() {
+            PREREQUISITE
+        } else {
+            USAGE
+        };
+    }
     match error.downcast_ref::<EngineError>() {
         Some(EngineError::Pg(e)) => pg_code(e),
         Some(EngineError::NothingSelected | EngineError::TaskChanged { .. }) => USAGE,
@@ -67,6 +75,9 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         return e.hint();
     }
     if let Some(e) = error.downcast_ref::<PgError>() {
+        return e.hint();
+    }
+    if let Some(e) = error.downcast_ref::<FilesError>() {
         return e.hint();
     }
     None

@@ -10,15 +10,20 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FilesCommand};
 
 fn main() -> ExitCode {
     // pgferry passes its TLS provider explicitly, but libraries that use rustls's process
     // default would panic if two providers were compiled in and none was chosen.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `files` needs the raw matches: the order of --include and --exclude decides.
+    let files_matches = matches
+        .subcommand_matches("files")
+        .and_then(|m| m.subcommand().map(|(_, sub)| sub.clone()));
     logging::init(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,6 +42,8 @@ fn main() -> ExitCode {
         Command::Status(a) => a.json,
         Command::Validate(a) => a.task.json,
         Command::Demo(_) => false,
+        Command::Files(FilesCommand::Sync(a)) => a.target.json,
+        Command::Files(FilesCommand::Verify(a)) => a.target.json,
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -46,6 +53,12 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::status(args).await,
             Command::Validate(args) => commands::validate::validate(args).await,
             Command::Demo(args) => commands::demo::demo(args).await,
+            Command::Files(FilesCommand::Sync(args)) => {
+                commands::files::sync(*args, files_matches.as_ref()).await
+            }
+            Command::Files(FilesCommand::Verify(args)) => {
+                commands::files::verify(*args, files_matches.as_ref()).await
+            }
         }
     });
     // Background tasks (connection drivers) must not keep the process alive.

@@ -284,6 +284,111 @@ async fn log(progress: Arc<RunProgress>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
+/// Draws or logs a `files sync` or `files verify` until stopped: one bar over the bytes to
+/// transfer (or check), with counts, rates and, once the walk is done, an ETA.
+pub struct FilesDisplay {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FilesDisplay {
+    pub fn start(
+        progress: Arc<pgferry_files::Progress>,
+        verb: &'static str,
+        interactive: bool,
+    ) -> FilesDisplay {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(files_loop(progress, verb, interactive, stopped));
+        FilesDisplay { stop, task }
+    }
+
+    pub async fn finish(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        clear();
+    }
+}
+
+fn files_line(
+    p: &pgferry_files::Progress,
+    files: &mut Rate,
+    bytes: &mut Rate,
+    verb: &str,
+) -> (u64, u64, String) {
+    use pgferry_files::Progress as P;
+    let (done, total) = (P::get(&p.bytes_done), P::get(&p.bytes_to_transfer));
+    let files_done = P::get(&p.files_done);
+    let (file_rate, byte_rate) = (files.update(files_done as i64), bytes.update(done as i64));
+    let walked = p.walk_done.load(Ordering::Relaxed);
+    let eta = if walked && byte_rate > 0.0 && total > done {
+        format!(
+            " · ETA {}",
+            crate::output::duration((total - done) as f64 / byte_rate)
+        )
+    } else if walked {
+        String::new()
+    } else {
+        " · scanning".to_string()
+    };
+    let mut line = format!(
+        "{}/{} files {verb} · {}/{} · {}/s · {} files/s · {} unchanged of {} found",
+        HumanCount(files_done),
+        HumanCount(P::get(&p.files_to_transfer)),
+        HumanBytes(done),
+        HumanBytes(total),
+        HumanBytes(byte_rate as u64),
+        HumanCount(file_rate as u64),
+        HumanCount(P::get(&p.files_unchanged)),
+        HumanCount(P::get(&p.files_found)),
+    );
+    let problems = P::get(&p.problems);
+    if problems > 0 {
+        line.push_str(&format!(" · {problems} problems"));
+    }
+    line.push_str(&eta);
+    (done, total, line)
+}
+
+async fn files_loop(
+    progress: Arc<pgferry_files::Progress>,
+    verb: &'static str,
+    interactive: bool,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (mut files, mut bytes) = (Rate::default(), Rate::default());
+    let bar = interactive.then(|| {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
+        *bars() = Some(multi.clone());
+        let style = ProgressStyle::with_template(
+            "{spinner:.green} [{bar:30.cyan/blue}] {percent:>3}%  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let bar = multi.add(ProgressBar::new(1).with_style(style));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let every = if interactive { DRAW_EVERY } else { LOG_EVERY };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => break,
+        }
+        let (done, total, line) = files_line(&progress, &mut files, &mut bytes, verb);
+        match &bar {
+            Some(bar) => {
+                bar.set_length(total.max(1));
+                bar.set_position(done);
+                bar.set_message(line);
+            }
+            None => tracing::info!("progress: {line}"),
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 pub mod cdc;
 pub mod demo;
+pub mod files;
 pub mod run;
 pub mod status;
 pub mod validate;
