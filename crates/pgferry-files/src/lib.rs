@@ -28,6 +28,7 @@ pub use error::{FilesError, Problem};
 pub use filter::{Filter, FilterRule};
 pub use progress::Progress;
 pub use sync::{SyncOptions, SyncReport, sync};
+pub use upload::parse_metadata;
 pub use verify::{Difference, DifferenceKind, VerifyOptions, VerifyReport, verify};
 
 /// The user-metadata key under which each object's SHA-256 (hex) is stored.

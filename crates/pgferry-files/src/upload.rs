@@ -41,6 +41,43 @@ pub(crate) enum Outcome {
     Problem(Problem),
 }
 
+/// Checks `KEY=VALUE` user metadata: keys that S3 accepts as header names, ASCII values,
+/// and not the key pgferry keeps its checksum in.
+pub fn parse_metadata(pairs: &[String]) -> Result<Vec<(String, String)>, FilesError> {
+    pairs
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                FilesError::bad_input(
+                    format!("--metadata {pair:?} is not KEY=VALUE"),
+                    Some("write --metadata migration-date=2026-11-21"),
+                )
+            })?;
+            let key = key.trim().to_ascii_lowercase();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(FilesError::bad_input(
+                    format!("--metadata key {key:?} must be letters, digits, '-' or '_'"),
+                    None,
+                ));
+            }
+            if key == SHA256_METADATA_KEY {
+                return Err(FilesError::bad_input(
+                    "--metadata key \"sha256\" is reserved: pgferry stores each file's checksum there",
+                    None,
+                ));
+            }
+            if !value.is_ascii() || value.chars().any(|c| c.is_ascii_control()) {
+                return Err(FilesError::bad_input(
+                    format!("--metadata value {value:?} must be printable ASCII (S3 sends metadata as HTTP headers)"),
+                    None,
+                ));
+            }
+            Ok((key, value.to_string()))
+        })
+        .collect()
+}
+
 fn problem(file: &LocalFile, reason: impl Into<String>) -> Outcome {
     Outcome::Problem(Problem {
         path: file.path.display().to_string(),

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::ArgMatches;
 use indicatif::{HumanBytes, HumanCount};
 use pgferry_files::{
@@ -49,29 +48,6 @@ fn open(target: &FilesTargetArgs, extra: StoreOptions) -> anyhow::Result<Destina
     Ok(Destination::open(&target.destination, &options)?)
 }
 
-fn metadata(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    pairs
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').with_context(|| {
-                format!("--metadata {pair:?} is not KEY=VALUE (write --metadata migration-date=2026-11-21)")
-            })?;
-            let k = k.trim().to_ascii_lowercase();
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                anyhow::bail!("--metadata key {k:?} must be letters, digits, '-' or '_'");
-            }
-            if k == pgferry_files::SHA256_METADATA_KEY {
-                anyhow::bail!("--metadata key \"sha256\" is reserved: pgferry stores each file's checksum there");
-            }
-            if !v.is_ascii() {
-                anyhow::bail!("--metadata value {v:?} must be ASCII (S3 sends metadata as HTTP headers)");
-            }
-            Ok((k, v.to_string()))
-        })
-        .collect()
-}
-
 pub async fn sync(args: FilesSyncArgs, matches: Option<&ArgMatches>) -> anyhow::Result<u8> {
     let target = &args.target;
     let filter = Filter::new(&filter_rules(matches, target))?;
@@ -89,7 +65,7 @@ pub async fn sync(args: FilesSyncArgs, matches: Option<&ArgMatches>) -> anyhow::
         part_size: usize::try_from(args.part_size).unwrap_or(usize::MAX),
         delete: args.delete,
         filter: filter.clone(),
-        metadata: metadata(&args.metadata)?,
+        metadata: pgferry_files::parse_metadata(&args.metadata)?,
         storage_class: args.storage_class.clone(),
         checksum: args.checksum,
         follow_symlinks: target.follow_symlinks,
