@@ -146,7 +146,26 @@ impl Uploader {
         key: object_store::path::Path,
     ) -> Result<Outcome, FilesError> {
         let _permit = self.buffers.acquire().await.map_err(|_| closed())?;
-        let data = match tokio::fs::read(&file.path).await {
+        // Read at most one byte more than a part: a file that grew since the walk must not
+        // be read whole into memory.
+        let limit = self.settings.part_size as u64 + 1;
+        let path = file.path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = Vec::new();
+            std::fs::File::open(&path)?
+                .take(limit)
+                .read_to_end(&mut buffer)?;
+            Ok::<_, std::io::Error>(buffer)
+        })
+        .await
+        .map_err(|e| closed_with(&e))?;
+        let data = match read {
+            Ok(data) if data.len() as u64 == limit => {
+                return Ok(problem(
+                    file,
+                    "it grew while being synced; run the sync again to upload it",
+                ));
+            }
             Ok(data) => Bytes::from(data),
             Err(e) => return Ok(problem(file, format!("cannot read it: {e}"))),
         };

@@ -256,21 +256,34 @@ impl S3Server {
         self.expect_ok("deleting an object", r).map(|_| ())
     }
 
-    /// Every key in the bucket (moto returns up to 1000 per page; tests stay below that).
+    /// Every key in the bucket, sorted (following continuation tokens past 1000).
     pub fn keys(&self, bucket: &str) -> Result<Vec<String>, ClusterError> {
-        let r = self.request(
-            "GET",
-            &format!("/{bucket}?list-type=2&max-keys=1000"),
-            &[],
-            &[],
-        )?;
-        let r = self.expect_ok("listing a bucket", r)?;
-        let body = String::from_utf8_lossy(&r.body);
-        let mut keys: Vec<String> = body
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| unescape_xml(k)))
-            .collect();
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/{bucket}?list-type=2&max-keys=1000");
+            if let Some(t) = &token {
+                path.push_str(&format!(
+                    "&continuation-token={}",
+                    encode_key(t).replace('/', "%2F")
+                ));
+            }
+            let r = self.request("GET", &path, &[], &[])?;
+            let r = self.expect_ok("listing a bucket", r)?;
+            let body = String::from_utf8_lossy(&r.body).to_string();
+            keys.extend(
+                body.split("<Key>")
+                    .skip(1)
+                    .filter_map(|s| s.split_once("</Key>").map(|(k, _)| unescape_xml(k))),
+            );
+            token = body
+                .split_once("<NextContinuationToken>")
+                .and_then(|(_, rest)| rest.split_once("</NextContinuationToken>"))
+                .map(|(t, _)| unescape_xml(t));
+            if token.is_none() {
+                break;
+            }
+        }
         keys.sort();
         Ok(keys)
     }

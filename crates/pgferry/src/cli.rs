@@ -127,7 +127,7 @@ pub struct FilesTargetArgs {
     pub destination: String,
 
     /// An S3-compatible endpoint (MinIO, Ceph, moto, ...), e.g. http://127.0.0.1:9000.
-    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
     /// The bucket's region.

@@ -356,6 +356,9 @@ async fn files_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let (mut files, mut bytes) = (Rate::default(), Rate::default());
+    // A first sample at zero, so the first line (10 s in, without a terminal) has rates.
+    files.update(0);
+    bytes.update(0);
     let bar = interactive.then(|| {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
         *bars() = Some(multi.clone());

@@ -105,7 +105,17 @@ fn a_killed_sync_resumes_without_uploading_finished_files_again() {
     )
     .unwrap();
     child.wait().unwrap();
-    let done_before = server.keys(BUCKET).unwrap();
+    // A request sent before the kill may still complete in the server: wait until the
+    // listing settles.
+    let mut done_before = server.keys(BUCKET).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = server.keys(BUCKET).unwrap();
+        if now == done_before {
+            break;
+        }
+        done_before = now;
+    }
     assert!(done_before.len() < total, "killed after finishing");
     let stamps: Vec<(String, String)> = done_before
         .iter()
@@ -130,6 +140,7 @@ fn a_killed_sync_resumes_without_uploading_finished_files_again() {
         (total - done_before.len()) as u64,
         "only files not yet there are uploaded: {report}"
     );
+    assert_eq!(server.keys(BUCKET).unwrap().len(), total);
     for (key, stamp) in stamps {
         let now = server.head_object(BUCKET, &key).unwrap().unwrap()["last-modified"].clone();
         assert_eq!(now, stamp, "{key} was uploaded again");

@@ -153,6 +153,8 @@ async fn story(
         );
     }
 
+    let files_identical = product_images().await?;
+
     // A task file for the two servers, so the other commands can be tried on them.
     let task_file = std::env::temp_dir().join(format!("pgferry-demo-{}.toml", std::process::id()));
     std::fs::write(
@@ -176,11 +178,57 @@ async fn story(
         println!("Stopping both servers and removing their files.");
     }
     let _ = std::fs::remove_file(&task_file);
-    Ok(if report.all_match() {
+    Ok(if report.all_match() && files_identical {
         exit::OK
     } else {
         exit::DIFFERENCES
     })
+}
+
+/// The files that go with the database: a tree of product images, synced to a local
+/// "bucket" (a `file://` destination) and verified, then removed.
+async fn product_images() -> anyhow::Result<bool> {
+    let root = std::env::temp_dir().join(format!("pgferry-demo-files-{}", std::process::id()));
+    let source = root.join("product-images");
+    for i in 0..400u32 {
+        let dir = source.join(format!("{:02}", i % 20));
+        std::fs::create_dir_all(&dir)?;
+        let line = format!("product {i} image bytes ");
+        std::fs::write(
+            dir.join(format!("product {i}.jpg")),
+            line.repeat(50 + (i as usize * 37) % 1500),
+        )?;
+    }
+    let destination = format!("file://{}", root.join("bucket").display());
+    println!(
+        "\nMoving the product images too: pgferry files sync {} {destination}",
+        source.display()
+    );
+    let dest =
+        pgferry_files::Destination::open(&destination, &pgferry_files::StoreOptions::default())?;
+    let sync = pgferry_files::sync(
+        &dest,
+        &pgferry_files::SyncOptions::new(&source),
+        Arc::new(pgferry_files::Progress::default()),
+    )
+    .await?;
+    let verify = pgferry_files::verify(
+        &dest,
+        &pgferry_files::VerifyOptions::new(&source),
+        Arc::new(pgferry_files::Progress::default()),
+    )
+    .await?;
+    println!(
+        "  {} files uploaded ({:.1} MiB) in {:.2}s; verify: {} of {} match by SHA-256, {} differences",
+        sync.files_uploaded,
+        sync.bytes_uploaded as f64 / 1048576.0,
+        sync.seconds,
+        verify.matched,
+        verify.files,
+        verify.differences.len()
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(verify.is_identical() && sync.problems.is_empty())
 }
 
 /// The demo's application: the inventory workload on the source, in the background.
