@@ -74,7 +74,7 @@ pub async fn sync(args: FilesSyncArgs, matches: Option<&ArgMatches>) -> anyhow::
     let counters = Arc::new(Progress::default());
     let display = progress::FilesDisplay::start(
         counters.clone(),
-        "sync",
+        "uploaded",
         progress::interactive(target.no_progress),
     );
     let result = tokio::select! {
@@ -127,7 +127,7 @@ async fn run_verify(
     let counters = Arc::new(Progress::default());
     let display = progress::FilesDisplay::start(
         counters.clone(),
-        "verify",
+        "checked",
         progress::interactive(no_progress),
     );
     let result = pgferry_files::verify(dest, options, counters).await;
