@@ -49,3 +49,8 @@ where
     rx.lock().await.close();
     first_error.map_or(Ok(()), Err)
 }
+
+/// Locks a mutex shared by the workers; a worker that panicked leaves the data usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

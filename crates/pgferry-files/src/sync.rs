@@ -12,10 +12,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::pool::{self, lock};
 use crate::remote::{self, RemoteObject};
 use crate::upload::{Outcome, UploadSettings, Uploader};
 use crate::walk::{self, Found, LocalFile};
-use crate::{Destination, FilesError, Filter, Problem, Progress, hash, pool};
+use crate::{Destination, FilesError, Filter, Problem, Progress, hash};
 
 /// What to sync and how.
 #[derive(Debug, Clone)]
@@ -280,10 +281,6 @@ async fn delete_missing(
 fn count_transfer(progress: &Progress, file: &LocalFile) {
     Progress::add(&progress.files_to_transfer, 1);
     Progress::add(&progress.bytes_to_transfer, file.size);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl Uploader {
             })?;
 
         let part_size = self.settings.part_size;
-        let mut reader = Some(reader);
+        let mut reader = reader;
         let mut in_flight = FuturesUnordered::new();
         let mut sent = 0u64;
         let mut failure: Option<Result<Outcome, FilesError>> = None;
@@ -234,20 +234,17 @@ impl Uploader {
                 .acquire_owned()
                 .await
                 .map_err(|_| closed())?;
-            let mut file_handle = reader
-                .take()
-                .expect("the reader is put back after each part");
             let read = tokio::task::spawn_blocking(move || {
                 let mut buffer = Vec::with_capacity(part_size);
-                let result = (&mut file_handle)
+                let result = (&mut reader)
                     .take(part_size as u64)
                     .read_to_end(&mut buffer);
-                (file_handle, buffer, result)
+                (reader, buffer, result)
             })
             .await
             .map_err(|e| closed_with(&e))?;
             let (handle, buffer, result) = read;
-            reader = Some(handle);
+            reader = handle;
             if let Err(e) = result {
                 failure = Some(Ok(problem(file, format!("cannot read it: {e}"))));
                 break;

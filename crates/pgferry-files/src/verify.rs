@@ -10,9 +10,10 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::pool::{self, lock};
 use crate::remote::{self, RemoteObject};
 use crate::walk::{self, Found, LocalFile};
-use crate::{Destination, FilesError, Filter, Problem, Progress, hash, pool};
+use crate::{Destination, FilesError, Filter, Problem, Progress, hash};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -269,8 +270,4 @@ async fn compare(dest: &Destination, file: &LocalFile, deep: bool) -> Result<Com
             downloaded,
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
