@@ -117,6 +117,13 @@ pub struct CdcSettings {
     pub wal_retention_warning: u64,
     /// Use binary tuple data when the source offers it and every column allows it.
     pub binary: bool,
+    /// A sub-batch is sent once it holds this many bytes of row data. DMS:
+    /// `BatchApplyMemoryLimit`.
+    pub batch_max_bytes: u64,
+    /// Apply a TRUNCATE of the source. DMS: `HandleSourceTableTruncated`.
+    pub apply_truncate: bool,
+    /// Add a column the source gained to the target. DMS: `HandleSourceTableAltered`.
+    pub add_new_columns: bool,
     pub errors: ErrorBehavior,
 }
 
@@ -131,6 +138,9 @@ impl Default for CdcSettings {
             heartbeat_interval: Duration::from_secs(5),
             wal_retention_warning: 10 * 1024 * 1024 * 1024,
             binary: true,
+            batch_max_bytes: 32 * 1024 * 1024,
+            apply_truncate: true,
+            add_new_columns: true,
             errors: ErrorBehavior::default(),
         }
     }
@@ -148,4 +158,7 @@ pub(crate) struct RawCdc {
     pub heartbeat_interval_s: Option<u64>,
     pub wal_retention_warning: Option<bytesize::ByteSize>,
     pub binary: Option<bool>,
+    pub batch_max_bytes: Option<bytesize::ByteSize>,
+    pub apply_truncate: Option<bool>,
+    pub add_new_columns: Option<bool>,
 }

@@ -14,6 +14,10 @@ pub enum ConfigError {
     /// report, which carries the line, the column and a snippet.
     #[error("task file {path} is not valid:\n{message}")]
     Parse { path: PathBuf, message: String },
+    /// A DMS JSON file is malformed or says something pgferry cannot do; the message names
+    /// the file, the line and the JSON path.
+    #[error("{0}")]
+    Dms(String),
     #[error("task file {path}: `{key}` {message}")]
     Invalid {
         path: PathBuf,

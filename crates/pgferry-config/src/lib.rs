@@ -6,13 +6,19 @@
 //! the file, so every rule can be unit tested without a database.
 
 mod cdc;
+pub mod convert;
+pub mod dms;
 mod error;
+pub mod explain;
+pub mod mapping;
 mod pattern;
 mod selection;
+mod suggest;
 mod task;
 
 pub use cdc::{CdcSettings, ErrorBehavior, ErrorPolicy, NoKeyTables};
 pub use error::ConfigError;
+pub use mapping::{Mapping, MappingError, TableMap};
 pub use pattern::NamePattern;
 pub use selection::{Selection, TableRule};
 pub use task::{

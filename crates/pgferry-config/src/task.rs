@@ -8,7 +8,12 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::cdc::{CdcSettings, ErrorBehavior, RawCdc};
+use crate::dms::{self, DmsSettings};
 use crate::error::ConfigError;
+use crate::explain::{Explanation, Origin};
+use crate::mapping::{
+    Filter, LoadOrder, Mapping, RuleTarget, TableSettings, Transform, TransformAction,
+};
 use crate::selection::{Selection, TableRule};
 
 /// Tables bigger than this are split into chunks of about this size. 256 MB keeps a chunk's
@@ -146,6 +151,14 @@ pub struct Task {
     pub selection: Selection,
     pub full_load: FullLoadSettings,
     pub cdc: CdcSettings,
+    /// Transformation, filter and table-settings rules.
+    pub mapping: Mapping,
+    /// Parallel checksums of `pgferry validate` unless its command line says otherwise.
+    pub validation_jobs: Option<usize>,
+    /// A `tracing` filter for the task's logs (`RUST_LOG` syntax).
+    pub log_filter: Option<String>,
+    /// Where each setting came from, and what pgferry does differently from DMS.
+    pub explanation: Explanation,
     /// The task file's path, for messages; `None` for tasks built in code.
     pub path: Option<PathBuf>,
 }
@@ -179,7 +192,27 @@ struct RawTask {
     #[serde(default)]
     exclude: Vec<TableRule>,
     cdc: Option<RawCdc>,
-    error_behavior: Option<ErrorBehavior>,
+    error_behavior: Option<toml::Table>,
+    /// A DMS table-mappings JSON file, read as it is.
+    table_mappings: Option<PathBuf>,
+    /// A DMS task-settings JSON file, read as it is.
+    task_settings: Option<PathBuf>,
+    #[serde(default)]
+    transform: Vec<Transform>,
+    #[serde(default)]
+    filter: Vec<Filter>,
+    #[serde(default)]
+    table_settings: Vec<TableSettings>,
+    #[serde(default)]
+    load_order: Vec<LoadOrder>,
+    validation: Option<RawValidation>,
+    log_filter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    jobs: Option<usize>,
 }
 
 /// The default parallelism: one job per core, at least two so one big table never leaves
@@ -219,6 +252,7 @@ impl Task {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let mut explanation = Explanation::default();
 
         let name = raw.name.unwrap_or_else(|| "default".to_owned());
         if name.is_empty()
@@ -233,35 +267,171 @@ impl Task {
             ));
         }
 
-        let jobs = raw.jobs.unwrap_or_else(default_jobs);
+        // The DMS files first: the TOML file's own keys override what they say.
+        let read_json = |key: &str, file: &Path| -> Result<(String, String), ConfigError> {
+            let file = if file.is_relative() {
+                base_dir.join(file)
+            } else {
+                file.to_owned()
+            };
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                invalid(
+                    key,
+                    format!("names {}, which cannot be read: {e}", file.display()),
+                )
+            })?;
+            Ok((text, file.display().to_string()))
+        };
+        let dms_settings = match &raw.task_settings {
+            Some(file) => {
+                let (json, shown_file) = read_json("task_settings", file)?;
+                Some(
+                    dms::parse_settings(&json, &shown_file, &mut explanation)
+                        .map_err(|e| ConfigError::Dms(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let dms_mappings = match &raw.table_mappings {
+            Some(file) => {
+                let (json, shown_file) = read_json("table_mappings", file)?;
+                Some(
+                    dms::parse_mappings(&json, &shown_file, &mut explanation)
+                        .map_err(|e| ConfigError::Dms(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let dms = dms_settings.unwrap_or_default();
+        let from_dms = raw.task_settings.is_some();
+
+        /// Picks the TOML value, else the DMS one, else the default, and records which.
+        fn pick<T: Clone + Serialize>(
+            explanation: &mut Explanation,
+            key: &str,
+            toml: Option<T>,
+            dms: Option<dms::Sourced<T>>,
+            default: T,
+        ) -> T {
+            let (value, origin, dms_key) = match (toml, dms) {
+                (Some(v), _) => (v, Origin::Toml, None),
+                (None, Some(d)) => (d.value, d.origin, Some(d.dms)),
+                (None, None) => (default, Origin::Default, None),
+            };
+            explanation.set(key, &value, origin, dms_key);
+            value
+        }
+
+        explanation.set("name", &name, Origin::Toml, None);
+        explanation.set("migration_type", raw.migration_type, Origin::Toml, None);
+        let jobs = pick(
+            &mut explanation,
+            "jobs",
+            raw.jobs,
+            dms.jobs.clone(),
+            default_jobs(),
+        );
         if !(1..=256).contains(&jobs) {
             return Err(invalid(
                 "jobs",
                 format!("is {jobs}; it must be between 1 and 256"),
             ));
         }
-        let chunk_size = raw
-            .chunk_size
-            .map(|b| b.as_u64())
-            .unwrap_or(DEFAULT_CHUNK_SIZE);
+        let chunk_size = pick(
+            &mut explanation,
+            "chunk_size",
+            raw.chunk_size.map(|b| b.as_u64()),
+            None,
+            DEFAULT_CHUNK_SIZE,
+        );
         if chunk_size < MIN_CHUNK_SIZE {
             return Err(invalid(
                 "chunk_size",
                 format!("is {chunk_size} bytes; it must be at least 1MB"),
             ));
         }
+        let target_table_prep_mode = pick(
+            &mut explanation,
+            "target_table_prep_mode",
+            raw.target_table_prep_mode,
+            dms.target_table_prep_mode.clone(),
+            TargetTablePrepMode::Fail,
+        );
+        explanation.set(
+            "keep_owners",
+            raw.keep_owners,
+            if raw.keep_owners {
+                Origin::Toml
+            } else {
+                Origin::Default
+            },
+            None,
+        );
+        explanation.set(
+            "keep_privileges",
+            raw.keep_privileges,
+            if raw.keep_privileges {
+                Origin::Toml
+            } else {
+                Origin::Default
+            },
+            None,
+        );
 
         let source = endpoint(raw.source, "source", &base_dir, &invalid)?;
         let target = endpoint(raw.target, "target", &base_dir, &invalid)?;
 
+        // Error behavior: DMS's file, then the TOML table's keys over it.
+        let mut errors = if from_dms {
+            dms.errors.clone()
+        } else {
+            ErrorBehavior::default()
+        };
+        let mut error_origins: Vec<(String, Origin, Option<&str>)> = dms
+            .errors_set
+            .iter()
+            .map(|(k, d)| ((*k).to_owned(), Origin::DmsJson, Some(*d)))
+            .collect();
+        if let Some(table) = raw.error_behavior {
+            let mut merged = toml::Table::try_from(&errors).unwrap_or_default();
+            for (k, v) in &table {
+                merged.insert(k.clone(), v.clone());
+                error_origins.push((k.clone(), Origin::Toml, None));
+            }
+            errors = merged
+                .try_into()
+                .map_err(|e: toml::de::Error| invalid("error_behavior", e.message().to_owned()))?;
+        }
+        if let serde_json::Value::Object(fields) = serde_json::to_value(&errors).unwrap_or_default()
+        {
+            for (k, v) in fields {
+                let (origin, dms_key) = error_origins
+                    .iter()
+                    .rev()
+                    .find(|(key, _, _)| *key == k)
+                    .map(|(_, o, d)| (*o, *d))
+                    .unwrap_or(if from_dms {
+                        (Origin::DmsDefault, None)
+                    } else {
+                        (Origin::Default, None)
+                    });
+                explanation.set(&format!("error_behavior.{k}"), v, origin, dms_key);
+            }
+        }
+
         let raw_cdc = raw.cdc.unwrap_or_default();
+        let defaults = CdcSettings::default();
         let mut cdc = CdcSettings {
-            errors: raw.error_behavior.unwrap_or_default(),
+            errors,
             ..CdcSettings::default()
         };
-        if let Some(v) = raw_cdc.no_key_tables {
-            cdc.no_key_tables = v;
-        }
+        cdc.no_key_tables = pick(
+            &mut explanation,
+            "cdc.no_key_tables",
+            raw_cdc.no_key_tables,
+            None,
+            defaults.no_key_tables,
+        );
         for (key, value) in [
             ("cdc.slot_name", &raw_cdc.slot_name),
             ("cdc.publication", &raw_cdc.publication),
@@ -277,48 +447,175 @@ impl Task {
         }
         cdc.slot_name = raw_cdc.slot_name;
         cdc.publication = raw_cdc.publication;
-        if let Some(n) = raw_cdc.batch_max_changes {
-            if n == 0 {
-                return Err(invalid(
-                    "cdc.batch_max_changes",
-                    "must be at least 1".to_owned(),
-                ));
-            }
-            cdc.batch_max_changes = n;
+        cdc.batch_max_changes = pick(
+            &mut explanation,
+            "cdc.batch_max_changes",
+            raw_cdc.batch_max_changes,
+            dms.batch_max_changes.clone(),
+            defaults.batch_max_changes,
+        );
+        if cdc.batch_max_changes == 0 {
+            return Err(invalid(
+                "cdc.batch_max_changes",
+                "must be at least 1".to_owned(),
+            ));
         }
-        if let Some(ms) = raw_cdc.batch_max_delay_ms {
-            cdc.batch_max_delay = std::time::Duration::from_millis(ms);
+        cdc.batch_max_delay = std::time::Duration::from_millis(pick(
+            &mut explanation,
+            "cdc.batch_max_delay_ms",
+            raw_cdc.batch_max_delay_ms,
+            dms.batch_max_delay_ms.clone(),
+            defaults.batch_max_delay.as_millis() as u64,
+        ));
+        cdc.batch_max_bytes = pick(
+            &mut explanation,
+            "cdc.batch_max_bytes",
+            raw_cdc.batch_max_bytes.map(|b| b.as_u64()),
+            dms.batch_max_bytes.clone(),
+            defaults.batch_max_bytes,
+        );
+        if cdc.batch_max_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "cdc.batch_max_bytes",
+                "must be at least 1MiB".to_owned(),
+            ));
         }
-        if let Some(s) = raw_cdc.heartbeat_interval_s {
-            if s == 0 {
-                return Err(invalid(
-                    "cdc.heartbeat_interval_s",
-                    "must be at least 1".to_owned(),
-                ));
-            }
-            cdc.heartbeat_interval = std::time::Duration::from_secs(s);
+        let heartbeat = pick(
+            &mut explanation,
+            "cdc.heartbeat_interval_s",
+            raw_cdc.heartbeat_interval_s,
+            None,
+            defaults.heartbeat_interval.as_secs(),
+        );
+        if heartbeat == 0 {
+            return Err(invalid(
+                "cdc.heartbeat_interval_s",
+                "must be at least 1".to_owned(),
+            ));
         }
-        if let Some(b) = raw_cdc.wal_retention_warning {
-            cdc.wal_retention_warning = b.as_u64();
+        cdc.heartbeat_interval = std::time::Duration::from_secs(heartbeat);
+        cdc.wal_retention_warning = pick(
+            &mut explanation,
+            "cdc.wal_retention_warning",
+            raw_cdc.wal_retention_warning.map(|b| b.as_u64()),
+            None,
+            defaults.wal_retention_warning,
+        );
+        cdc.apply_truncate = pick(
+            &mut explanation,
+            "cdc.apply_truncate",
+            raw_cdc.apply_truncate,
+            dms.apply_truncate.clone(),
+            defaults.apply_truncate,
+        );
+        cdc.add_new_columns = pick(
+            &mut explanation,
+            "cdc.add_new_columns",
+            raw_cdc.add_new_columns,
+            dms.add_new_columns.clone(),
+            defaults.add_new_columns,
+        );
+
+        // Selection and rules: the DMS file's, then the TOML file's.
+        let mut include = Vec::new();
+        let mut exclude = Vec::new();
+        let mut mapping = Mapping::default();
+        if let Some(m) = dms_mappings {
+            include.extend(m.include);
+            exclude.extend(m.exclude);
+            mapping = m.mapping;
         }
-        if let Some(b) = raw_cdc.binary {
-            cdc.binary = b;
+        include.extend(raw.include);
+        exclude.extend(raw.exclude);
+        for (i, mut t) in raw.transform.into_iter().enumerate() {
+            t.origin = format!("[[transform]] {}", i + 1);
+            mapping.transforms.push(t);
         }
+        for (i, mut f) in raw.filter.into_iter().enumerate() {
+            f.origin = format!("[[filter]] {}", i + 1);
+            mapping.filters.push(f);
+        }
+        for (i, mut s) in raw.table_settings.into_iter().enumerate() {
+            s.origin = format!("[[table_settings]] {}", i + 1);
+            mapping.table_settings.push(s);
+        }
+        mapping.load_order.extend(raw.load_order);
+        if let Some(schema) = &dms.target_schema {
+            mapping.transforms.push(Transform {
+                action: TransformAction::Rename,
+                target: RuleTarget::Schema,
+                schema: "%".to_owned(),
+                table: "%".to_owned(),
+                column: "%".to_owned(),
+                column_type: None,
+                value: Some(schema.value.clone()),
+                old_value: None,
+                expression: None,
+                data_type: None,
+                primary_key: None,
+                origin: "TargetMetadata.TargetSchema".to_owned(),
+            });
+        }
+        mapping.check().map_err(|e| invalid(&e.origin, e.message))?;
+        cdc.binary = pick(
+            &mut explanation,
+            "cdc.binary",
+            raw_cdc.binary,
+            None,
+            defaults.binary,
+        );
+        if cdc.binary && (mapping.changes_types() || mapping.has_filters()) {
+            cdc.binary = false;
+            explanation.set("cdc.binary", false, Origin::Default, None);
+            explanation.warn(
+                "cdc.binary",
+                crate::explain::Treatment::Different,
+                "changes stream as text: a change-data-type rule or a filter needs each value \
+                 in its text form",
+            );
+        }
+        let validation_jobs = pick(
+            &mut explanation,
+            "validation.jobs",
+            raw.validation.and_then(|v| v.jobs).map(Some),
+            dms.validation_jobs.clone().map(|s| dms::Sourced {
+                value: Some(s.value),
+                origin: s.origin,
+                dms: s.dms,
+            }),
+            None,
+        );
+        let log_filter = pick(
+            &mut explanation,
+            "log_filter",
+            raw.log_filter.map(Some),
+            dms.log_filter.clone().map(|s| dms::Sourced {
+                value: Some(s.value),
+                origin: s.origin,
+                dms: s.dms,
+            }),
+            None,
+        );
+        let _: &DmsSettings = &dms;
 
         Ok(Task {
             name,
             migration_type: raw.migration_type,
             source,
             target,
-            selection: Selection::new(raw.include, raw.exclude),
+            selection: Selection::new(include, exclude),
             full_load: FullLoadSettings {
                 jobs,
                 chunk_size,
-                target_table_prep_mode: raw.target_table_prep_mode.unwrap_or_default(),
+                target_table_prep_mode,
                 keep_owners: raw.keep_owners,
                 keep_privileges: raw.keep_privileges,
             },
             cdc,
+            mapping,
+            validation_jobs,
+            log_filter,
+            explanation,
             path: path.map(Path::to_path_buf),
         })
     }
@@ -345,6 +642,10 @@ impl Task {
                 keep_privileges: false,
             },
             cdc: CdcSettings::default(),
+            mapping: Mapping::default(),
+            validation_jobs: None,
+            log_filter: None,
+            explanation: Explanation::default(),
             path: None,
         }
     }
