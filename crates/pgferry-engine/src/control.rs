@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 use crate::error::{EngineError, Result};
 
 /// The newest layout this build understands.
-pub const CONTROL_SCHEMA_VERSION: i32 = 2;
+pub const CONTROL_SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
 pub const LOCK_CLASS: i32 = 0x7067_6672;
@@ -201,6 +201,11 @@ COMMENT ON TABLE pgferry.cdc_table IS
 ALTER TABLE pgferry.table_state
     ADD COLUMN root_schema text,
     ADD COLUMN root_table text;
+"#,
+    r#"
+ALTER TABLE pgferry.table_state
+    ADD COLUMN target_columns jsonb,
+    ADD COLUMN row_filter text;
 "#,
 ];
 

@@ -18,6 +18,11 @@ pub enum EngineError {
     #[error("the selection matches no table on the source")]
     NothingSelected,
 
+    /// A transformation or filter rule cannot be carried out on the source's tables, or
+    /// two rules contradict each other.
+    #[error("{0}")]
+    Mapping(String),
+
     #[error("{table} is selected, but it depends on {dependency}, which the selection leaves out")]
     MissingDependency { table: String, dependency: String },
 
@@ -99,6 +104,10 @@ impl EngineError {
             EngineError::NothingSelected => Some(
                 "check the [[include]] and [[exclude]] rules; patterns are case-sensitive and \
                  use % and _ as wildcards"
+                    .to_owned(),
+            ),
+            EngineError::Mapping(_) => Some(
+                "fix the rule in the task file or the DMS table-mappings file;                  `pgferry config explain --task FILE` shows every rule pgferry read"
                     .to_owned(),
             ),
             EngineError::MissingDependency { .. } => Some(

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use pgferry_config::Mapping;
 use pgferry_pg::catalog::list_sequences;
 use pgferry_pg::{ConnInfo, PgClient, QualifiedName, Side};
 
@@ -11,11 +12,13 @@ use crate::queue::WorkQueue;
 use crate::session;
 
 /// Sets every sequence of the migrated schemas to the source's current value. Sequences
-/// that were not created on the target are skipped.
+/// that were not created on the target are skipped. A sequence owned by a table that a
+/// schema rule moved moved with it, so it is looked for in the mapped schema too.
 pub async fn sync_sequences(
     source: &PgClient,
     target: &PgClient,
     schemas: &[String],
+    mapping: &Mapping,
 ) -> Result<usize> {
     let sequences = list_sequences(source, schemas).await?;
     let mut set = 0;
@@ -24,21 +27,29 @@ pub async fn sync_sequences(
             Some(v) => (v, true),
             None => (seq.start_value, false),
         };
-        let row = target
-            .query_one(
-                "setting a sequence",
-                "SELECT pg_catalog.setval(to_regclass($1), $2, $3) IS NOT NULL",
-                &[&seq.name.quoted(), &value, &is_called],
-            )
-            .await?;
-        if row.get::<_, bool>(0) {
-            set += 1;
+        let mut names = vec![seq.name.clone()];
+        if let Ok(moved) = mapping.target_schema(&seq.name.schema)
+            && moved != seq.name.schema
+        {
+            names.push(QualifiedName::new(moved, &seq.name.name));
+        }
+        for name in names {
+            let row = target
+                .query_one(
+                    "setting a sequence",
+                    "SELECT pg_catalog.setval(to_regclass($1), $2, $3) IS NOT NULL",
+                    &[&name.quoted(), &value, &is_called],
+                )
+                .await?;
+            if row.get::<_, bool>(0) {
+                set += 1;
+                break;
+            }
         }
     }
     Ok(set)
 }
 
-/// Runs `ANALYZE` on the tables not analysed yet, `jobs` at a time, recording each.
 pub async fn analyze(target_info: &ConnInfo, task: &str, jobs: usize) -> Result<usize> {
     let control = pgferry_pg::connect(Side::Target, target_info, "pgferry analyze").await?;
     let rows = control

@@ -6,6 +6,7 @@
 //!   objects as one graph; [`finish`] sets sequences and statistics;
 //! * [`control`] keeps all state in the target's `pgferry` schema;
 //! * [`validate`] compares source and target; [`status`] reports a task's state;
+//! * [`transform`] carries out transformation and filter rules in SQL;
 //! * [`progress`] exposes live counters to whatever draws them.
 
 pub mod build;
@@ -23,6 +24,7 @@ pub mod schema;
 pub mod session;
 pub mod snapshot;
 pub mod status;
+pub mod transform;
 pub mod validate;
 
 pub use error::{EngineError, Result};

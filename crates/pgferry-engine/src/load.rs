@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pgferry_pg::copy::{BlockRange, CopyCounters, CopyFormat, copy_statements, pipe};
+use pgferry_pg::copy::{BlockRange, CopyCounters, CopyFormat, CopySpec, copy_statements, pipe};
 use pgferry_pg::dump::set_snapshot_sql;
 use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
 
@@ -41,6 +41,10 @@ pub struct TableJob {
     pub source: QualifiedName,
     pub target: QualifiedName,
     pub columns: Vec<String>,
+    /// The target column each of `columns` goes into.
+    pub target_columns: Vec<String>,
+    /// The rows to copy, as a predicate over the source's columns.
+    pub filter: Option<String>,
     pub format: CopyFormat,
     /// The table existed on the target before the load (and may hold rows to keep).
     pub existed_before: bool,
@@ -98,14 +102,16 @@ pub async fn copy_chunk(
     let table = &job.table;
     let started = Instant::now();
     let freeze = table.loads_frozen();
-    let statements = copy_statements(
-        &table.source,
-        &table.target,
-        table.columns.iter().map(String::as_str),
-        table.format,
-        job.range,
+    let statements = copy_statements(&CopySpec {
+        source_table: &table.source,
+        target_table: &table.target,
+        source_columns: &table.columns,
+        target_columns: &table.target_columns,
+        filter: table.filter.as_deref(),
+        format: table.format,
+        range: job.range,
         freeze,
-    );
+    });
     source
         .batch(
             "importing the load's snapshot",

@@ -4,7 +4,10 @@
 //! a database. The plan is stored in the control schema once and reused by every later run
 //! of the task, so a resumed load copies exactly the chunks the first run planned.
 
-use pgferry_config::Selection;
+use std::collections::HashMap;
+
+use pgferry_config::mapping::ChunkHint;
+use pgferry_config::{Selection, TableMap};
 use pgferry_pg::QualifiedName;
 use pgferry_pg::catalog::Table;
 use pgferry_pg::copy::{BlockRange, CopyFormat};
@@ -18,8 +21,14 @@ pub struct PlannedTable {
     pub source_oid: u32,
     pub source: QualifiedName,
     pub target: QualifiedName,
-    /// Columns COPY moves, in source order; generated columns are left out.
+    /// Columns COPY moves, in source order; generated and removed columns are left out.
     pub columns: Vec<String>,
+    /// The target column each of `columns` goes into.
+    pub target_columns: Vec<String>,
+    /// The rows to copy, as a predicate over the source's columns; `None` for all.
+    pub filter: Option<String>,
+    /// Tables with a higher order load first (DMS's `load-order`).
+    pub load_order: i64,
     pub format: CopyFormat,
     pub estimated_rows: Option<i64>,
     pub estimated_bytes: i64,
@@ -102,29 +111,70 @@ pub fn chunk_ranges(table: &Table, settings: &PlanSettings) -> Vec<Option<BlockR
     ranges
 }
 
-/// Plans the selected tables, biggest first, so the longest copies start earliest.
-pub fn plan_tables(tables: &[Table], settings: &PlanSettings) -> Vec<PlannedTable> {
+/// Plans the selected tables, highest load order first, then biggest first, so the
+/// longest copies start earliest. `maps` holds the rules' verdict for tables that have
+/// rules (by source OID); a table without one is copied as it is.
+pub fn plan_tables(
+    tables: &[Table],
+    maps: &HashMap<u32, TableMap>,
+    settings: &PlanSettings,
+) -> Vec<PlannedTable> {
     let mut planned: Vec<PlannedTable> = tables
         .iter()
-        .map(|t| PlannedTable {
-            table_id: 0,
-            source_oid: t.oid,
-            source: t.name.clone(),
-            target: t.name.clone(),
-            columns: t.copy_columns().map(|c| c.name.clone()).collect(),
-            format: if t.binary_copy_safe && !settings.force_text {
-                CopyFormat::Binary
-            } else {
-                CopyFormat::Text
-            },
-            estimated_rows: t.estimated_rows,
-            estimated_bytes: t.table_bytes,
-            chunks: chunk_ranges(t, settings),
+        .map(|t| {
+            let map = maps.get(&t.oid);
+            let (columns, target_columns): (Vec<String>, Vec<String>) = t
+                .copy_columns()
+                .filter_map(|c| {
+                    let target = match map {
+                        Some(m) => m.target_column(&c.name)?.to_owned(),
+                        None => c.name.clone(),
+                    };
+                    Some((c.name.clone(), target))
+                })
+                .unzip();
+            let chunks = match map.and_then(|m| m.chunks) {
+                Some(ChunkHint::Whole) => vec![None],
+                Some(ChunkHint::Parts(n)) if n > 1 => chunk_ranges(
+                    t,
+                    &PlanSettings {
+                        chunk_size: (t.table_bytes.max(t.heap_bytes).max(1) as u64)
+                            .div_ceil(n as u64)
+                            .max(1),
+                        ..*settings
+                    },
+                ),
+                _ => chunk_ranges(t, settings),
+            };
+            PlannedTable {
+                table_id: 0,
+                source_oid: t.oid,
+                source: t.name.clone(),
+                target: map
+                    .map(crate::transform::target_name)
+                    .unwrap_or_else(|| t.name.clone()),
+                columns,
+                target_columns,
+                filter: map.and_then(crate::transform::table_filter_sql),
+                load_order: map.map_or(0, |m| m.load_order),
+                format: if t.binary_copy_safe
+                    && !settings.force_text
+                    && !map.is_some_and(TableMap::changes_types)
+                {
+                    CopyFormat::Binary
+                } else {
+                    CopyFormat::Text
+                },
+                estimated_rows: t.estimated_rows,
+                estimated_bytes: t.table_bytes,
+                chunks,
+            }
         })
         .collect();
     planned.sort_by(|a, b| {
-        b.estimated_bytes
-            .cmp(&a.estimated_bytes)
+        b.load_order
+            .cmp(&a.load_order)
+            .then_with(|| b.estimated_bytes.cmp(&a.estimated_bytes))
             .then_with(|| a.source.cmp(&b.source))
     });
     for (i, t) in planned.iter_mut().enumerate() {
@@ -267,6 +317,7 @@ mod tests {
         odd.binary_copy_safe = false;
         let planned = plan_tables(
             &[table("s", "small", 1), odd, table("s", "big", 99)],
+            &HashMap::new(),
             &SETTINGS,
         );
         let names: Vec<_> = planned.iter().map(|p| p.source.name.as_str()).collect();
@@ -277,6 +328,7 @@ mod tests {
         assert_eq!(planned[0].format, CopyFormat::Binary);
         let text = plan_tables(
             &[table("s", "t", 1)],
+            &HashMap::new(),
             &PlanSettings {
                 force_text: true,
                 ..SETTINGS

@@ -32,7 +32,7 @@ use crate::load::{ChunkJob, LoadContext, TableJob};
 use crate::plan::{self, PlanSettings};
 use crate::progress::{PhaseTime, RunProgress, TableProgress, TableState};
 use crate::snapshot::{self, SnapshotHolder};
-use crate::{build, cdc, finish, preflight, schema};
+use crate::{build, cdc, finish, preflight, schema, transform};
 
 /// Both sides' connection details, resolved from the task.
 #[derive(Debug, Clone)]
@@ -330,7 +330,8 @@ async fn run_phases(
     let mut sequences = 0;
     if phase == Phase::Finishing {
         progress.set_phase("sequences and statistics");
-        sequences = finish::sync_sequences(&source, &control_client, &schemas).await?;
+        sequences =
+            finish::sync_sequences(&source, &control_client, &schemas, &task.mapping).await?;
         finish::analyze(&endpoints.target, &task.name, task.full_load.jobs).await?;
         let next = if task.migration_type.needs_cdc() {
             Phase::Cdc
@@ -358,7 +359,8 @@ async fn run_phases(
         cdc_outcome = Some(cdc::run(task, endpoints, &mut control_client, progress).await?);
         // Sequences do not replicate; a clean stop leaves the target's at the source's.
         let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
-        sequences = finish::sync_sequences(&source, &control_client, &schemas).await?;
+        sequences =
+            finish::sync_sequences(&source, &control_client, &schemas, &task.mapping).await?;
     }
     progress.set_phase("done");
     for w in &warnings {
@@ -616,11 +618,15 @@ async fn plan_task(
         // Fail on tables in the way before anything is created on the source.
         let live = catalog::list_tables(source).await?;
         let selected = plan::select_tables(&live, &task.selection);
+        let maps = transform::table_maps(
+            &task.mapping,
+            selected.tables.iter().chain(&selected.parents),
+        )?;
         let names: Vec<QualifiedName> = selected
             .tables
             .iter()
             .chain(&selected.parents)
-            .map(|t| t.name.clone())
+            .map(|t| transform::target_of(&maps, t))
             .collect();
         let existing = catalog::existing_relations(control_client, &names).await?;
         if !existing.is_empty()
@@ -649,12 +655,16 @@ async fn plan_task(
         return Err(EngineError::NothingSelected);
     }
     preflight::check_source_tables(source_info, &selected.tables)?;
+    let maps = transform::table_maps(
+        &task.mapping,
+        selected.tables.iter().chain(&selected.parents),
+    )?;
 
     let names: Vec<QualifiedName> = selected
         .tables
         .iter()
         .chain(&selected.parents)
-        .map(|t| t.name.clone())
+        .map(|t| transform::target_of(&maps, t))
         .collect();
     let existing = catalog::existing_relations(control_client, &names).await?;
     let prep = task.full_load.target_table_prep_mode;
@@ -667,7 +677,7 @@ async fn plan_task(
             .tables
             .iter()
             .chain(&selected.parents)
-            .filter(|t| existing_set.contains(&t.name))
+            .filter(|t| existing_set.contains(&transform::target_of(&maps, t)))
             .map(|t| t.oid)
             .collect(),
         _ => HashSet::new(),
@@ -686,7 +696,7 @@ async fn plan_task(
             source_info.encoding, target_info.encoding
         ));
     }
-    let planned = plan::plan_tables(&selected.tables, &settings);
+    let planned = plan::plan_tables(&selected.tables, &maps, &settings);
     let roots: HashMap<u32, QualifiedName> = selected
         .tables
         .iter()
@@ -722,6 +732,17 @@ async fn plan_task(
         },
     )
     .await?;
+    let mut schema_plan = schema_plan;
+    transform::apply_to_schema(
+        &mut schema_plan,
+        &selected
+            .tables
+            .iter()
+            .chain(&selected.parents)
+            .collect::<Vec<_>>(),
+        &maps,
+        &kept_existing,
+    );
     warnings.extend(schema_plan.warnings.iter().cloned());
     let archive_bytes = std::fs::read(archive.path()).map_err(|e| PgError::Io {
         context: "reading the schema dump".to_owned(),
@@ -758,8 +779,9 @@ async fn plan_task(
             "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
                  target_schema, target_table, copy_format, columns, estimated_rows,
                  estimated_bytes, chunks_total, existed_before, dump_id, root_schema,
-                 root_table)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 root_table, target_columns, row_filter)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17)",
         )
         .await
         .map_err(err("storing the plan"))?;
@@ -791,6 +813,8 @@ async fn plan_task(
                 &schema_plan.table_entries.get(&t.source_oid),
                 &roots.get(&t.source_oid).map(|r| r.schema.clone()),
                 &roots.get(&t.source_oid).map(|r| r.name.clone()),
+                &serde_json::to_value(&t.target_columns).unwrap_or_default(),
+                &t.filter,
             ],
         )
         .await
@@ -969,7 +993,7 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
             "SELECT table_id, source_schema, source_table, target_schema, target_table,
                     copy_format, columns, estimated_rows, estimated_bytes, chunks_total,
                     chunks_done, rows_copied, bytes_copied, state, existed_before, analyzed,
-                    dump_id
+                    dump_id, coalesce(target_columns, columns), row_filter
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )
@@ -1003,6 +1027,8 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                 source,
                 target: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
                 columns: serde_json::from_value(r.get(6)).unwrap_or_default(),
+                target_columns: serde_json::from_value(r.get(17)).unwrap_or_default(),
+                filter: r.get(18),
                 format: CopyFormat::parse(r.get(5)).unwrap_or(CopyFormat::Text),
                 existed_before: r.get(14),
                 analyzed: r.get(15),

@@ -84,23 +84,24 @@ impl ValidationReport {
 }
 
 /// The checksum query for a table: row count and the sum of the rows' text hashes.
-pub fn checksum_sql(table: &QualifiedName, columns: &[String]) -> String {
-    let cols = columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+/// `values` are the SQL expressions of the row's columns, in a fixed order; `filter` keeps
+/// only the rows a task's filter rules select.
+pub fn checksum_sql(table: &QualifiedName, values: &[String], filter: Option<&str>) -> String {
+    let filter = filter.map(|f| format!(" WHERE {f}")).unwrap_or_default();
     format!(
-        "SELECT count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text \
-         FROM ONLY {}",
+        "SELECT count(*), coalesce(sum(hashtextextended(ROW({})::text, 0)::numeric), 0)::text \
+         FROM ONLY {}{filter}",
+        values.join(", "),
         table.quoted()
     )
 }
 
+/// One table's comparison, as SQL for each side.
 struct Job {
     source: QualifiedName,
     target: QualifiedName,
-    columns: Vec<String>,
+    source_sql: String,
+    target_sql: String,
 }
 
 /// Compares every selected table. Results are also stored in the control schema when the
@@ -114,13 +115,14 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
     let selected = plan::select_tables(&all, &task.selection);
     drop(reader);
 
+    let maps = crate::transform::table_maps(&task.mapping, selected.tables.iter())?;
     let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry validate").await?;
     let target_columns = target_columns(
         &target,
         &selected
             .tables
             .iter()
-            .map(|t| t.name.clone())
+            .map(|t| crate::transform::target_of(&maps, t))
             .collect::<Vec<_>>(),
     )
     .await?;
@@ -130,52 +132,76 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
     let mut ordered: Vec<_> = selected.tables.iter().collect();
     ordered.sort_by_key(|t| std::cmp::Reverse(t.table_bytes));
     for (i, t) in ordered.into_iter().enumerate() {
-        let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
-        let target_name = t.name.clone();
+        let map = maps.get(&t.oid);
+        let target_name = crate::transform::target_of(&maps, t);
+        // Each source column that reaches the target, in its target type, and its name
+        // there. Columns a rule adds exist only on the target and are not compared.
+        let mut source_values = Vec::new();
+        let mut target_names = Vec::new();
+        for c in &t.columns {
+            let (name, new_type) = match map {
+                Some(m) => match m.columns.iter().find(|x| x.source == c.name) {
+                    Some(x) => match &x.target {
+                        Some(n) => (n.clone(), x.new_type.clone()),
+                        None => continue,
+                    },
+                    None => (c.name.clone(), None),
+                },
+                None => (c.name.clone(), None),
+            };
+            source_values.push(match new_type {
+                Some(ty) => format!("{}::{ty}", quote_ident(&c.name)),
+                None => quote_ident(&c.name),
+            });
+            target_names.push(name);
+        }
+        let mismatch = |outcome: Outcome, detail: String| TableCheck {
+            source_name: t.name.clone(),
+            target_name: target_name.clone(),
+            table: t.name.to_string(),
+            target: target_name.to_string(),
+            outcome,
+            source_rows: None,
+            target_rows: None,
+            detail: Some(detail),
+            seconds: 0.0,
+        };
         match target_columns.get(&target_name) {
-            None => checks.push(TableCheck {
-                source_name: t.name.clone(),
-                target_name: target_name.clone(),
-                table: t.name.to_string(),
-                target: target_name.to_string(),
-                outcome: Outcome::MissingOnTarget,
-                source_rows: None,
-                target_rows: None,
-                detail: Some("the table does not exist on the target".to_owned()),
-                seconds: 0.0,
-            }),
+            None => checks.push(mismatch(
+                Outcome::MissingOnTarget,
+                "the table does not exist on the target".to_owned(),
+            )),
             Some(on_target) => {
-                let missing: Vec<&String> =
-                    columns.iter().filter(|c| !on_target.contains(c)).collect();
+                let missing: Vec<&String> = target_names
+                    .iter()
+                    .filter(|c| !on_target.contains(c))
+                    .collect();
                 if missing.is_empty() {
+                    let filter = map.and_then(crate::transform::table_filter_sql);
+                    let target_values: Vec<String> =
+                        target_names.iter().map(|c| quote_ident(c)).collect();
                     queue_items.push((
                         i,
                         Job {
                             source: t.name.clone(),
-                            target: target_name,
-                            columns,
+                            target: target_name.clone(),
+                            source_sql: checksum_sql(&t.name, &source_values, filter.as_deref()),
+                            target_sql: checksum_sql(&target_name, &target_values, None),
                         },
                         Vec::new(),
                     ));
                 } else {
-                    checks.push(TableCheck {
-                        source_name: t.name.clone(),
-                        target_name: target_name.clone(),
-                        table: t.name.to_string(),
-                        target: target_name.to_string(),
-                        outcome: Outcome::ColumnsDiffer,
-                        source_rows: None,
-                        target_rows: None,
-                        detail: Some(format!(
+                    checks.push(mismatch(
+                        Outcome::ColumnsDiffer,
+                        format!(
                             "column(s) missing on the target: {}",
                             missing
                                 .iter()
                                 .map(|s| s.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        )),
-                        seconds: 0.0,
-                    });
+                        ),
+                    ));
                 }
             }
         }
@@ -240,11 +266,9 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
 
 async fn check_table(source: &PgClient, target: &PgClient, job: &Job) -> TableCheck {
     let started = Instant::now();
-    let source_sql = checksum_sql(&job.source, &job.columns);
-    let target_sql = checksum_sql(&job.target, &job.columns);
     let (s, t) = tokio::join!(
-        source.query_one("computing the source checksum", &source_sql, &[]),
-        target.query_one("computing the target checksum", &target_sql, &[]),
+        source.query_one("computing the source checksum", &job.source_sql, &[]),
+        target.query_one("computing the target checksum", &job.target_sql, &[]),
     );
     let mut check = TableCheck {
         source_name: job.source.clone(),
@@ -356,12 +380,16 @@ mod tests {
     fn checksum_sql_quotes_everything_and_sums_row_hashes() {
         let sql = checksum_sql(
             &QualifiedName::new("Weird \"Schema\"", "order"),
-            &["group".to_owned(), "Order ID".to_owned()],
+            &[
+                quote_ident("group"),
+                format!("{}::bigint", quote_ident("Order ID")),
+            ],
+            Some("(\"group\" = E'a')"),
         );
         assert_eq!(
             sql,
-            "SELECT count(*), coalesce(sum(hashtextextended(ROW(\"group\", \"Order ID\")::text, \
-             0)::numeric), 0)::text FROM ONLY \"Weird \"\"Schema\"\"\".\"order\""
+            "SELECT count(*), coalesce(sum(hashtextextended(ROW(\"group\", \"Order ID\"::bigint)::text, \
+             0)::numeric), 0)::text FROM ONLY \"Weird \"\"Schema\"\"\".\"order\" WHERE (\"group\" = E'a')"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! starts its own source and target, so tests run in parallel without sharing anything.
 
 mod cdc;
+mod mapping;
 
 use std::sync::Arc;
 

@@ -70,49 +70,66 @@ fn column_list<'a>(columns: impl Iterator<Item = &'a str>) -> String {
     columns.map(quote_ident).collect::<Vec<_>>().join(", ")
 }
 
+/// What one pipe copies: which table into which, which columns, which rows.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySpec<'a> {
+    pub source_table: &'a QualifiedName,
+    pub target_table: &'a QualifiedName,
+    /// Source columns, in the order they are sent.
+    pub source_columns: &'a [String],
+    /// The target column each source column goes into, in the same order.
+    pub target_columns: &'a [String],
+    /// A row filter over the source's columns, already rendered as SQL by the caller.
+    pub filter: Option<&'a str>,
+    pub format: CopyFormat,
+    pub range: Option<BlockRange>,
+    /// Load the rows already frozen and visible to all (`COPY ... FREEZE`); the caller
+    /// must have created or truncated the table in the same transaction.
+    pub freeze: bool,
+}
+
 /// Builds the COPY pair for a table or a block range of it.
 ///
-/// The column list is explicit, so generated columns stay behind and the target's column
-/// order does not matter. `ONLY` keeps inheritance children out of a parent's rows.
-/// `freeze` loads the rows already frozen and visible to all (`COPY ... FREEZE`); the
-/// caller must have created or truncated the table in the same transaction.
-pub fn copy_statements<'a>(
-    source_table: &QualifiedName,
-    target_table: &QualifiedName,
-    columns: impl Iterator<Item = &'a str>,
-    format: CopyFormat,
-    range: Option<BlockRange>,
-    freeze: bool,
-) -> CopyStatements {
-    let cols = column_list(columns);
-    let options = match format {
+/// The column lists are explicit, so generated columns stay behind, the target's column
+/// order does not matter, and a renamed column finds its target. `ONLY` keeps inheritance
+/// children out of a parent's rows.
+pub fn copy_statements(spec: &CopySpec<'_>) -> CopyStatements {
+    let cols = column_list(spec.source_columns.iter().map(String::as_str));
+    let target_cols = column_list(spec.target_columns.iter().map(String::as_str));
+    let options = match spec.format {
         CopyFormat::Binary => "(FORMAT binary)",
         CopyFormat::Text => "(FORMAT text)",
     };
-    let target_options = match (format, freeze) {
+    let target_options = match (spec.format, spec.freeze) {
         (CopyFormat::Binary, true) => "(FORMAT binary, FREEZE)",
         (CopyFormat::Text, true) => "(FORMAT text, FREEZE)",
         (_, false) => options,
     };
-    let source = match range {
-        None => format!(
-            "COPY {} ({cols}) TO STDOUT {options}",
-            source_table.quoted()
-        ),
-        Some(BlockRange { start, end }) => {
-            let mut predicate = format!("ctid >= '({start},0)'::tid");
-            if let Some(end) = end {
-                predicate.push_str(&format!(" AND ctid < '({end},0)'::tid"));
-            }
-            format!(
-                "COPY (SELECT {cols} FROM ONLY {} WHERE {predicate}) TO STDOUT {options}",
-                source_table.quoted()
-            )
+    let mut predicates = Vec::new();
+    if let Some(filter) = spec.filter {
+        predicates.push(format!("({filter})"));
+    }
+    if let Some(BlockRange { start, end }) = spec.range {
+        predicates.push(format!("ctid >= '({start},0)'::tid"));
+        if let Some(end) = end {
+            predicates.push(format!("ctid < '({end},0)'::tid"));
         }
+    }
+    let source = if predicates.is_empty() {
+        format!(
+            "COPY {} ({cols}) TO STDOUT {options}",
+            spec.source_table.quoted()
+        )
+    } else {
+        format!(
+            "COPY (SELECT {cols} FROM ONLY {} WHERE {}) TO STDOUT {options}",
+            spec.source_table.quoted(),
+            predicates.join(" AND ")
+        )
     };
     let target = format!(
-        "COPY {} ({cols}) FROM STDIN {target_options}",
-        target_table.quoted()
+        "COPY {} ({target_cols}) FROM STDIN {target_options}",
+        spec.target_table.quoted()
     );
     CopyStatements { source, target }
 }
@@ -183,17 +200,29 @@ pub async fn pipe(
 mod tests {
     use super::*;
 
+    fn spec<'a>(
+        source: &'a QualifiedName,
+        target: &'a QualifiedName,
+        cols: &'a [String],
+        targets: &'a [String],
+    ) -> CopySpec<'a> {
+        CopySpec {
+            source_table: source,
+            target_table: target,
+            source_columns: cols,
+            target_columns: targets,
+            filter: None,
+            format: CopyFormat::Binary,
+            range: None,
+            freeze: false,
+        }
+    }
+
     #[test]
     fn whole_table_copies_quote_every_column() {
         let name = QualifiedName::new("Sales", "order lines");
-        let s = copy_statements(
-            &name,
-            &name,
-            ["id", "Total \"x\""].into_iter(),
-            CopyFormat::Binary,
-            None,
-            false,
-        );
+        let cols = vec!["id".to_owned(), "Total \"x\"".to_owned()];
+        let s = copy_statements(&spec(&name, &name, &cols, &cols));
         assert_eq!(
             s.source,
             "COPY \"Sales\".\"order lines\" (\"id\", \"Total \"\"x\"\"\") TO STDOUT (FORMAT binary)"
@@ -207,37 +236,56 @@ mod tests {
     #[test]
     fn block_ranges_become_ctid_predicates() {
         let name = QualifiedName::new("public", "t");
-        let s = copy_statements(
-            &name,
-            &name,
-            ["id"].into_iter(),
-            CopyFormat::Text,
-            Some(BlockRange {
-                start: 100,
-                end: Some(200),
-            }),
-            true,
-        );
+        let cols = vec!["id".to_owned()];
+        let mut sp = spec(&name, &name, &cols, &cols);
+        sp.format = CopyFormat::Text;
+        sp.range = Some(BlockRange {
+            start: 100,
+            end: Some(200),
+        });
+        sp.freeze = true;
+        let s = copy_statements(&sp);
         assert_eq!(
             s.source,
             "COPY (SELECT \"id\" FROM ONLY \"public\".\"t\" WHERE ctid >= '(100,0)'::tid AND \
              ctid < '(200,0)'::tid) TO STDOUT (FORMAT text)"
         );
-        let open = copy_statements(
-            &name,
-            &name,
-            ["id"].into_iter(),
-            CopyFormat::Text,
-            Some(BlockRange {
-                start: 200,
-                end: None,
-            }),
-            false,
-        );
-        assert!(open.source.contains("WHERE ctid >= '(200,0)'::tid) TO"));
         assert_eq!(
             s.target,
             "COPY \"public\".\"t\" (\"id\") FROM STDIN (FORMAT text, FREEZE)"
+        );
+        sp.range = Some(BlockRange {
+            start: 200,
+            end: None,
+        });
+        assert!(
+            copy_statements(&sp)
+                .source
+                .contains("WHERE ctid >= '(200,0)'::tid) TO")
+        );
+    }
+
+    #[test]
+    fn filters_and_renames_shape_both_sides() {
+        let source = QualifiedName::new("sales", "Orders");
+        let target = QualifiedName::new("crm", "orders");
+        let cols = vec!["ID".to_owned(), "Status".to_owned()];
+        let targets = vec!["id".to_owned(), "status".to_owned()];
+        let mut sp = spec(&source, &target, &cols, &targets);
+        sp.filter = Some("\"Status\" = 'x'");
+        sp.range = Some(BlockRange {
+            start: 0,
+            end: Some(5),
+        });
+        let s = copy_statements(&sp);
+        assert_eq!(
+            s.source,
+            "COPY (SELECT \"ID\", \"Status\" FROM ONLY \"sales\".\"Orders\" WHERE (\"Status\" = 'x') \
+             AND ctid >= '(0,0)'::tid AND ctid < '(5,0)'::tid) TO STDOUT (FORMAT binary)"
+        );
+        assert_eq!(
+            s.target,
+            "COPY \"crm\".\"orders\" (\"id\", \"status\") FROM STDIN (FORMAT binary)"
         );
     }
 }

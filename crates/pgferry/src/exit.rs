@@ -51,7 +51,11 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     }
     match error.downcast_ref::<EngineError>() {
         Some(EngineError::Pg(e)) => pg_code(e),
-        Some(EngineError::NothingSelected | EngineError::TaskChanged { .. }) => USAGE,
+        Some(
+            EngineError::NothingSelected
+            | EngineError::TaskChanged { .. }
+            | EngineError::Mapping(_),
+        ) => USAGE,
         Some(
             EngineError::TablesInTheWay { .. }
             | EngineError::MissingDependency { .. }

@@ -383,7 +383,7 @@ pub fn parse_mappings(
                     RawTarget::Column => RuleTarget::Column,
                     RawTarget::TableTablespace | RawTarget::IndexTablespace => {
                         explanation.warn(
-                            format!("{path}"),
+                            path.clone(),
                             Treatment::Ignored,
                             "tablespace rules apply to Oracle targets; PostgreSQL tables go to \
                              the target's default tablespace",

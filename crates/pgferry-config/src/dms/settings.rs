@@ -245,7 +245,7 @@ pub fn parse_settings(
         section: section.unwrap_or_default(),
     };
 
-    for (key, _) in &raw.other {
+    for key in raw.other.keys() {
         match IGNORED_SECTIONS.iter().find(|(k, _)| k == key) {
             Some((_, reason)) => explanation.warn(key.clone(), Treatment::Ignored, *reason),
             None => {

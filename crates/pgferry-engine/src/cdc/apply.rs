@@ -13,8 +13,8 @@
 //! a source transaction is never split between two batches. (Lingering, rather than
 //! committing the moment the queue is empty, keeps batches large when the stream delivers
 //! steadily but a little slower than the target applies.) Within a batch, changes are
-//! applied in sub-batches of at most `batch_max_changes` changes and [`SUB_BATCH_BYTES`] of
-//! row data, each under a savepoint:
+//! applied in sub-batches of at most `batch_max_changes` changes and `batch_max_bytes` of
+//! row data (memory stays bounded however wide the rows), each under a savepoint:
 //!
 //! * **fast path**: per table, the changes are folded into their net effect per key (an
 //!   insert then two updates of the same row become one insert of the final row; an
@@ -46,10 +46,6 @@ use crate::cdc::sql;
 use crate::cdc::stream::{Event, Positions};
 use crate::cdc::tables::{self, Resolution, Scope, SnapshotFilter, TableInfo};
 use crate::error::{EngineError, Result};
-
-/// A sub-batch is sent to the target once its changes hold this much data, whatever their
-/// count: memory stays bounded however wide the rows.
-pub const SUB_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// How long the stream must be quiet before a caught-up batch commits.
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
@@ -686,7 +682,7 @@ impl Applier {
             commit_lsn,
         });
         if self.batch.changes.len() >= self.settings.batch_max_changes
-            || self.batch.change_bytes >= SUB_BATCH_BYTES
+            || self.batch.change_bytes as u64 >= self.settings.batch_max_bytes
         {
             self.flush_changes().await?;
         }
@@ -711,6 +707,13 @@ impl Applier {
             }
         }
         if targets.is_empty() {
+            return Ok(());
+        }
+        if !self.settings.apply_truncate {
+            tracing::warn!(
+                tables = targets.len(),
+                "the source truncated tables; not applied (apply_truncate = false)"
+            );
             return Ok(());
         }
         // Everything before the TRUNCATE first, then the TRUNCATE itself.
@@ -751,6 +754,7 @@ impl Applier {
         self.ensure_open().await?;
         let changes = std::mem::take(&mut self.batch.changes);
         self.batch.change_bytes = 0;
+        let changes = self.apply_row_filters(changes).await?;
         let mut counts = OpCounts::default();
         for c in &changes {
             counts.count(&c.op);
@@ -846,7 +850,9 @@ impl Applier {
                 .map(|k| deletes.iter().map(|key| key[k].as_deref()).collect())
                 .collect();
             let n = self.bulk(&sql, table, &table.key, &columns).await?;
-            if n != deletes.len() as u64 {
+            // A filtered table lacks the rows its filter keeps out: deleting one is no error.
+            let expected = deletes.len() as u64;
+            if n != expected && !(table.filter.is_some() && n < expected) {
                 return Ok(false);
             }
         }
@@ -1000,6 +1006,107 @@ impl Applier {
         rows.map_err(target_err("applying a bulk change"))
     }
 
+    /// Applies the row filters of filtered tables: an insert whose row the filter keeps
+    /// out is dropped, an update whose new row it keeps out becomes a delete (the row left
+    /// the filter's range), and deletes stay (the row may be there). The filter runs on the
+    /// target, in PostgreSQL's own comparison rules, once per table and sub-batch.
+    async fn apply_row_filters(&mut self, changes: Vec<Change>) -> Result<Vec<Change>> {
+        if !changes.iter().any(|c| c.table.filter.is_some()) {
+            return Ok(changes);
+        }
+        if self.binary {
+            return Err(EngineError::Mapping(
+                "a filter needs changes in text form, but this task's stream was set up in \
+                 binary; set cdc.binary = false, run `pgferry cleanup`, and start the task again"
+                    .to_owned(),
+            ));
+        }
+        // The rows to evaluate, per table description.
+        let mut pending: HashMap<usize, (Arc<TableInfo>, Vec<usize>)> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            if c.table.filter.is_none() || matches!(c.op, Op::Delete(_)) {
+                continue;
+            }
+            let entry = pending
+                .entry(Arc::as_ptr(&c.table) as usize)
+                .or_insert_with(|| (c.table.clone(), Vec::new()));
+            entry.1.push(i);
+        }
+        let mut passes = vec![true; changes.len()];
+        for (table, indexes) in pending.values() {
+            let Some(filter) = &table.filter else {
+                continue;
+            };
+            let value = |c: &Change, col: usize| -> Option<Option<String>> {
+                let from = |t: &Tuple| match t.get(col) {
+                    Some(Value::Unchanged) | None => None,
+                    Some(v) => Some(v.bytes().map(|b| String::from_utf8_lossy(b).into_owned())),
+                };
+                match &c.op {
+                    Op::Insert(new) => from(new),
+                    Op::Update { old, new } => {
+                        from(new).or_else(|| old.as_ref().and_then(|(_, t)| from(t)))
+                    }
+                    Op::Delete(_) => None,
+                }
+            };
+            // A change whose filter column was not sent (an unchanged large value) keeps
+            // its row where it is: it stays an update.
+            let known: Vec<usize> = indexes
+                .iter()
+                .copied()
+                .filter(|i| {
+                    filter
+                        .columns
+                        .iter()
+                        .all(|col| value(&changes[*i], *col).is_some())
+                })
+                .collect();
+            if known.is_empty() {
+                continue;
+            }
+            let arrays: Vec<Vec<Option<String>>> = filter
+                .columns
+                .iter()
+                .map(|col| {
+                    known
+                        .iter()
+                        .map(|i| value(&changes[*i], *col).flatten())
+                        .collect()
+                })
+                .collect();
+            let statement = self.statement(&filter.sql).await?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            let rows = self
+                .target
+                .raw()
+                .query(&statement, &refs)
+                .await
+                .map_err(target_err("evaluating a row filter"))?;
+            let kept: HashSet<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).collect();
+            for (n, i) in known.iter().enumerate() {
+                passes[*i] = kept.contains(&(n as i64 + 1));
+            }
+        }
+        let mut out = Vec::with_capacity(changes.len());
+        for (c, pass) in changes.into_iter().zip(passes) {
+            match (pass, c.op) {
+                (true, op) => out.push(Change { op, ..c }),
+                (false, Op::Insert(_)) => {}
+                (false, Op::Update { old, new }) => {
+                    let identity = old.map(|(_, t)| t).unwrap_or(new);
+                    out.push(Change {
+                        op: Op::Delete(identity),
+                        ..c
+                    });
+                }
+                (false, op @ Op::Delete(_)) => out.push(Change { op, ..c }),
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies changes one by one, in source order, each under a savepoint; failures go to
     /// the error policies. Returns the number of changes recorded as exceptions.
     async fn careful_apply(&mut self, changes: &[Change]) -> Result<i64> {
@@ -1127,6 +1234,32 @@ impl Applier {
 
     /// A row that exists when it should not, or is missing when it should exist.
     async fn conflict(&mut self, c: &Change, error: &str) -> Result<i64> {
+        // In a filtered table a missing row is expected: the filter kept it out. A delete
+        // of it has nothing to do; an update brings it into the filter's range, so the row
+        // is inserted whole (when the change carries every value).
+        if c.table.filter.is_some() {
+            match &c.op {
+                Op::Delete(_) => return Ok(0),
+                Op::Update { new, .. } if !new.contains(&Value::Unchanged) => {
+                    let as_insert = Change {
+                        op: Op::Insert(new.clone()),
+                        ..c.clone()
+                    };
+                    return self.retry_as(&as_insert, c, error).await;
+                }
+                Op::Update { .. } => {
+                    return self
+                        .record(
+                            c,
+                            ErrorPolicy::LogError,
+                            "the row enters the filter's range, but the change left a large \
+                             value unchanged, so the row cannot be built from it",
+                        )
+                        .await;
+                }
+                Op::Insert(_) => {}
+            }
+        }
         self.apply_errors += 1;
         let e = &self.settings.errors;
         let mut policy = match c.op {
@@ -1456,6 +1589,7 @@ mod tests {
             target: QualifiedName::new("s", "t"),
             cols: vec![col("id"), col("a"), col("b")],
             key: vec![0],
+            filter: None,
         })
     }
 

@@ -163,6 +163,8 @@ async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
         .collect();
     Ok(Scope {
         selection: task.selection.clone(),
+        mapping: task.mapping.clone(),
+        add_new_columns: task.cdc.add_new_columns,
         excluded,
     })
 }

@@ -2,18 +2,23 @@
 //!
 //! A Relation message arrives before the first change of each relation in a stream, and
 //! again when the relation changes. Resolving it decides:
-//! * the target table (the same name; a table outside the task's selection is ignored);
-//! * for each source column, the target column, or nothing when the target computes it
-//!   (a generated column); a column the source has and the target lacks is added to the
-//!   target first (`ALTER TABLE ... ADD COLUMN`), before the change that uses it;
+//! * the target table (its name after the task's rules; a table outside the task's
+//!   selection is ignored);
+//! * for each source column, the target column (renamed by the rules), or nothing when the
+//!   target computes it (a generated column) or a rule removes it; a column the source
+//!   gained and the target lacks is added to the target first (`ALTER TABLE ... ADD
+//!   COLUMN`), before the change that uses it, unless the task says not to;
+//! * the row filter, if the rules give the table one, as a statement that picks the rows
+//!   of a batch that pass it;
 //! * the key that finds a row: the target's primary key, or the source's replica identity
 //!   index, or, with `REPLICA IDENTITY FULL` and no key, the whole row.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use pgferry_config::Selection;
-use pgferry_pg::pgoutput::Relation;
+use pgferry_config::mapping::SourceColumn;
+use pgferry_config::{Mapping, Selection};
+use pgferry_pg::pgoutput::{Relation, RelationColumn};
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side, quote_ident};
 
 use crate::cdc::sql::Col;
@@ -40,6 +45,18 @@ pub struct TableInfo {
     pub cols: Vec<Option<TargetCol>>,
     /// Relation column positions of the key; empty for a full-row identity.
     pub key: Vec<usize>,
+    /// The table's row filter, when the rules give it one.
+    pub filter: Option<RowFilter>,
+}
+
+/// A row filter as the applier runs it: one statement that takes the filter's columns as
+/// `text[]` arrays, one element per row, and returns the (1-based) positions of the rows
+/// that pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFilter {
+    pub sql: String,
+    /// Relation column positions of the arrays, in parameter order.
+    pub columns: Vec<usize>,
 }
 
 impl TableInfo {
@@ -88,6 +105,9 @@ pub enum Resolution {
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub selection: Selection,
+    pub mapping: Mapping,
+    /// Add a column the source gained to the target (DMS's `HandleSourceTableAltered`).
+    pub add_new_columns: bool,
     /// Selected tables left out by the no-key policy.
     pub excluded: HashSet<QualifiedName>,
 }
@@ -109,7 +129,43 @@ pub async fn resolve(
     if !scope.includes(&source_name) {
         return Ok(Resolution::Ignore);
     }
-    let target_name = source_name.clone();
+    // The source's column types, for rules that match a type and for filters.
+    let type_names: Vec<String> = if scope.mapping.is_empty() {
+        vec![String::new(); rel.columns.len()]
+    } else {
+        let oids: Vec<u32> = rel.columns.iter().map(|c| c.type_oid).collect();
+        let mods: Vec<i32> = rel.columns.iter().map(|c| c.type_modifier).collect();
+        source
+            .query(
+                "reading column types",
+                "SELECT format_type(t, m) FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY
+                 AS x(t, m, n) ORDER BY n",
+                &[&oids, &mods],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let source_columns: Vec<SourceColumn<'_>> = rel
+        .columns
+        .iter()
+        .zip(&type_names)
+        .map(|(c, t)| SourceColumn {
+            name: &c.name,
+            type_name: t,
+        })
+        .collect();
+    let map = scope
+        .mapping
+        .table(
+            &rel.namespace,
+            &rel.name,
+            (&rel.namespace, &rel.name),
+            &source_columns,
+        )
+        .map_err(|e| EngineError::Mapping(e.to_string()))?;
+    let target_name = crate::transform::target_name(&map);
     let mut columns = target_columns(target, &target_name).await?;
     if columns.is_empty() {
         return Err(EngineError::Pg(PgError::Prerequisite {
@@ -122,41 +178,51 @@ pub async fn resolve(
         }));
     }
     // Columns the source has and the target lacks: add them, with the source's type.
-    let missing: Vec<_> = rel
+    let missing: Vec<(&RelationColumn, &str)> = rel
         .columns
         .iter()
-        .filter(|c| !columns.iter().any(|t| t.name == c.name))
+        .filter_map(|c| Some((c, map.target_column(&c.name)?)))
+        .filter(|(_, name)| !columns.iter().any(|t| t.name == *name))
         .collect();
-    for c in &missing {
-        let type_sql: String = source
-            .query_one(
-                "reading a new column's type",
-                "SELECT format_type($1::oid, $2::int)",
-                &[&c.type_oid, &c.type_modifier],
-            )
-            .await?
-            .get(0);
-        let sql = format!(
-            "ALTER TABLE {} ADD COLUMN {} {type_sql}",
-            target_name.quoted(),
-            quote_ident(&c.name)
-        );
-        target
-            .batch(&format!("adding column {} to {target_name}", c.name), &sql)
-            .await?;
-        tracing::info!(table = %target_name, column = %c.name, r#type = %type_sql,
-            "added a column the source gained");
-    }
-    if !missing.is_empty() {
-        columns = target_columns(target, &target_name).await?;
+    if !scope.add_new_columns {
+        for (c, _) in &missing {
+            tracing::warn!(table = %target_name, column = %c.name,
+                "the source has a column the target lacks; its values are not applied \
+                 (add_new_columns = false)");
+        }
+    } else {
+        for (c, name) in &missing {
+            let type_sql: String = source
+                .query_one(
+                    "reading a new column's type",
+                    "SELECT format_type($1::oid, $2::int)",
+                    &[&c.type_oid, &c.type_modifier],
+                )
+                .await?
+                .get(0);
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {type_sql}",
+                target_name.quoted(),
+                quote_ident(name)
+            );
+            target
+                .batch(&format!("adding column {name} to {target_name}"), &sql)
+                .await?;
+            tracing::info!(table = %target_name, column = %name, r#type = %type_sql,
+                "added a column the source gained");
+        }
+        if !missing.is_empty() {
+            columns = target_columns(target, &target_name).await?;
+        }
     }
     let cols: Vec<Option<TargetCol>> = rel
         .columns
         .iter()
         .map(|c| {
+            let name = map.target_column(&c.name)?;
             columns
                 .iter()
-                .find(|t| t.name == c.name && !t.generated)
+                .find(|t| t.name == name && !t.generated)
                 .map(|t| TargetCol {
                     col: Col {
                         name: t.name.clone(),
@@ -171,7 +237,10 @@ pub async fn resolve(
     let pk_positions: Option<Vec<usize>> = (!pk.is_empty())
         .then(|| {
             pk.iter()
-                .map(|name| rel.columns.iter().position(|c| &c.name == name))
+                .map(|name| {
+                    cols.iter()
+                        .position(|c| c.as_ref().is_some_and(|c| &c.col.name == name))
+                })
                 .collect::<Option<Vec<_>>>()
         })
         .flatten();
@@ -186,12 +255,52 @@ pub async fn resolve(
             .map(|(i, _)| i)
             .collect(),
     };
+    let filter = row_filter(&map.filters, rel, &type_names);
     Ok(Resolution::Apply(Arc::new(TableInfo {
         source: source_name,
         target: target_name,
         cols,
         key,
+        filter,
     })))
+}
+
+/// The statement that evaluates a table's filters on a batch of rows.
+fn row_filter(
+    filters: &[pgferry_config::mapping::Filter],
+    rel: &Relation,
+    type_names: &[String],
+) -> Option<RowFilter> {
+    let mut columns: Vec<usize> = Vec::new();
+    for f in filters {
+        if let Some(i) = rel.columns.iter().position(|c| c.name == f.column)
+            && !columns.contains(&i)
+        {
+            columns.push(i);
+        }
+    }
+    let reference = |name: &str| {
+        columns
+            .iter()
+            .position(|i| rel.columns[*i].name == name)
+            .map(|k| format!("v.c{k}::{}", type_names[columns[k]]))
+            .unwrap_or_else(|| "NULL".to_owned())
+    };
+    let predicate = crate::transform::filter_sql(filters, &reference)?;
+    let params = (0..columns.len())
+        .map(|k| format!("${}::text[]", k + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (0..columns.len())
+        .map(|k| format!("c{k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(RowFilter {
+        sql: format!(
+            "SELECT v.n FROM unnest({params}) WITH ORDINALITY AS v({names}, n) WHERE {predicate}"
+        ),
+        columns,
+    })
 }
 
 struct TargetColumn {
@@ -313,6 +422,7 @@ mod tests {
             target: QualifiedName::new("s", "t"),
             cols: vec![col("a"), None, col("c")],
             key: vec![],
+            filter: None,
         };
         assert_eq!(t.identity(), [0, 2], "generated columns are not compared");
         let keyed = TableInfo { key: vec![2], ..t };

@@ -9,7 +9,10 @@ use crate::{commands, exit};
 
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task.task)?;
-    let jobs = args.jobs.unwrap_or(task.full_load.jobs);
+    let jobs = args
+        .jobs
+        .or(task.validation_jobs)
+        .unwrap_or(task.full_load.jobs);
     let report = pgferry_engine::validate::validate(&task, jobs).await?;
     if args.task.json {
         output::print_json(&report)?;
