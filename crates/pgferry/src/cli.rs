@@ -83,6 +83,38 @@ pub enum Command {
     /// `aws s3 sync` does, and prove the copy byte-exact. See docs/files.md.
     #[command(subcommand)]
     Files(FilesCommand),
+
+    /// Inspect and convert task definitions, including AWS DMS table-mappings and
+    /// task-settings JSON. See docs/dms-compatibility.md.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Show the effective settings of a task, each marked default, from TOML, from DMS
+    /// JSON or DMS default; every transformation, filter and table-settings rule; and a
+    /// warning for each DMS setting pgferry ignores or treats differently, with the reason.
+    /// Reads only the files: no database is contacted.
+    Explain(TaskArgs),
+
+    /// Write a TOML task file equivalent to DMS JSON files on standard output, with the
+    /// settings pgferry treats differently listed in a comment at the top.
+    #[command(
+        after_help = "Example:\n  pgferry config convert --dms-mappings table-mappings.json \\\n      --dms-settings task-settings.json > task.toml"
+    )]
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// A DMS table-mappings JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub dms_mappings: Option<PathBuf>,
+
+    /// A DMS task-settings JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub dms_settings: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command, FilesCommand};
+use crate::cli::{Cli, Command, ConfigCommand, FilesCommand};
 
 fn main() -> ExitCode {
     // pgferry passes its TLS provider explicitly, but libraries that use rustls's process
@@ -44,6 +44,8 @@ fn main() -> ExitCode {
         Command::Demo(_) => false,
         Command::Files(FilesCommand::Sync(a)) => a.target.json,
         Command::Files(FilesCommand::Verify(a)) => a.target.json,
+        Command::Config(ConfigCommand::Explain(a)) => a.json,
+        Command::Config(ConfigCommand::Convert(_)) => false,
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -56,6 +58,8 @@ fn main() -> ExitCode {
             Command::Files(FilesCommand::Sync(args)) => {
                 commands::files::sync(*args, files_matches.as_ref()).await
             }
+            Command::Config(ConfigCommand::Explain(args)) => commands::config::explain(args),
+            Command::Config(ConfigCommand::Convert(args)) => commands::config::convert(args),
             Command::Files(FilesCommand::Verify(args)) => {
                 commands::files::verify(*args, files_matches.as_ref()).await
             }

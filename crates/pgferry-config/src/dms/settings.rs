@@ -563,9 +563,13 @@ pub fn parse_settings(
             Treatment::Different,
             format!(
                 "PostgreSQL never truncates silently: a value too long for its column is a data \
-                 error, handled by DataErrorPolicy ({}), not {}",
+                 error, handled by DataErrorPolicy ({}){}",
                 e.data_error_policy.as_str(),
-                p.as_str()
+                if p == e.data_error_policy {
+                    String::new()
+                } else {
+                    format!(", not {}", p.as_str())
+                }
             ),
         );
     }
@@ -728,7 +732,10 @@ pub fn parse_settings(
                 }
             };
             for t in targets {
-                filter.push(format!("{t}={level}"));
+                let directive = format!("{t}={level}");
+                if !filter.contains(&directive) {
+                    filter.push(directive);
+                }
             }
         }
     }

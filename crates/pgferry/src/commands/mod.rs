@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod cdc;
+pub mod config;
 pub mod demo;
 pub mod files;
 pub mod run;
@@ -11,9 +12,14 @@ use std::path::Path;
 
 use pgferry_config::Task;
 
-/// Reads the task file, for commands that take `--task`.
+/// Reads the task file, for commands that take `--task`. The task's log filter (its own
+/// or its DMS `Logging` section) takes effect unless `RUST_LOG` or `-v` chose one.
 pub fn load_task(path: &Path) -> anyhow::Result<Task> {
-    Ok(Task::load(path)?)
+    let task = Task::load(path)?;
+    if let Some(filter) = &task.log_filter {
+        crate::logging::apply_task_filter(filter);
+    }
+    Ok(task)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
