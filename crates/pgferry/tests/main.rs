@@ -671,3 +671,100 @@ async fn a_million_row_transaction_streams_in_bounded_memory() {
     assert!(s.starts_with("1000000"));
     assert_eq!(s, t);
 }
+
+fn dms_data(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pgferry-config/tests/data")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn config_explain_marks_each_setting_with_its_origin_and_names_what_dms_does_differently() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &format!(
+            "migration_type = \"full-load-and-cdc\"\njobs = 3\ntable_mappings = {:?}\ntask_settings = {:?}\n\
+             [source]\nurl = \"host=127.0.0.1 dbname=a\"\n[target]\nurl = \"host=127.0.0.1 dbname=b\"\n",
+            dms_data("every-rule-kind.json"),
+            dms_data("seed-task-settings.json")
+        ),
+    );
+    let out = pgferry()
+        .args(["config", "explain", "--task"])
+        .arg(&task)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("jobs") && text.contains("from TOML"),
+        "{text}"
+    );
+    assert!(
+        text.contains("from DMS JSON FullLoadSettings.TargetTablePrepMode"),
+        "{text}"
+    );
+    assert!(text.contains("rename schema sales \"crm\""), "{text}");
+    assert!(text.contains("never truncates"), "{text}");
+
+    let out = pgferry()
+        .args(["config", "explain", "--json", "--task"])
+        .arg(&task)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = json["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "jobs")
+        .unwrap();
+    assert_eq!(jobs["origin"], "toml");
+    assert!(!json["warnings"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn config_convert_writes_a_task_that_runs_and_bad_json_exits_2_with_the_line() {
+    let out = pgferry()
+        .args(["config", "convert", "--dms-mappings"])
+        .arg(dms_data("seed-table-mappings.json"))
+        .arg("--dms-settings")
+        .arg(dms_data("seed-task-settings.json"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        toml.contains("target_table_prep_mode = \"do_nothing\""),
+        "{toml}"
+    );
+    assert!(toml.contains("data_error_escalation_count = 50"), "{toml}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("m.json");
+    std::fs::write(&bad, "{\"rules\": [\n {\"rule-type\": \"selecton\"}\n]}").unwrap();
+    let out = pgferry()
+        .args(["config", "convert", "--dms-mappings"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("m.json:2") && err.contains("did you mean \"selection\""),
+        "{err}"
+    );
+}
