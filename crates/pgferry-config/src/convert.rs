@@ -111,20 +111,8 @@ pub fn convert(
         }
         out.log_filter = s.log_filter.as_ref().map(|f| f.value.clone());
         if let Some(schema) = s.target_schema.as_ref().filter(|t| explicit(t.origin)) {
-            out.transform.push(Transform {
-                action: crate::mapping::TransformAction::Rename,
-                target: crate::mapping::RuleTarget::Schema,
-                schema: "%".into(),
-                table: "%".into(),
-                column: "%".into(),
-                column_type: None,
-                value: Some(schema.value.clone()),
-                old_value: None,
-                expression: None,
-                data_type: None,
-                primary_key: None,
-                origin: String::new(),
-            });
+            out.transform
+                .push(Transform::rename_every_schema(&schema.value, ""));
         }
     }
     let body = toml::to_string_pretty(&out).map_err(|e| LocatedError {

@@ -213,6 +213,26 @@ pub struct Transform {
     pub origin: String,
 }
 
+impl Transform {
+    /// Moves every table into `schema`: DMS's `TargetMetadata.TargetSchema`.
+    pub fn rename_every_schema(schema: &str, origin: &str) -> Transform {
+        Transform {
+            action: TransformAction::Rename,
+            target: RuleTarget::Schema,
+            schema: any(),
+            table: any(),
+            column: any(),
+            column_type: None,
+            value: Some(schema.to_owned()),
+            old_value: None,
+            expression: None,
+            data_type: None,
+            primary_key: None,
+            origin: origin.to_owned(),
+        }
+    }
+}
+
 /// A filter operator, with DMS's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -576,10 +596,10 @@ impl Mapping {
                         t.action
                             .targets()
                             .iter()
-                            .map(|x| format!("{x:?}").to_lowercase())
+                            .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(" or "),
-                        format!("{:?}", t.target).to_lowercase()
+                        t.target
                     ),
                 ));
             }

@@ -8,12 +8,10 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::cdc::{CdcSettings, ErrorBehavior, RawCdc};
-use crate::dms::{self, DmsSettings};
+use crate::dms;
 use crate::error::ConfigError;
 use crate::explain::{Explanation, Origin};
-use crate::mapping::{
-    Filter, LoadOrder, Mapping, RuleTarget, TableSettings, Transform, TransformAction,
-};
+use crate::mapping::{Filter, LoadOrder, Mapping, TableSettings, Transform};
 use crate::selection::{Selection, TableRule};
 
 /// Tables bigger than this are split into chunks of about this size. 256 MB keeps a chunk's
@@ -541,20 +539,10 @@ impl Task {
         }
         mapping.load_order.extend(raw.load_order);
         if let Some(schema) = &dms.target_schema {
-            mapping.transforms.push(Transform {
-                action: TransformAction::Rename,
-                target: RuleTarget::Schema,
-                schema: "%".to_owned(),
-                table: "%".to_owned(),
-                column: "%".to_owned(),
-                column_type: None,
-                value: Some(schema.value.clone()),
-                old_value: None,
-                expression: None,
-                data_type: None,
-                primary_key: None,
-                origin: "TargetMetadata.TargetSchema".to_owned(),
-            });
+            mapping.transforms.push(Transform::rename_every_schema(
+                &schema.value,
+                "TargetMetadata.TargetSchema",
+            ));
         }
         mapping.check().map_err(|e| invalid(&e.origin, e.message))?;
         cdc.binary = pick(
@@ -596,7 +584,6 @@ impl Task {
             }),
             None,
         );
-        let _: &DmsSettings = &dms;
 
         Ok(Task {
             name,

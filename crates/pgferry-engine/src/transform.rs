@@ -226,7 +226,7 @@ impl Renamed {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
-    /// An identifier: its name and whether it was quoted.
+    /// An identifier, folded as PostgreSQL folds it.
     Ident(String),
     Dot,
     Open,
@@ -343,18 +343,16 @@ fn skip_string(chars: &[char], mut i: usize) -> usize {
 /// A schema-qualified name of a renamed table becomes its target name. Inside
 /// parentheses, a bare column name (or one qualified by `new`, `old` or the table) is
 /// renamed for the table last named before it, which is how pg_dump writes index keys,
-/// constraints, `REFERENCES t(col)`, trigger conditions and policies. `default_table` is
-/// the table the statement belongs to, for columns before any table name.
+/// constraints, `REFERENCES t(col)`, trigger conditions and policies.
 ///
 /// `Err(column)` when the statement uses a column a rule removes: it cannot be built.
 pub fn rewrite(
     sql: &str,
     renamed: &HashMap<QualifiedName, Renamed>,
-    default_table: Option<&QualifiedName>,
 ) -> std::result::Result<String, String> {
     let toks = tokens(sql);
     let mut out = String::with_capacity(sql.len());
-    let mut context: Option<&QualifiedName> = default_table;
+    let mut context: Option<&QualifiedName> = None;
     let mut depth = 0i32;
     let significant = |from: usize, step: isize| -> Option<usize> {
         let mut j = from as isize + step;
@@ -523,7 +521,7 @@ pub fn apply_to_schema(
             step.skip = Some(format!("replaced by the primary key that {origin} defines"));
             continue;
         }
-        match rewrite(&step.sql, &renamed, None) {
+        match rewrite(&step.sql, &renamed) {
             Ok(sql) => step.sql = sql,
             Err(column) => {
                 let note = format!(
@@ -689,13 +687,13 @@ mod tests {
     fn post_data_statements_follow_the_renames() {
         let src = QualifiedName::new("sales", "customers");
         let renamed: HashMap<_, _> = [(src.clone(), Renamed::new(&src, &map()).unwrap())].into();
-        let r = |sql: &str| rewrite(sql, &renamed, Some(&src));
+        let r = |sql: &str| rewrite(sql, &renamed);
         assert_eq!(
             r("CREATE INDEX customers_id_idx ON sales.customers USING btree (id, lower((id)::text));").unwrap(),
             "CREATE INDEX customers_id_idx ON \"crm\".\"clients\" USING btree (\"client_id\", lower((\"client_id\")::text));"
         );
         assert_eq!(
-            rewrite("ALTER TABLE ONLY public.orders ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES sales.customers(id);", &renamed, None).unwrap(),
+            rewrite("ALTER TABLE ONLY public.orders ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES sales.customers(id);", &renamed).unwrap(),
             "ALTER TABLE ONLY public.orders ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES \"crm\".\"clients\"(\"client_id\");",
             "the child's own id is not the customer's"
         );

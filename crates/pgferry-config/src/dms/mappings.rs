@@ -233,11 +233,16 @@ pub fn parse_mappings(
     for (_, index, rule) in ordered {
         let path = format!("rules[{index}]");
         let line = line_of_rule(text, index);
+        // Named as the user knows the rule: its id and, when it has one, its name.
         let origin = format!(
-            "{file} {path}{}{}",
+            "{file} {path}{}{}{}",
             rule.rule_id
                 .as_ref()
                 .map(|id| format!(" (rule-id {})", id.as_string()))
+                .unwrap_or_default(),
+            rule.rule_name
+                .as_ref()
+                .map(|n| format!(" {:?}", n.as_string()))
                 .unwrap_or_default(),
             line.map(|l| format!(" at line {l}")).unwrap_or_default()
         );
@@ -541,7 +546,6 @@ pub fn parse_mappings(
                 "before images are for streaming targets; PostgreSQL targets apply changes",
             );
         }
-        let _ = &rule.rule_name;
     }
     // An explicit selection that an exclude rule takes back contradicts itself.
     for (schema, table, origin) in &explicit {
