@@ -1,0 +1,96 @@
+//! A command run on each state change, with the alarm in its environment: for pagers,
+//! ticket systems and anything else with a command-line client.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Notification;
+use crate::alarm::number;
+
+fn thirty() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    pub name: Option<String>,
+    /// Run by `sh -c`.
+    pub command: String,
+    /// Seconds before the command is killed and counted as failed.
+    #[serde(default = "thirty")]
+    pub timeout_s: u64,
+}
+
+impl CommandConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.command.trim().is_empty() {
+            return Err("command notifier: `command` is empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct Command {
+    config: CommandConfig,
+}
+
+impl Command {
+    pub(super) fn new(config: &CommandConfig) -> Self {
+        Command {
+            config: config.clone(),
+        }
+    }
+
+    /// The environment the command gets: `PGFERRY_ALARM_*` and `PGFERRY_TASK`, plus the
+    /// whole notification as JSON in `PGFERRY_ALARM_JSON`.
+    pub(super) fn environment(n: &Notification) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGFERRY_TASK", n.task.clone()),
+            ("PGFERRY_ALARM", n.alarm.clone()),
+            ("PGFERRY_ALARM_STATE", n.new_state.to_string()),
+            ("PGFERRY_ALARM_OLD_STATE", n.old_state.to_string()),
+            ("PGFERRY_ALARM_REASON", n.reason.clone()),
+            ("PGFERRY_ALARM_METRIC", n.metric.clone()),
+            (
+                "PGFERRY_ALARM_VALUE",
+                n.value.map(number).unwrap_or_default(),
+            ),
+            ("PGFERRY_ALARM_THRESHOLD", number(n.threshold)),
+            ("PGFERRY_ALARM_TIME", n.at.to_rfc3339()),
+            (
+                "PGFERRY_ALARM_JSON",
+                serde_json::to_string(n).unwrap_or_default(),
+            ),
+        ]
+    }
+
+    pub(super) async fn send(&self, n: &Notification) -> Result<(), String> {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&self.config.command)
+            .envs(Self::environment(n))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the command: {e}"))?;
+        let limit = Duration::from_secs(self.config.timeout_s.max(1));
+        match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Err(_) => Err(format!(
+                "the command ran longer than {} s and was killed",
+                limit.as_secs()
+            )),
+            Ok(Err(e)) => Err(format!("the command failed to run: {e}")),
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let last = stderr.lines().last().unwrap_or("").trim();
+                Err(format!("the command exited with {}: {last}", out.status))
+            }
+        }
+    }
+}
