@@ -11,6 +11,7 @@ pub mod dms;
 mod error;
 pub mod explain;
 pub mod mapping;
+pub mod monitoring;
 mod pattern;
 mod selection;
 mod suggest;
@@ -19,6 +20,7 @@ mod task;
 pub use cdc::{CdcSettings, ErrorBehavior, ErrorPolicy, NoKeyTables};
 pub use error::ConfigError;
 pub use mapping::{Mapping, MappingError, TableMap};
+pub use monitoring::{CommandMetric, HttpSettings, InactiveAlarm, Monitoring};
 pub use pattern::NamePattern;
 pub use selection::{Selection, TableRule};
 pub use task::{

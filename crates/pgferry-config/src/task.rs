@@ -11,6 +11,7 @@ use crate::cdc::{CdcSettings, ErrorBehavior, RawCdc};
 use crate::dms;
 use crate::error::ConfigError;
 use crate::explain::{Explanation, Origin};
+use crate::monitoring::{CommandMetric, Monitoring, RawHttp, RawMonitoring, RawSections};
 use crate::mapping::{Filter, LoadOrder, Mapping, TableSettings, Transform};
 use crate::selection::{Selection, TableRule};
 
@@ -155,6 +156,8 @@ pub struct Task {
     pub validation_jobs: Option<usize>,
     /// A `tracing` filter for the task's logs (`RUST_LOG` syntax).
     pub log_filter: Option<String>,
+    /// Metrics sampling, alarms, notifiers and the HTTP server.
+    pub monitoring: Monitoring,
     /// Where each setting came from, and what pgferry does differently from DMS.
     pub explanation: Explanation,
     /// The task file's path, for messages; `None` for tasks built in code.
@@ -205,6 +208,14 @@ struct RawTask {
     load_order: Vec<LoadOrder>,
     validation: Option<RawValidation>,
     log_filter: Option<String>,
+    monitoring: Option<RawMonitoring>,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    alarm: Vec<pgferry_observe::AlarmRule>,
+    #[serde(default)]
+    command_metric: Vec<CommandMetric>,
+    #[serde(default)]
+    notifier: Vec<pgferry_observe::notify::NotifierConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -585,6 +596,18 @@ impl Task {
             None,
         );
 
+        let monitoring = crate::monitoring::build(
+            RawSections {
+                monitoring: raw.monitoring,
+                http: raw.http,
+                alarms: raw.alarm,
+                command_metrics: raw.command_metric,
+                notifiers: raw.notifier,
+            },
+            &base_dir,
+            &invalid,
+        )?;
+
         Ok(Task {
             name,
             migration_type: raw.migration_type,
@@ -602,6 +625,7 @@ impl Task {
             mapping,
             validation_jobs,
             log_filter,
+            monitoring,
             explanation,
             path: path.map(Path::to_path_buf),
         })
@@ -632,6 +656,7 @@ impl Task {
             mapping: Mapping::default(),
             validation_jobs: None,
             log_filter: None,
+            monitoring: Monitoring::default(),
             explanation: Explanation::default(),
             path: None,
         }

@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 use crate::error::{EngineError, Result};
 
 /// The newest layout this build understands.
-pub const CONTROL_SCHEMA_VERSION: i32 = 3;
+pub const CONTROL_SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
 pub const LOCK_CLASS: i32 = 0x7067_6672;
@@ -206,6 +206,21 @@ ALTER TABLE pgferry.table_state
 ALTER TABLE pgferry.table_state
     ADD COLUMN target_columns jsonb,
     ADD COLUMN row_filter text;
+"#,
+    r#"
+CREATE TABLE pgferry.alarm (
+    task text NOT NULL REFERENCES pgferry.task ON DELETE CASCADE,
+    name text NOT NULL,
+    state text NOT NULL,
+    reason text NOT NULL,
+    since timestamptz NOT NULL,
+    value double precision,
+    rule jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task, name)
+);
+COMMENT ON TABLE pgferry.alarm IS
+    'Each alarm''s rule and current state; its state changes are in pgferry.event (kind alarm).';
 "#,
 ];
 

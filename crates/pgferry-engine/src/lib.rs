@@ -15,6 +15,7 @@ pub mod control;
 pub mod error;
 pub mod finish;
 pub mod load;
+pub mod monitor;
 pub mod plan;
 pub mod preflight;
 pub mod progress;

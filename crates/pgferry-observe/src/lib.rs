@@ -125,6 +125,21 @@ impl Observer {
         changes
     }
 
+    /// Carries on from states saved by an earlier run: each alarm not yet evaluated takes
+    /// its saved state (name, state, reason, since), so a restart does not announce again a
+    /// change already announced.
+    pub fn resume(&self, saved: Vec<(String, AlarmState, String, DateTime<Utc>)>) {
+        let mut alarms = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, state, reason, since) in saved {
+            if let Some(w) = alarms
+                .iter_mut()
+                .find(|w| w.alarm.rule.name == name && w.alarm.value().is_none())
+            {
+                w.alarm = Alarm::resume(w.alarm.rule.clone(), state, reason, since);
+            }
+        }
+    }
+
     /// Every alarm's rule and current state.
     pub fn alarms(&self) -> Vec<AlarmView> {
         self.alarms

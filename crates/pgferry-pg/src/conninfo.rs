@@ -779,6 +779,13 @@ fn first_line(text: &str) -> String {
         .to_owned()
 }
 
+/// Reads a secret from where the task file says it is (an environment variable, a file's
+/// first line, a command's first line): database passwords, and the SMTP password and HTTP
+/// token of monitoring.
+pub fn read_secret(source: &PasswordSource) -> Result<SecretString, ConnInfoError> {
+    read_password_source(source)
+}
+
 fn read_password_source(source: &PasswordSource) -> Result<SecretString, ConnInfoError> {
     let pw = match source {
         PasswordSource::Env(var) => process_env(var).ok_or_else(|| {

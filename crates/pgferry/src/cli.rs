@@ -68,6 +68,14 @@ pub enum Command {
     /// Reads the target's control schema, so it works from any machine, during or after a run.
     Status(TaskArgs),
 
+    /// Show each alarm's state, reason and recent history, as the last or current run
+    /// evaluated it. Alarms are declared in the task file; the seed's four (replication
+    /// lag, CPU, connections, storage) are there by default.
+    ///
+    /// Exit codes: 0 no alarm in ALARM, 1 at least one in ALARM, 2 bad usage, 3 the target
+    /// cannot be reached or has no such task.
+    Alarms(TaskArgs),
+
     /// Compare every selected table on source and target: row count and an
     /// order-independent checksum of all rows, computed on both servers. Exits 1 if any
     /// table differs.
@@ -275,6 +283,12 @@ pub struct RunArgs {
     /// error is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Serve the dashboard, /metrics and the JSON API at this address (default
+    /// 127.0.0.1:9187, or the task file's [http] listen). An address beyond loopback needs
+    /// a bearer token in PGFERRY_HTTP_TOKEN or the task file.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +333,11 @@ pub struct DemoArgs {
     /// Never draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Serve the dashboard, /metrics and the JSON API while the demo runs, and until
+    /// Ctrl-C (default 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    pub http: Option<String>,
 }
 
 #[cfg(test)]

@@ -42,6 +42,12 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<PgError>() {
         return pg_code(e);
     }
+    if let Some(e) = error.downcast_ref::<pgferry_server::ServerError>() {
+        return match e {
+            pgferry_server::ServerError::TokenNeeded(_) => USAGE,
+            pgferry_server::ServerError::Bind { .. } => PREREQUISITE,
+        };
+    }
     if let Some(e) = error.downcast_ref::<FilesError>() {
         return if e.is_prerequisite() {
             PREREQUISITE

@@ -7,6 +7,7 @@ mod exit;
 mod logging;
 mod output;
 mod progress;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Stop(a) => a.task.json,
         Command::Cleanup(a) => a.json,
         Command::Status(a) => a.json,
+        Command::Alarms(a) => a.json,
         Command::Validate(a) => a.task.json,
         Command::Demo(_) => false,
         Command::Files(FilesCommand::Sync(a)) => a.target.json,
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
             Command::Stop(args) => commands::cdc::stop(args).await,
             Command::Cleanup(args) => commands::cdc::cleanup(args).await,
             Command::Status(args) => commands::status::status(args).await,
+            Command::Alarms(args) => commands::alarms::alarms(args).await,
             Command::Validate(args) => commands::validate::validate(args).await,
             Command::Demo(args) => commands::demo::demo(args).await,
             Command::Files(FilesCommand::Sync(args)) => {

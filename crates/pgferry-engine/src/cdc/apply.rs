@@ -405,6 +405,8 @@ pub struct Applier {
     apply_errors: u64,
     data_errors: u64,
     pub totals: OpCounts,
+    /// Changes received for tables in scope, before they are applied.
+    pub incoming: OpCounts,
     pub lag: Lag,
     positions: Arc<Positions>,
 }
@@ -481,6 +483,7 @@ impl Applier {
             apply_errors: 0,
             data_errors: 0,
             totals: OpCounts::default(),
+            incoming: OpCounts::default(),
             lag: Lag::default(),
             positions,
         })
@@ -672,6 +675,11 @@ impl Applier {
         if let Some(t) = self.txn.as_mut() {
             t.changes += 1;
         }
+        match &op {
+            Op::Insert(_) => self.incoming.inserts += 1,
+            Op::Update { .. } => self.incoming.updates += 1,
+            Op::Delete(_) => self.incoming.deletes += 1,
+        }
         self.batch.first_commit_time.get_or_insert(commit_time);
         self.batch.started.get_or_insert_with(Instant::now);
         self.batch.change_bytes += op.data_bytes();
@@ -709,6 +717,7 @@ impl Applier {
         if targets.is_empty() {
             return Ok(());
         }
+        self.incoming.truncates += targets.len() as i64;
         if !self.settings.apply_truncate {
             tracing::warn!(
                 tables = targets.len(),

@@ -55,7 +55,10 @@ pub struct CdcLive {
     pub applied_lsn: Option<String>,
     pub received_lsn: Option<String>,
     pub lag: Lag,
+    /// Changes applied (committed on the target).
     pub totals: OpCounts,
+    /// Changes received for tables in scope.
+    pub incoming: OpCounts,
     pub wal_retained_bytes: Option<i64>,
     pub binary: bool,
 }
@@ -441,6 +444,7 @@ async fn stream_loop(
                     received_lsn: Some(received.to_string()),
                     lag: applier.lag,
                     totals: applier.totals,
+                    incoming: applier.incoming,
                     wal_retained_bytes: wal_retained,
                     binary: state.binary,
                 });
@@ -496,6 +500,21 @@ fn human_bytes(b: i64) -> String {
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Sets a task's stop flag without waiting: the run in this process sees it within a second
+/// and stops as [`request_stop`] describes. For `POST /api/v1/stop`.
+pub async fn signal_stop(task: &Task) -> Result<()> {
+    let endpoints = Endpoints::resolve(task)?;
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry stop").await?;
+    target
+        .execute(
+            "requesting a stop",
+            "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
+            &[&task.name],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Asks a running task to stop streaming, as `pgferry stop` does: the run commits what is

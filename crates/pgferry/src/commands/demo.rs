@@ -18,6 +18,7 @@ use pgferry_config::{MigrationType, Task};
 use pgferry_engine::RunProgress;
 use pgferry_testkit::{Cluster, datagen, workload};
 
+use crate::watch::{self, Watch};
 use crate::cli::DemoArgs;
 use crate::commands::{self, run, validate};
 use crate::exit;
@@ -79,6 +80,7 @@ async fn story(
     task.name = "demo".to_owned();
     task.full_load.chunk_size = DEMO_CHUNK_SIZE;
     task.cdc.heartbeat_interval = Duration::from_secs(1);
+    task.monitoring.sample_interval = Duration::from_secs(1);
     if let Some(jobs) = args.jobs {
         task.full_load.jobs = jobs.max(1);
     }
@@ -97,6 +99,17 @@ async fn story(
         task.full_load.jobs
     );
     let progress = Arc::new(RunProgress::default());
+    let http = watch::listen_address(args.http.as_deref(), &task)?;
+    let watch = Watch::start(
+        &task,
+        progress.clone(),
+        http,
+        Arc::new(|| tracing::warn!("the demo cuts over by itself; Ctrl-C ends it")),
+    )
+    .await?;
+    if let Some(addr) = watch.addr() {
+        println!("Dashboard: http://{addr}/   Prometheus: http://{addr}/metrics");
+    }
     let display = Display::start(progress.clone(), interactive);
     let running = {
         let (task, progress) = (task.clone(), progress.clone());
@@ -118,6 +131,7 @@ async fn story(
     streamed.await;
     if running.is_finished() {
         display.finish().await;
+        watch.finish().await;
         app.stop().await;
         running.await??;
         anyhow::bail!("the run ended before it streamed changes");
@@ -172,11 +186,15 @@ async fn story(
     println!("  pgferry status --task {}", task_file.display());
     println!("  pgferry validate --task {}", task_file.display());
     println!("  psql '{}' -c '\\dt+'", target.url("inventory"));
+    if let Some(addr) = watch.addr() {
+        println!("  the dashboard stays at http://{addr}/ until the demo ends");
+    }
     if !args.no_wait {
         println!("Press Ctrl-C to stop both servers and remove their files.");
         commands::shutdown_signal().await;
         println!("Stopping both servers and removing their files.");
     }
+    watch.finish().await;
     let _ = std::fs::remove_file(&task_file);
     Ok(if report.all_match() && files_identical {
         exit::OK

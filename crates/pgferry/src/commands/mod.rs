@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod alarms;
 pub mod cdc;
 pub mod config;
 pub mod demo;

@@ -1,5 +1,6 @@
 //! `pgferry run`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pgferry_config::Task;
@@ -8,14 +9,18 @@ use pgferry_engine::{EngineError, RunProgress, RunSummary};
 use crate::cli::RunArgs;
 use crate::output::{self, bytes, num, right};
 use crate::progress::{self, Display};
+use crate::watch::{self, Watch};
 use crate::{commands, exit};
+use pgferry_server::StopHook;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut task = commands::load_task(&args.task.task)?;
     if let Some(jobs) = args.jobs {
         task.full_load.jobs = jobs.max(1);
     }
-    let summary = run_with_progress(&task, progress::interactive(args.no_progress)).await?;
+    let http = watch::listen_address(args.http.as_deref(), &task)?;
+    let summary =
+        run_with_progress(&task, progress::interactive(args.no_progress), http).await?;
     if args.task.json {
         output::print_json(&summary)?;
     } else {
@@ -24,16 +29,56 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Runs a task while drawing its progress; Ctrl-C and SIGTERM stop it cleanly (every
-/// open transaction rolls back, and the next run resumes).
-pub async fn run_with_progress(task: &Task, interactive: bool) -> anyhow::Result<RunSummary> {
+/// Runs a task while drawing its progress, watched by the monitor (and served over HTTP
+/// when `http` is given). Ctrl-C and SIGTERM stop it cleanly (every open transaction rolls
+/// back, and the next run resumes). `POST /api/v1/stop` stops streaming at a transaction
+/// boundary, or interrupts an earlier phase the same way as Ctrl-C.
+pub async fn run_with_progress(
+    task: &Task,
+    interactive: bool,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<RunSummary> {
     let progress = Arc::new(RunProgress::default());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let hook: StopHook = Arc::new(move || {
+        let _ = stop_tx.send(true);
+    });
+    let watch = Watch::start(task, progress.clone(), http, hook).await?;
+    if let Some(addr) = watch.addr() {
+        eprintln!("Dashboard: http://{addr}/   Prometheus: http://{addr}/metrics");
+    }
     let display = Display::start(progress.clone(), interactive);
-    let result = tokio::select! {
-        r = pgferry_engine::run(task, progress) => r.map_err(anyhow::Error::from),
-        _ = commands::shutdown_signal() => Err(EngineError::Interrupted.into()),
+    let run = pgferry_engine::run(task, progress.clone());
+    tokio::pin!(run);
+    // Without a server nothing holds the stop hook, and its channel closes at once.
+    let mut stop_open = true;
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r.map_err(anyhow::Error::from),
+            _ = commands::shutdown_signal() => break Err(EngineError::Interrupted.into()),
+            changed = stop_rx.changed(), if stop_open => {
+                if changed.is_err() {
+                    stop_open = false;
+                    continue;
+                }
+                let phase = progress.phase();
+                if phase.starts_with("cdc") {
+                    // A clean stop: the stream commits what is complete and the run
+                    // returns its summary.
+                    tracing::info!("stop requested over HTTP; stopping at a transaction boundary");
+                    if let Err(e) = pgferry_engine::cdc::signal_stop(task).await {
+                        tracing::warn!("cannot set the stop flag: {e}");
+                    }
+                } else {
+                    tracing::warn!(phase = %phase, "stop requested over HTTP; interrupting \
+                        (`pgferry run` resumes)");
+                    break Err(EngineError::Interrupted.into());
+                }
+            }
+        }
     };
     display.finish().await;
+    watch.finish().await;
     result
 }
 
