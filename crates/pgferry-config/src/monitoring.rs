@@ -382,7 +382,11 @@ mod tests {
     fn listen_addresses() {
         assert_eq!(parse_listen("9187").unwrap().to_string(), "127.0.0.1:9187");
         assert_eq!(parse_listen("[::1]:80").unwrap().to_string(), "[::1]:80");
-        assert!(parse_listen("localhost").unwrap_err().contains("not an address"));
+        assert!(
+            parse_listen("localhost")
+                .unwrap_err()
+                .contains("not an address")
+        );
     }
 
     #[test]
@@ -390,7 +394,12 @@ mod tests {
         let names: Vec<String> = default_alarms().into_iter().map(|a| a.name).collect();
         assert_eq!(
             names,
-            ["replication-lag", "target-cpu", "target-connections", "target-storage"]
+            [
+                "replication-lag",
+                "target-cpu",
+                "target-connections",
+                "target-storage"
+            ]
         );
         for a in default_alarms() {
             a.check().unwrap();

@@ -11,8 +11,8 @@ use crate::cdc::{CdcSettings, ErrorBehavior, RawCdc};
 use crate::dms;
 use crate::error::ConfigError;
 use crate::explain::{Explanation, Origin};
-use crate::monitoring::{CommandMetric, Monitoring, RawHttp, RawMonitoring, RawSections};
 use crate::mapping::{Filter, LoadOrder, Mapping, TableSettings, Transform};
+use crate::monitoring::{CommandMetric, Monitoring, RawHttp, RawMonitoring, RawSections};
 use crate::selection::{Selection, TableRule};
 
 /// Tables bigger than this are split into chunks of about this size. 256 MB keeps a chunk's

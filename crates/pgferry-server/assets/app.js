@@ -22,6 +22,14 @@ function num(n) {
   return Math.round(n).toLocaleString("en-US");
 }
 
+// Axis ticks: small values keep their decimals (a lag of 0.05 s is not 0).
+function tick(n) {
+  if (n === null || n === undefined) return "";
+  const a = Math.abs(n);
+  if (a > 0 && a < 10 && !Number.isInteger(n)) return n.toFixed(a < 0.1 ? 3 : 2);
+  return num(n);
+}
+
 function bytes(n) {
   if (n === null || n === undefined) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -78,11 +86,11 @@ function chartWidth(fig) {
 
 function makeChart(spec) {
   const fig = $(spec.id);
-  const axes = [{ stroke: "#98a2b3" }, { stroke: "#98a2b3", size: 60,
-    values: (u, vals) => vals.map((v) => spec.series[0].fmt ? spec.series[0].fmt(v) : num(v)) }];
+  const axes = [{ stroke: "#98a2b3" }, { stroke: "#98a2b3", size: spec.series[0].fmt ? 80 : 60,
+    values: (u, vals) => vals.map((v) => spec.series[0].fmt ? spec.series[0].fmt(v) : tick(v)) }];
   const scales = { x: { time: true } };
   if (spec.series.some((s) => s.scale === "bytes")) {
-    axes.push({ side: 1, scale: "bytes", stroke: "#98a2b3", size: 70, grid: { show: false },
+    axes.push({ side: 1, scale: "bytes", stroke: "#98a2b3", size: 80, grid: { show: false },
       values: (u, vals) => vals.map((v) => bytes(v)) });
     scales.bytes = {};
   }
@@ -92,7 +100,7 @@ function makeChart(spec) {
     legend: { live: false },
     series: [{}].concat(spec.series.map((s) => ({
       label: s.label, stroke: s.stroke, width: 2, scale: s.scale || "y",
-      spanGaps: false, value: (u, v) => (s.fmt ? s.fmt(v) : num(v)),
+      spanGaps: false, value: (u, v) => (s.fmt ? s.fmt(v) : tick(v)),
     }))),
   };
   charts[spec.id] = { spec, plot: new uPlot(opts, [[]].concat(spec.series.map(() => [])), fig) };

@@ -357,7 +357,11 @@ async fn live(Extract(state): Extract<Shared>) -> Json<serde_json::Value> {
     let cdc = p.cdc();
     let phase = p.phase();
     let load_progress = if tables.is_empty() {
-        if cdc.is_some() || phase == "done" { 1.0 } else { 0.0 }
+        if cdc.is_some() || phase == "done" {
+            1.0
+        } else {
+            0.0
+        }
     } else {
         done / weight
     };

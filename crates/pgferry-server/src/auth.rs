@@ -71,21 +71,46 @@ mod tests {
     fn posts_always_need_the_token() {
         let open = Auth::new(None, false);
         assert!(open.check(&Method::GET, &headers(None)).is_ok());
-        assert_eq!(open.check(&Method::POST, &headers(None)).unwrap_err().status(), 403);
+        assert_eq!(
+            open.check(&Method::POST, &headers(None))
+                .unwrap_err()
+                .status(),
+            403
+        );
         let with = Auth::new(Some(SecretString::from("s3cret")), false);
         assert!(with.check(&Method::GET, &headers(None)).is_ok());
-        assert_eq!(with.check(&Method::POST, &headers(None)).unwrap_err().status(), 401);
         assert_eq!(
-            with.check(&Method::POST, &headers(Some("Bearer nope"))).unwrap_err().status(),
+            with.check(&Method::POST, &headers(None))
+                .unwrap_err()
+                .status(),
             401
         );
-        assert!(with.check(&Method::POST, &headers(Some("Bearer s3cret"))).is_ok());
+        assert_eq!(
+            with.check(&Method::POST, &headers(Some("Bearer nope")))
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert!(
+            with.check(&Method::POST, &headers(Some("Bearer s3cret")))
+                .is_ok()
+        );
     }
 
     #[test]
     fn beyond_loopback_reads_need_it_too() {
         let remote = Auth::new(Some(SecretString::from("s3cret")), true);
-        assert_eq!(remote.check(&Method::GET, &headers(None)).unwrap_err().status(), 401);
-        assert!(remote.check(&Method::GET, &headers(Some("Bearer s3cret"))).is_ok());
+        assert_eq!(
+            remote
+                .check(&Method::GET, &headers(None))
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert!(
+            remote
+                .check(&Method::GET, &headers(Some("Bearer s3cret")))
+                .is_ok()
+        );
     }
 }

@@ -92,10 +92,7 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let state = Arc::new(api::State::new(
-            sources,
-            auth::Auth::new(token, !loopback),
-        ));
+        let state = Arc::new(api::State::new(sources, auth::Auth::new(token, !loopback)));
         let app = api::router(state);
         let handle = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

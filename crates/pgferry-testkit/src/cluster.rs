@@ -307,7 +307,7 @@ fn make_template(bindir: &Path) -> Result<PathBuf, ClusterError> {
     Ok(data)
 }
 
-pub(crate) fn free_port() -> Result<u16, ClusterError> {
+pub fn free_port() -> Result<u16, ClusterError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
     Ok(listener
         .local_addr()

@@ -7,7 +7,9 @@
 pub mod cluster;
 pub mod compare;
 pub mod datagen;
+pub mod http;
 pub mod s3;
+pub mod smtp;
 pub mod tls;
 pub mod workload;
 

@@ -6,12 +6,12 @@
 //! server stored (headers included).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ClusterError;
+pub use crate::http::Response;
 
 /// A running moto server.
 pub struct S3Server {
@@ -30,14 +30,6 @@ fn error(what: &str, detail: impl std::fmt::Display) -> ClusterError {
         what: what.into(),
         detail: detail.to_string(),
     }
-}
-
-/// An HTTP response: status, lower-cased headers, body.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
 }
 
 /// Percent-encodes an object key for a URL path, keeping `/`.
@@ -134,56 +126,11 @@ impl S3Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, ClusterError> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
-            .map_err(|e| error("connecting to moto", e))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| error("connecting to moto", e))?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n",
-            self.port,
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body))
-            .map_err(|e| error("sending to moto", e))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| error("reading from moto", e))?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| error("reading from moto", "no header end"))?;
-        let text = String::from_utf8_lossy(&raw[..split]).to_string();
-        let mut lines = text.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| error("reading from moto", "no status"))?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect::<HashMap<_, _>>();
-        let mut body = raw[split + 4..].to_vec();
-        if headers
-            .get("transfer-encoding")
-            .is_some_and(|t| t.contains("chunked"))
-        {
-            body = dechunk(&body);
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        const AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, \
+                            SignedHeaders=host, Signature=0";
+        let mut all = vec![("Authorization", AUTH)];
+        all.extend_from_slice(headers);
+        crate::http::request(self.port, method, path, &all, body)
     }
 
     fn expect_ok(&self, what: &str, response: Response) -> Result<Response, ClusterError> {
@@ -295,21 +242,6 @@ fn unescape_xml(s: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = end + 2;
-        out.extend_from_slice(&body[start..(start + size).min(body.len())]);
-        body = &body[(start + size + 2).min(body.len())..];
-    }
-    out
 }
 
 impl Drop for S3Server {

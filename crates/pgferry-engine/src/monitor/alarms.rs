@@ -68,7 +68,10 @@ pub async fn record_transition(client: &PgClient, task: &str, t: &Transition) ->
         task,
         level,
         "alarm",
-        &format!("alarm {}: {} -> {}: {}", t.alarm, t.old_state, t.new_state, t.reason),
+        &format!(
+            "alarm {}: {} -> {}: {}",
+            t.alarm, t.old_state, t.new_state, t.reason
+        ),
         serde_json::to_value(t).ok(),
     )
     .await

@@ -33,6 +33,9 @@ const HISTORY_SPAN: Duration = Duration::from_secs(3600);
 /// At most this many event-log writes wait for the target to come back.
 const PENDING_EVENTS: usize = 1000;
 
+/// Charted rates span at least this long.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
 /// How long [`Monitor::stop`] waits for notifications already handed over.
 const DRAIN: Duration = Duration::from_secs(15);
 
@@ -87,7 +90,7 @@ impl Monitor {
             settled: 0,
             pending: Vec::new(),
             resumed: false,
-            last_totals: None,
+            recent_totals: std::collections::VecDeque::new(),
         };
         let handle = tokio::spawn(state.run(interval, stopped));
         Ok(Monitor {
@@ -124,8 +127,9 @@ struct Loop {
     pending: Vec<Pending>,
     /// Whether the saved alarm states were read back (once the control schema answers).
     resumed: bool,
-    /// (when, full-load rows, full-load bytes, applied changes, incoming changes).
-    last_totals: Option<(Instant, f64, f64, f64, f64)>,
+    /// Recent (when, full-load rows, full-load bytes, applied changes, incoming changes),
+    /// oldest first, for rates over at least [`RATE_WINDOW`].
+    recent_totals: std::collections::VecDeque<(Instant, f64, f64, f64, f64)>,
 }
 
 impl Loop {
@@ -179,7 +183,10 @@ impl Loop {
             self.resume().await;
         }
         for t in self.observer.record(now, &samples, charted) {
-            let message = format!("alarm {}: {} -> {}: {}", t.alarm, t.old_state, t.new_state, t.reason);
+            let message = format!(
+                "alarm {}: {} -> {}: {}",
+                t.alarm, t.old_state, t.new_state, t.reason
+            );
             match t.new_state {
                 pgferry_observe::AlarmState::Alarm => tracing::warn!("{message}"),
                 _ => tracing::info!("{message}"),
@@ -219,7 +226,10 @@ impl Loop {
         while let Ok(d) = outcomes.try_recv() {
             self.settled += 1;
             let outcome = if d.error.is_some() { "failed" } else { "sent" };
-            *self.delivered.entry((d.notifier.clone(), outcome)).or_default() += 1;
+            *self
+                .delivered
+                .entry((d.notifier.clone(), outcome))
+                .or_default() += 1;
             if let Some(e) = d.error {
                 self.pending.push(Pending::Warning(format!(
                     "notifier {} could not deliver alarm {} ({}): {e}",
@@ -248,9 +258,7 @@ impl Loop {
         for p in &self.pending {
             let result = match p {
                 Pending::Transition(t) => alarms::record_transition(client, &task, t).await,
-                Pending::Warning(w) => {
-                    crate::control::warn(client, &task, "notifier", w).await
-                }
+                Pending::Warning(w) => crate::control::warn(client, &task, "notifier", w).await,
             };
             if result.is_err() {
                 break;
@@ -294,7 +302,16 @@ impl Loop {
             sum("pgferry_cdc_changes_applied_total").unwrap_or(0.0),
             sum("pgferry_cdc_changes_incoming_total").unwrap_or(0.0),
         );
-        if let Some((then, rows, bytes, applied, incoming)) = self.last_totals {
+        // The engine refreshes its CDC counters once a second: a rate over a shorter
+        // span would swing between 0 and double.
+        while self
+            .recent_totals
+            .get(1)
+            .is_some_and(|(at, ..)| now.duration_since(*at) >= RATE_WINDOW)
+        {
+            self.recent_totals.pop_front();
+        }
+        if let Some(&(then, rows, bytes, applied, incoming)) = self.recent_totals.front() {
             let dt = now.duration_since(then).as_secs_f64();
             if dt > 0.0 {
                 let rate = |a: f64, b: f64| ((a - b) / dt).max(0.0);
@@ -304,7 +321,7 @@ impl Loop {
                 out.insert("incoming_per_second", rate(totals.4, incoming));
             }
         }
-        self.last_totals = Some(totals);
+        self.recent_totals.push_back(totals);
         out
     }
 }
@@ -391,8 +408,7 @@ async fn run_command_metric(m: &CommandMetric) -> std::result::Result<f64, Strin
             stderr.lines().last().unwrap_or("").trim()
         ));
     }
-    last_number(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| "printed no number".to_owned())
+    last_number(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| "printed no number".to_owned())
 }
 
 /// The last whitespace-separated word that is a number.
@@ -425,10 +441,17 @@ mod tests {
             timeout_s,
         };
         assert_eq!(run_command_metric(&m("echo 12.5", 5)).await, Ok(12.5));
-        assert!(run_command_metric(&m("sleep 3", 1)).await.unwrap_err().contains("longer"));
-        assert!(run_command_metric(&m("echo oops >&2; exit 2", 5))
-            .await
-            .unwrap_err()
-            .contains("oops"));
+        assert!(
+            run_command_metric(&m("sleep 3", 1))
+                .await
+                .unwrap_err()
+                .contains("longer")
+        );
+        assert!(
+            run_command_metric(&m("echo oops >&2; exit 2", 5))
+                .await
+                .unwrap_err()
+                .contains("oops")
+        );
     }
 }

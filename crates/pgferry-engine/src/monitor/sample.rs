@@ -38,7 +38,9 @@ pub fn progress_samples(task: &Task, progress: &RunProgress) -> Vec<Sample> {
     ];
     let phase = progress.phase();
     for p in PHASES {
-        out.push(Sample::new("pgferry_task_phase", f64::from(u8::from(phase == *p))).label("phase", *p));
+        out.push(
+            Sample::new("pgferry_task_phase", f64::from(u8::from(phase == *p))).label("phase", *p),
+        );
     }
     if !PHASES.contains(&phase.as_str()) {
         out.push(Sample::new("pgferry_task_phase", 1.0).label("phase", phase));
@@ -69,7 +71,8 @@ pub fn progress_samples(task: &Task, progress: &RunProgress) -> Vec<Sample> {
                 .label("table", name.clone()),
         );
         out.push(
-            Sample::new("pgferry_full_load_table_progress_ratio", t.fraction()).label("table", name),
+            Sample::new("pgferry_full_load_table_progress_ratio", t.fraction())
+                .label("table", name),
         );
     }
     for (state, n) in by_state {
@@ -217,9 +220,7 @@ impl ServerStats {
     }
 
     async fn sample_target(&mut self, out: &mut Vec<Sample>) {
-        let size_due = self
-            .size
-            .is_none_or(|(at, _)| at.elapsed() >= SIZE_EVERY);
+        let size_due = self.size.is_none_or(|(at, _)| at.elapsed() >= SIZE_EVERY);
         if self.target.client().await.is_none() {
             return;
         }
@@ -282,7 +283,10 @@ impl ServerStats {
             if read_timing {
                 out.push(Sample::new(
                     "pgferry_target_read_latency_seconds",
-                    per_event_seconds(io.read_ms - before.read_ms, io.blocks_read - before.blocks_read),
+                    per_event_seconds(
+                        io.read_ms - before.read_ms,
+                        io.blocks_read - before.blocks_read,
+                    ),
                 ));
             }
             if wal_timing
@@ -308,7 +312,10 @@ impl ServerStats {
         match crate::cdc::source::slot_info(client, &slot).await {
             Ok(Some(info)) => {
                 if let Some(b) = info.retained_bytes {
-                    out.push(Sample::new("pgferry_source_slot_retained_wal_bytes", b as f64));
+                    out.push(Sample::new(
+                        "pgferry_source_slot_retained_wal_bytes",
+                        b as f64,
+                    ));
                 }
             }
             // No slot yet (planning) or any more (cleaned up): nothing to say.

@@ -18,11 +18,11 @@ use pgferry_config::{MigrationType, Task};
 use pgferry_engine::RunProgress;
 use pgferry_testkit::{Cluster, datagen, workload};
 
-use crate::watch::{self, Watch};
 use crate::cli::DemoArgs;
 use crate::commands::{self, run, validate};
 use crate::exit;
 use crate::progress::{self, Display};
+use crate::watch::{self, Watch};
 
 /// Small chunks, so even the demo's tables show parallel chunked copies.
 const DEMO_CHUNK_SIZE: u64 = 8 * 1024 * 1024;

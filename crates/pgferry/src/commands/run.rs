@@ -19,8 +19,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         task.full_load.jobs = jobs.max(1);
     }
     let http = watch::listen_address(args.http.as_deref(), &task)?;
-    let summary =
-        run_with_progress(&task, progress::interactive(args.no_progress), http).await?;
+    let summary = run_with_progress(&task, progress::interactive(args.no_progress), http).await?;
     if args.task.json {
         output::print_json(&summary)?;
     } else {
