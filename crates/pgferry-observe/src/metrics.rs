@@ -283,3 +283,53 @@ impl Metrics {
         self.handle.render()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_documented_and_named_the_prometheus_way() {
+        let docs = include_str!("../../../docs/monitoring.md");
+        for m in CATALOG {
+            assert!(
+                docs.contains(&format!("`{}`", m.name)),
+                "{} is not in docs/monitoring.md",
+                m.name
+            );
+            assert!(m.name.starts_with("pgferry_"), "{}", m.name);
+            assert_eq!(
+                m.name.ends_with("_total"),
+                m.kind == Kind::Counter,
+                "{}: counters, and only counters, end in _total",
+                m.name
+            );
+            assert!(!m.help.is_empty());
+        }
+    }
+
+    #[test]
+    fn renders_help_type_and_labels() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        metrics.record(&[
+            Sample::new("pgferry_cdc_changes_applied_total", 5.0).label("op", "insert"),
+            Sample::new("pgferry_target_connections", 12.0),
+        ]);
+        metrics
+            .record(&[Sample::new("pgferry_cdc_changes_applied_total", 9.0).label("op", "insert")]);
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE pgferry_cdc_changes_applied_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP pgferry_target_connections Client connections"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgferry_cdc_changes_applied_total{op=\"insert\"} 9"),
+            "{text}"
+        );
+        assert!(text.contains("pgferry_target_connections 12"), "{text}");
+    }
+}
