@@ -36,6 +36,10 @@ const PENDING_EVENTS: usize = 1000;
 /// Charted rates span at least this long.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
 
+/// Alarm states (their reasons and newest datapoints) are saved this often at most, and at
+/// once on a state change.
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+
 /// How long [`Monitor::stop`] waits for notifications already handed over.
 const DRAIN: Duration = Duration::from_secs(15);
 
@@ -90,6 +94,8 @@ impl Monitor {
             settled: 0,
             pending: Vec::new(),
             resumed: false,
+            task_recorded: false,
+            saved_at: None,
             recent_totals: std::collections::VecDeque::new(),
         };
         let handle = tokio::spawn(state.run(interval, stopped));
@@ -127,6 +133,10 @@ struct Loop {
     pending: Vec<Pending>,
     /// Whether the saved alarm states were read back (once the control schema answers).
     resumed: bool,
+    /// Whether `run` has created the task's row (before it, there is nowhere to write).
+    task_recorded: bool,
+    /// When the alarm states were last saved.
+    saved_at: Option<Instant>,
     /// Recent (when, full-load rows, full-load bytes, applied changes, incoming changes),
     /// oldest first, for rates over at least [`RATE_WINDOW`].
     recent_totals: std::collections::VecDeque<(Instant, f64, f64, f64, f64)>,
@@ -182,7 +192,9 @@ impl Loop {
         if !self.resumed {
             self.resume().await;
         }
-        for t in self.observer.record(now, &samples, charted) {
+        let changes = self.observer.record(now, &samples, charted);
+        let changed = !changes.is_empty();
+        for t in changes {
             let message = format!(
                 "alarm {}: {} -> {}: {}",
                 t.alarm, t.old_state, t.new_state, t.reason
@@ -197,7 +209,10 @@ impl Loop {
             }
             self.pending.push(Pending::Transition(t));
         }
-        self.persist().await;
+        let due = self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+        if changed || due || !self.pending.is_empty() {
+            self.persist().await;
+        }
     }
 
     /// Reads back the states the last run saved, so a restart does not announce again what
@@ -250,9 +265,12 @@ impl Loop {
         let Some(client) = self.stats.target_client().await else {
             return;
         };
-        // Before `run` created the task row, there is nowhere to write.
-        if !matches!(crate::control::load_task(client, &task).await, Ok(Some(_))) {
-            return;
+        if !self.task_recorded {
+            self.task_recorded =
+                matches!(crate::control::load_task(client, &task).await, Ok(Some(_)));
+            if !self.task_recorded {
+                return;
+            }
         }
         let mut written = 0;
         for p in &self.pending {
@@ -266,10 +284,9 @@ impl Loop {
             written += 1;
         }
         self.pending.drain(..written);
-        if !views.is_empty()
-            && let Err(e) = alarms::save(client, &task, &views).await
-        {
-            tracing::debug!("monitor: saving alarm states: {e}");
+        match alarms::save(client, &task, &views).await {
+            Ok(()) => self.saved_at = Some(Instant::now()),
+            Err(e) => tracing::debug!("monitor: saving alarm states: {e}"),
         }
     }
 
