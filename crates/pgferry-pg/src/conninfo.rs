@@ -633,7 +633,7 @@ impl ConnInfo {
 
         // The password, in libpq's order with the task's own source first.
         if let Some(source) = password {
-            info.password = Some(read_password_source(source)?);
+            info.password = Some(read_secret(source)?);
             info.password_origin = Some(match source {
                 PasswordSource::Env(var) => format!("environment variable {var}"),
                 PasswordSource::File(path) => format!("file {}", path.display()),
@@ -783,10 +783,6 @@ fn first_line(text: &str) -> String {
 /// first line, a command's first line): database passwords, and the SMTP password and HTTP
 /// token of monitoring.
 pub fn read_secret(source: &PasswordSource) -> Result<SecretString, ConnInfoError> {
-    read_password_source(source)
-}
-
-fn read_password_source(source: &PasswordSource) -> Result<SecretString, ConnInfoError> {
     let pw = match source {
         PasswordSource::Env(var) => process_env(var).ok_or_else(|| {
             ConnInfoError::Password(format!("environment variable {var} is not set or empty"))

@@ -107,3 +107,87 @@ impl Server {
         self.handle.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgferry_config::{MigrationType, Task};
+    use pgferry_testkit::http;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    fn sources(stopped: Arc<AtomicBool>) -> Sources {
+        // Nothing listens on port 1: the control schema is unreachable on purpose.
+        let task = Task::new(
+            MigrationType::FullLoad,
+            "postgres://u@127.0.0.1:1/db?connect_timeout=2",
+            "postgres://u@127.0.0.1:1/db?connect_timeout=2",
+        );
+        Sources {
+            task,
+            observer: Arc::new(Observer::new(Vec::new(), Duration::from_secs(60), 10)),
+            progress: Arc::new(RunProgress::default()),
+            stop: Arc::new(move || stopped.store(true, Ordering::Relaxed)),
+        }
+    }
+
+    #[tokio::test]
+    async fn beyond_loopback_a_token_is_required() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let addr: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let err = Server::start(addr, None, sources(stopped))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServerError::TokenNeeded(_)), "{err}");
+        assert!(err.to_string().contains("PGFERRY_HTTP_TOKEN"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn routes_errors_and_the_stop_hook() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let server = Server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Some(SecretString::from("tok")),
+            sources(stopped.clone()),
+        )
+        .await
+        .unwrap();
+        let port = server.addr.port();
+        let get = move |path: &'static str| {
+            tokio::task::spawn_blocking(move || http::request(port, "GET", path, &[], b"").unwrap())
+        };
+        let page = get("/").await.unwrap();
+        assert_eq!(page.status, 200);
+        assert!(page.text().contains("/assets/uPlot.iife.min.js"));
+        assert!(page.headers["content-security-policy"].contains("default-src 'self'"));
+        let uplot = get("/assets/uPlot.iife.min.js").await.unwrap();
+        assert_eq!(uplot.status, 200);
+        assert!(uplot.body.len() > 40_000);
+        assert_eq!(get("/assets/nope.js").await.unwrap().status, 404);
+        let live = get("/api/v1/live").await.unwrap();
+        assert_eq!(live.json()["phase"], "starting");
+        let metrics = get("/metrics").await.unwrap();
+        assert_eq!(metrics.status, 200);
+        // The control schema cannot be reached: 503 with the error body.
+        let task = get("/api/v1/task").await.unwrap();
+        assert_eq!(task.status, 503);
+        assert_eq!(task.json()["error"]["code"], "unavailable");
+        let bad = get("/api/v1/events?limit=0").await.unwrap();
+        assert_eq!(bad.status, 400);
+        assert_eq!(bad.json()["error"]["code"], "bad_request");
+
+        let post = move |auth: Option<&'static str>| {
+            tokio::task::spawn_blocking(move || {
+                let headers: Vec<(&str, &str)> =
+                    auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+                http::request(port, "POST", "/api/v1/stop", &headers, b"").unwrap()
+            })
+        };
+        assert_eq!(post(None).await.unwrap().status, 401);
+        assert!(!stopped.load(Ordering::Relaxed));
+        let ok = post(Some("Bearer tok")).await.unwrap();
+        assert_eq!(ok.status, 202);
+        assert!(stopped.load(Ordering::Relaxed));
+        server.shutdown();
+    }
+}

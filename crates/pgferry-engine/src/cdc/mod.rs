@@ -507,11 +507,16 @@ fn human_bytes(b: i64) -> String {
 pub async fn signal_stop(task: &Task) -> Result<()> {
     let endpoints = Endpoints::resolve(task)?;
     let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry stop").await?;
+    set_stop_flag(&target, &task.name).await
+}
+
+/// The flag a streaming run reads once a second.
+async fn set_stop_flag(target: &PgClient, task: &str) -> Result<()> {
     target
         .execute(
             "requesting a stop",
             "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
-            &[&task.name],
+            &[&task],
         )
         .await?;
     Ok(())
@@ -533,13 +538,7 @@ pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
     if !control::is_running(&target, &task.name).await? {
         return Ok(false);
     }
-    target
-        .execute(
-            "requesting a stop",
-            "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
-            &[&task.name],
-        )
-        .await?;
+    set_stop_flag(&target, &task.name).await?;
     let deadline = Instant::now() + wait;
     while control::is_running(&target, &task.name).await? {
         if Instant::now() >= deadline {
