@@ -81,7 +81,11 @@ const CHARTS = [
 ];
 
 function chartWidth(fig) {
-  return Math.max(200, fig.clientWidth - 28);
+  // The figure's own width, less its padding, whatever the canvas inside it is now.
+  const style = getComputedStyle(fig);
+  const inner = fig.getBoundingClientRect().width
+    - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return Math.max(160, Math.floor(inner));
 }
 
 function makeChart(spec) {
@@ -216,12 +220,15 @@ $("auth-form").addEventListener("submit", (e) => {
   refresh();
 });
 
-window.addEventListener("resize", () => {
+function fitCharts() {
   for (const { spec, plot } of Object.values(charts)) {
     plot.setSize({ width: chartWidth($(spec.id)), height: 180 });
   }
-});
+}
+window.addEventListener("resize", fitCharts);
 
 CHARTS.forEach(makeChart);
+// The first layout may settle after the charts were made (fonts, scrollbars).
+requestAnimationFrame(fitCharts);
 refresh();
 setInterval(refresh, REFRESH_MS);
