@@ -68,7 +68,7 @@ pub const CATALOG: &[MetricInfo] = &[
     gauge(
         "pgferry_task_phase",
         &["phase"],
-        "1 for the phase the run is in (plan, schema, load, post-data, finish, cdc, ...), 0 for the others seen.",
+        "1 for the phase the run is in (planning, schema, load, indexes and constraints, sequences and statistics, cdc, done, ...), 0 for the others.",
     ),
     gauge(
         "pgferry_run_uptime_seconds",
