@@ -80,26 +80,15 @@ pub struct Monitoring {
 /// What a task file without monitoring sections gets: 5 s samples and the seed's alarms.
 impl Default for Monitoring {
     fn default() -> Self {
-        let none = RawSections {
-            monitoring: None,
-            http: None,
-            alarms: Vec::new(),
-            command_metrics: Vec::new(),
-            notifiers: Vec::new(),
-        };
-        let never = |key: &str, message: String| crate::ConfigError::Invalid {
-            path: PathBuf::new(),
-            key: key.to_owned(),
-            message,
-        };
-        build(none, Path::new(""), &never).unwrap_or(Monitoring {
+        let (alarms, inactive_alarms) = split_inactive(default_alarms(), &[]);
+        Monitoring {
             sample_interval: Duration::from_secs(5),
-            alarms: Vec::new(),
-            inactive_alarms: Vec::new(),
+            alarms,
+            inactive_alarms,
             command_metrics: Vec::new(),
             notifiers: Vec::new(),
             http: HttpSettings::default(),
-        })
+        }
     }
 }
 
@@ -251,37 +240,7 @@ pub(crate) fn build(
         alarms.retain(|a| a.name != rule.name);
         alarms.push(rule);
     }
-    let mut inactive = Vec::new();
-    alarms.retain(|a| {
-        if !a.enabled {
-            inactive.push(InactiveAlarm {
-                name: a.name.clone(),
-                why: "enabled = false".to_owned(),
-            });
-            return false;
-        }
-        if a.metric == "pgferry_command_metric"
-            && let Some(wanted) = a.labels.get("name")
-            && !raw.command_metrics.iter().any(|m| &m.name == wanted)
-        {
-            let why = if wanted == CPU_METRIC {
-                format!(
-                    "target CPU has no SQL metric: PostgreSQL does not expose the host's CPU. \
-                     Declare a [[command_metric]] named {CPU_METRIC} that prints it (from \
-                     `aws cloudwatch get-metric-statistics`, node_exporter or the like) and \
-                     this alarm watches it"
-                )
-            } else {
-                format!("no [[command_metric]] is named {wanted:?}")
-            };
-            inactive.push(InactiveAlarm {
-                name: a.name.clone(),
-                why,
-            });
-            return false;
-        }
-        true
-    });
+    let (alarms, inactive) = split_inactive(alarms, &raw.command_metrics);
     for (i, n) in raw.notifiers.iter().enumerate() {
         n.check()
             .map_err(|e| invalid(&format!("notifier[{}]", i + 1), e))?;
@@ -307,6 +266,46 @@ pub(crate) fn build(
         notifiers,
         http: http(raw.http.unwrap_or_default(), base_dir, invalid)?,
     })
+}
+
+/// Sets aside the alarms that cannot be evaluated: turned off, or watching a command metric
+/// that is not declared (the default CPU alarm, until one is).
+fn split_inactive(
+    mut alarms: Vec<AlarmRule>,
+    command_metrics: &[CommandMetric],
+) -> (Vec<AlarmRule>, Vec<InactiveAlarm>) {
+    let mut inactive = Vec::new();
+    alarms.retain(|a| {
+        if !a.enabled {
+            inactive.push(InactiveAlarm {
+                name: a.name.clone(),
+                why: "enabled = false".to_owned(),
+            });
+            return false;
+        }
+        if a.metric == "pgferry_command_metric"
+            && let Some(wanted) = a.labels.get("name")
+            && !command_metrics.iter().any(|m| &m.name == wanted)
+        {
+            let why = if wanted == CPU_METRIC {
+                format!(
+                    "target CPU has no SQL metric: PostgreSQL does not expose the host's CPU. \
+                     Declare a [[command_metric]] named {CPU_METRIC} that prints it (from \
+                     `aws cloudwatch get-metric-statistics`, node_exporter or the like) and \
+                     this alarm watches it"
+                )
+            } else {
+                format!("no [[command_metric]] is named {wanted:?}")
+            };
+            inactive.push(InactiveAlarm {
+                name: a.name.clone(),
+                why,
+            });
+            return false;
+        }
+        true
+    });
+    (alarms, inactive)
 }
 
 fn http(
@@ -387,6 +386,18 @@ mod tests {
                 .unwrap_err()
                 .contains("not an address")
         );
+    }
+
+    #[test]
+    fn a_task_without_sections_gets_the_seeds_alarms_but_cpu() {
+        let m = Monitoring::default();
+        let names: Vec<&str> = m.alarms.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["replication-lag", "target-connections", "target-storage"]
+        );
+        assert_eq!(m.inactive_alarms[0].name, "target-cpu");
+        assert!(m.inactive_alarms[0].why.contains("no SQL metric"));
     }
 
     #[test]

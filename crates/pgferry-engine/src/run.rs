@@ -637,7 +637,13 @@ async fn plan_task(
         let (setup, holder, w) =
             setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
         warnings.extend(w);
-        (holder.expect("exported"), Some(setup))
+        let holder = holder.ok_or_else(|| {
+            EngineError::Pg(PgError::Protocol {
+                side: Side::Source,
+                message: "the replication slot exported no snapshot".to_owned(),
+            })
+        })?;
+        (holder, Some(setup))
     } else {
         (SnapshotHolder::export(&endpoints.source).await?, None)
     };

@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod history;
 pub mod metrics;
 pub mod notify;
+pub mod shell;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use pgferry_engine::status::{TableStatus, TaskStatus};
 use pgferry_engine::{EngineError, TableState};
 use pgferry_observe::AlarmState;
-use pgferry_pg::{ConnInfo, PgClient, Side};
+use pgferry_pg::{PgClient, Side};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -109,19 +109,14 @@ struct Control {
 
 pub(crate) struct State {
     sources: Sources,
-    target: Option<ConnInfo>,
     auth: Auth,
     control: tokio::sync::Mutex<Control>,
 }
 
 impl State {
     pub(crate) fn new(sources: Sources, auth: Auth) -> Self {
-        let target = pgferry_engine::Endpoints::resolve(&sources.task)
-            .ok()
-            .map(|e| e.target);
         State {
             sources,
-            target,
             auth,
             control: tokio::sync::Mutex::new(Control::default()),
         }
@@ -153,10 +148,7 @@ impl State {
             control.client = None;
         }
         if control.client.is_none() {
-            let info = self.target.as_ref().ok_or_else(|| {
-                ApiError::unavailable("the target's connection settings do not resolve".to_owned())
-            })?;
-            let c = pgferry_pg::connect(Side::Target, info, "pgferry http")
+            let c = pgferry_pg::connect(Side::Target, &self.sources.target, "pgferry http")
                 .await
                 .map_err(|e| ApiError::unavailable(format!("cannot reach the target: {e}")))?;
             control.client = Some(c);

@@ -53,6 +53,8 @@ pub enum ServerError {
 /// Everything the server shows, and how to reach the target for the control schema.
 pub struct Sources {
     pub task: pgferry_config::Task,
+    /// The target, for the control schema.
+    pub target: pgferry_pg::ConnInfo,
     pub observer: Arc<Observer>,
     pub progress: Arc<RunProgress>,
     pub stop: StopHook,
@@ -123,8 +125,10 @@ mod tests {
             "postgres://u@127.0.0.1:1/db?connect_timeout=2",
             "postgres://u@127.0.0.1:1/db?connect_timeout=2",
         );
+        let target = pgferry_engine::Endpoints::resolve(&task).unwrap().target;
         Sources {
             task,
+            target,
             observer: Arc::new(Observer::new(Vec::new(), Duration::from_secs(60), 10)),
             progress: Arc::new(RunProgress::default()),
             stop: Arc::new(move || stopped.store(true, Ordering::Relaxed)),

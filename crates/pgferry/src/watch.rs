@@ -28,12 +28,16 @@ impl Watch {
         stop: StopHook,
     ) -> anyhow::Result<Watch> {
         let notifiers = start_notifiers(task)?;
-        let monitor = Monitor::start(task, progress.clone(), notifiers)?;
+        // Resolved once for both: a password_command may be a slow vault call.
+        let endpoints = pgferry_engine::Endpoints::resolve(task)?;
+        let target = endpoints.target.clone();
+        let monitor = Monitor::start(task, endpoints, progress.clone(), notifiers);
         let server = match http {
             Some(addr) => {
                 let token = http_token(task)?;
                 let sources = Sources {
                     task: task.clone(),
+                    target,
                     observer: monitor.observer.clone(),
                     progress,
                     stop,

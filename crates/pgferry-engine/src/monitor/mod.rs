@@ -20,7 +20,6 @@ use pgferry_observe::{Alarm, Observer, Sample, Transition};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::error::Result;
 use crate::progress::RunProgress;
 use crate::run::Endpoints;
 use sample::ServerStats;
@@ -52,14 +51,15 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts watching `task`. `notifiers` and the receiver of their deliveries come from
-    /// [`Notifiers::start`]; without notifiers, pass `None`.
+    /// Starts watching `task`, whose connection details the caller resolved. `notifiers`
+    /// and the receiver of their deliveries come from [`Notifiers::start`]; without
+    /// notifiers, pass `None`.
     pub fn start(
         task: &Task,
+        endpoints: Endpoints,
         progress: Arc<RunProgress>,
         notifiers: Option<(Notifiers, mpsc::Receiver<Delivery>)>,
-    ) -> Result<Monitor> {
-        let endpoints = Endpoints::resolve(task)?;
+    ) -> Monitor {
         let interval = task.monitoring.sample_interval;
         let now = Utc::now();
         let alarms = task
@@ -99,11 +99,11 @@ impl Monitor {
             recent_totals: std::collections::VecDeque::new(),
         };
         let handle = tokio::spawn(state.run(interval, stopped));
-        Ok(Monitor {
+        Monitor {
             observer,
             stop,
             handle,
-        })
+        }
     }
 
     /// Takes a last sample, saves the alarms, waits a little for notifications in flight,
@@ -404,28 +404,9 @@ impl CommandValues {
 
 /// Runs a command metric's command and reads the last number it printed.
 async fn run_command_metric(m: &CommandMetric) -> std::result::Result<f64, String> {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&m.command)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let out = tokio::time::timeout(Duration::from_secs(m.timeout_s), child.wait_with_output())
-        .await
-        .map_err(|_| format!("ran longer than {} s", m.timeout_s))?
-        .map_err(|e| format!("failed: {e}"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "exited with {}: {}",
-            out.status,
-            stderr.lines().last().unwrap_or("").trim()
-        ));
-    }
-    last_number(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| "printed no number".to_owned())
+    let out =
+        pgferry_observe::shell::run(&m.command, &[], Duration::from_secs(m.timeout_s)).await?;
+    last_number(&out).ok_or_else(|| "printed no number".to_owned())
 }
 
 /// The last whitespace-separated word that is a number.

@@ -67,30 +67,9 @@ impl Command {
     }
 
     pub(super) async fn send(&self, n: &Notification) -> Result<(), String> {
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(&self.config.command)
-            .envs(Self::environment(n))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the command: {e}"))?;
         let limit = Duration::from_secs(self.config.timeout_s.max(1));
-        match tokio::time::timeout(limit, child.wait_with_output()).await {
-            Err(_) => Err(format!(
-                "the command ran longer than {} s and was killed",
-                limit.as_secs()
-            )),
-            Ok(Err(e)) => Err(format!("the command failed to run: {e}")),
-            Ok(Ok(out)) if out.status.success() => Ok(()),
-            Ok(Ok(out)) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let last = stderr.lines().last().unwrap_or("").trim();
-                Err(format!("the command exited with {}: {last}", out.status))
-            }
-        }
+        crate::shell::run(&self.config.command, &Self::environment(n), limit)
+            .await
+            .map(drop)
     }
 }
