@@ -24,6 +24,6 @@ pub use monitoring::{CommandMetric, HttpSettings, InactiveAlarm, Monitoring};
 pub use pattern::NamePattern;
 pub use selection::{Selection, TableRule};
 pub use task::{
-    DEFAULT_CHUNK_SIZE, Endpoint, FullLoadSettings, MigrationType, PasswordSource,
-    TargetTablePrepMode, Task,
+    DEFAULT_CHUNK_SIZE, Endpoint, FullLoadSettings, MAX_JOBS, MigrationType, PasswordSource,
+    TargetTablePrepMode, Task, check_jobs,
 };

@@ -572,6 +572,13 @@ impl Mapping {
             && self.load_order.is_empty()
     }
 
+    /// Whether any rule adds a column computed by an expression.
+    pub fn has_expressions(&self) -> bool {
+        self.transforms
+            .iter()
+            .any(|t| t.action == TransformAction::AddColumn && t.expression.is_some())
+    }
+
     /// Whether any rule changes a column's type, which rules out binary transfer.
     pub fn changes_types(&self) -> bool {
         self.transforms
@@ -993,27 +1000,57 @@ impl Mapping {
     }
 }
 
-/// Splits a DMS expression into SQL text and `$column` references. Text inside single
-/// quotes is left alone. DMS's row headers (`$AR_H_...`, `$AR_M_...`) name things that have
-/// no PostgreSQL-to-PostgreSQL meaning and are refused.
+/// Splits a DMS expression into SQL text and `$column` references.
+///
+/// This is a lexer, not a guess: it reads string literals (`'...'` with `''`), quoted
+/// identifiers (`"..."` with `""`) and everything between them the way PostgreSQL's own
+/// lexer does, so that what it calls balanced is balanced for the server too. What the two
+/// could read differently is refused rather than handled: comments (`--`, `/* */`), escape
+/// strings (`E'...'`, whose backslashes hide quotes), dollar quotes, `;`, and a
+/// parenthesis closed before it was opened. An expression that passes can therefore never
+/// close the parenthesis pgferry wraps it in. The server's parser checks it again before it
+/// is used (`engine::transform`). DMS's row headers (`$AR_H_...`, `$AR_M_...`) name things
+/// that have no PostgreSQL-to-PostgreSQL meaning and are refused.
 pub fn parse_expression(expr: &str) -> Result<Vec<ExprPart>, String> {
+    let refuse = |what: &str| Err(format!("expression {expr:?} {what}"));
     let mut parts = Vec::new();
     let mut sql = String::new();
     let mut chars = expr.chars().peekable();
-    let mut in_string = false;
     let mut depth = 0i32;
+    // The character before the current token, to tell `E'...'` from `name'...'`.
+    let mut prev: Option<char> = None;
+    let mut prev2: Option<char> = None;
+    let is_ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
     while let Some(c) = chars.next() {
-        if in_string {
-            sql.push(c);
-            if c == '\'' {
-                in_string = false;
-            }
-            continue;
-        }
         match c {
-            '\'' => {
-                in_string = true;
+            '\'' | '"' => {
+                if c == '\'' && matches!(prev, Some('e' | 'E')) && !is_ident(prev2) {
+                    return refuse(
+                        "uses an escape string (E'...'), whose backslashes pgferry does not \
+                         read; write a standard '...' literal",
+                    );
+                }
                 sql.push(c);
+                let mut closed = false;
+                while let Some(n) = chars.next() {
+                    sql.push(n);
+                    if n == c {
+                        if chars.peek() == Some(&c) {
+                            sql.push(c);
+                            chars.next();
+                        } else {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                if !closed {
+                    return refuse(if c == '\'' {
+                        "has an unclosed quote"
+                    } else {
+                        "has an unclosed double quote"
+                    });
+                }
             }
             '$' => {
                 let mut name = String::new();
@@ -1026,9 +1063,9 @@ pub fn parse_expression(expr: &str) -> Result<Vec<ExprPart>, String> {
                     }
                 }
                 if name.is_empty() {
-                    return Err(format!(
-                        "expression {expr:?} has a `$` without a column name"
-                    ));
+                    return refuse(
+                        "has a `$` without a column name (dollar quoting is not accepted)",
+                    );
                 }
                 if name.starts_with("AR_H_") || name.starts_with("AR_M_") {
                     return Err(format!(
@@ -1040,25 +1077,31 @@ pub fn parse_expression(expr: &str) -> Result<Vec<ExprPart>, String> {
                     parts.push(ExprPart::Sql(std::mem::take(&mut sql)));
                 }
                 parts.push(ExprPart::Column(name));
+                prev2 = None;
+                prev = Some('"');
+                continue;
             }
-            ';' => return Err(format!("expression {expr:?} may not contain `;`")),
+            '-' if chars.peek() == Some(&'-') => return refuse("may not contain a comment (`--`)"),
+            '/' if chars.peek() == Some(&'*') => return refuse("may not contain a comment (`/*`)"),
+            ';' => return refuse("may not contain `;`"),
+            '\\' => return refuse("may not contain a backslash outside a quoted literal"),
             '(' | ')' => {
                 depth += if c == '(' { 1 } else { -1 };
                 if depth < 0 {
-                    return Err(format!(
-                        "expression {expr:?} closes a parenthesis it never opened"
-                    ));
+                    return refuse("closes a parenthesis it never opened");
                 }
                 sql.push(c);
             }
             c => sql.push(c),
         }
-    }
-    if in_string {
-        return Err(format!("expression {expr:?} has an unclosed quote"));
+        prev2 = prev;
+        prev = Some(c);
     }
     if depth != 0 {
-        return Err(format!("expression {expr:?} leaves a parenthesis open"));
+        return refuse("leaves a parenthesis open");
+    }
+    if parts.is_empty() && sql.trim().is_empty() {
+        return refuse("is empty");
     }
     if !sql.is_empty() {
         parts.push(ExprPart::Sql(sql));

@@ -357,8 +357,18 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
+    // `localhost` is loopback by definition; no resolver is asked.
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("{text:?} has no valid port after localhost:"));
+    }
     text.parse().map_err(|_| {
-        format!("{text:?} is not an address and port such as 127.0.0.1:9187 or [::1]:9187")
+        format!(
+            "{text:?} is not an address and port such as 127.0.0.1:9187, localhost:9187 or \
+             [::1]:9187"
+        )
     })
 }
 
@@ -376,6 +386,15 @@ pub fn email_password(e: &pgferry_observe::notify::EmailConfig) -> Option<Passwo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_is_loopback() {
+        assert_eq!(
+            parse_listen("localhost:9187").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 9187))
+        );
+        assert!(parse_listen("localhost:x").is_err());
+    }
 
     #[test]
     fn listen_addresses() {

@@ -23,6 +23,8 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 256 * 1024 * 1024;
 /// Smallest accepted chunk size (1MB as written in a task file); below this the per-chunk
 /// transaction dominates.
 const MIN_CHUNK_SIZE: u64 = 1_000_000;
+/// Beyond a terabyte a chunk is no longer a piece of a table.
+const MAX_CHUNK_SIZE: u64 = 1_000_000_000_000;
 
 /// What the task does, named as DMS names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +184,7 @@ struct RawTask {
     source: RawEndpoint,
     target: RawEndpoint,
     jobs: Option<usize>,
-    chunk_size: Option<ByteSize>,
+    chunk_size: Option<Size>,
     target_table_prep_mode: Option<TargetTablePrepMode>,
     #[serde(default)]
     keep_owners: bool,
@@ -222,6 +224,20 @@ struct RawTask {
 #[serde(deny_unknown_fields)]
 struct RawValidation {
     jobs: Option<usize>,
+}
+
+/// The most parallel workers a task may ask for, in the file or on the command line. Each
+/// worker holds a connection to each server; beyond this a source's `max_connections` is
+/// the limit, long before any gain.
+pub const MAX_JOBS: usize = 256;
+
+/// Checks a number of parallel workers, wherever it came from, with one message.
+pub fn check_jobs(jobs: usize) -> Result<usize, String> {
+    if (1..=MAX_JOBS).contains(&jobs) {
+        Ok(jobs)
+    } else {
+        Err(format!("is {jobs}; it must be between 1 and {MAX_JOBS}"))
+    }
 }
 
 /// The default parallelism: one job per core, at least two so one big table never leaves
@@ -340,16 +356,11 @@ impl Task {
             dms.jobs.clone(),
             default_jobs(),
         );
-        if !(1..=256).contains(&jobs) {
-            return Err(invalid(
-                "jobs",
-                format!("is {jobs}; it must be between 1 and 256"),
-            ));
-        }
+        check_jobs(jobs).map_err(|m| invalid("jobs", m))?;
         let chunk_size = pick(
             &mut explanation,
             "chunk_size",
-            raw.chunk_size.map(|b| b.as_u64()),
+            raw.chunk_size.map(|b| b.0),
             None,
             DEFAULT_CHUNK_SIZE,
         );
@@ -584,6 +595,9 @@ impl Task {
             }),
             None,
         );
+        if let Some(j) = validation_jobs {
+            check_jobs(j).map_err(|m| invalid("validation.jobs", m))?;
+        }
         let log_filter = pick(
             &mut explanation,
             "log_filter",
@@ -595,6 +609,14 @@ impl Task {
             }),
             None,
         );
+        if let Some(f) = &log_filter {
+            tracing_subscriber::EnvFilter::try_new(f).map_err(|e| {
+                invalid(
+                    "log_filter",
+                    format!("{f:?} is not a valid filter ({e}); write one like \"info,pgferry_engine=debug\""),
+                )
+            })?;
+        }
 
         let monitoring = crate::monitoring::build(
             RawSections {
@@ -743,6 +765,83 @@ fn endpoint(
         url,
         password: sources.pop(),
     })
+}
+
+/// A size in a task file: `"256MB"`, `"1GiB"`, or a number of bytes. Parsed here rather
+/// than by a generic size parser so that a value too large to hold, a negative number or a
+/// word gets a plain message instead of a silent saturation or a parser's jargon.
+#[derive(Debug, Clone, Copy)]
+struct Size(u64);
+
+impl Size {
+    fn parse(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size; write one like \"256MB\" or \"1GiB\""))?;
+        let unit = unit.trim().to_ascii_lowercase();
+        let scale: f64 = match unit.as_str() {
+            "" | "b" => 1.0,
+            "kb" => 1e3,
+            "kib" | "k" => 1024.0,
+            "mb" => 1e6,
+            "mib" | "m" => 1024.0 * 1024.0,
+            "gb" => 1e9,
+            "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+            "tb" => 1e12,
+            "tib" | "t" => 1024f64.powi(4),
+            "pb" => 1e15,
+            "pib" | "p" => 1024f64.powi(5),
+            _ => {
+                return Err(format!(
+                    "{text:?} has an unknown unit {unit:?}; use B, KB, MB, GB, TB (or KiB, MiB, \
+                     GiB, TiB)"
+                ));
+            }
+        };
+        let bytes = number * scale;
+        if bytes > MAX_CHUNK_SIZE as f64 {
+            return Err(format!(
+                "{text:?} is more than the largest chunk, {}",
+                ByteSize::b(MAX_CHUNK_SIZE)
+            ));
+        }
+        Ok(bytes as u64)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"256MB\", or a number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).map(Size).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Size::parse(&v.to_string()).map(Size).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                if v < 0 {
+                    return Err(E::custom(format!("{v} is negative; a size is at least 0")));
+                }
+                self.visit_u64(v as u64)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Size, E> {
+                Err(E::custom(format!(
+                    "{v} is not a whole number of bytes; write a size like \"256MB\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ pub struct BuildOutcome {
 
 struct Shared {
     ctx: Arc<LoadContext>,
+    /// Every table of the load, to find chunks the control schema still lists as pending.
+    tables: Vec<Arc<TableJob>>,
     preamble: String,
     skip_duplicates: bool,
     snapshot: Mutex<Option<SnapshotHolder>>,
@@ -157,16 +159,19 @@ pub async fn run(input: BuildInput, progress: Arc<RunProgress>) -> Result<BuildO
         ));
     }
 
+    // Each worker holds connections: never more workers than pieces of work.
+    let jobs = input.jobs.clamp(1, items.len().max(1));
     let queue = Arc::new(WorkQueue::new(critical_path_first(items)));
     let shared = Arc::new(Shared {
         ctx: input.ctx,
+        tables: input.tables.clone(),
         preamble: input.preamble,
         skip_duplicates: input.skip_duplicates,
         snapshot: Mutex::new(input.snapshot),
         progress,
     });
     let mut workers = tokio::task::JoinSet::new();
-    for n in 0..input.jobs.max(1) {
+    for n in 0..jobs {
         let queue = queue.clone();
         let shared = shared.clone();
         workers.spawn(async move { worker(n, &shared, &queue).await });
@@ -335,10 +340,7 @@ async fn worker(n: usize, shared: &Shared, queue: &WorkQueue<Key, Work>) -> Resu
     while let Some((key, work)) = queue.next().await {
         let ok = match work {
             Work::Chunk(job) => copy(n, shared, &mut conns, &job, &mut outcome).await?,
-            Work::LoadDone => {
-                load_done(n, shared, &mut conns).await?;
-                true
-            }
+            Work::LoadDone => load_done(n, shared, &mut conns, &mut outcome).await?,
             Work::Step(step) => {
                 let ok = build_step(n, shared, &mut conns, &step, &mut outcome).await?;
                 shared.progress.steps_done.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +494,68 @@ async fn analyze(
 }
 
 /// Every chunk is in: release the snapshot and record the phase.
-async fn load_done(n: usize, shared: &Shared, conns: &mut Option<Connections>) -> Result<()> {
+/// Ends the load and moves the task to post-data, on what the control schema says rather
+/// than on what this process believes. Chunks commit asynchronously; a target that crashed
+/// and came back may have lost the last of them (rows and done mark together) while their
+/// workers counted them done. Such chunks are copied again here, from the same snapshot,
+/// until the control schema lists none; then the phase change commits synchronously, which
+/// makes every chunk before it durable ([`control::advance_phase`]). A crash at any point
+/// leaves the task in `loading` with the lost chunks pending, and `run` copies them.
+/// `Ok(false)` when a chunk failed for good: the load is not done.
+async fn load_done(
+    n: usize,
+    shared: &Shared,
+    conns: &mut Option<Connections>,
+    outcome: &mut BuildOutcome,
+) -> Result<bool> {
+    let task = &shared.ctx.task;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            let c = connections(n, shared, conns).await?;
+            let lost = load::pending_chunks(&c.target, task, &shared.tables).await?;
+            if lost.is_empty() {
+                control::advance_phase(&mut c.target, task, Phase::PostData).await?;
+            }
+            Ok::<_, EngineError>(lost)
+        }
+        .await;
+        let lost = match result {
+            Ok(lost) => lost,
+            Err(e) if e.is_retryable() && attempt < load::CHUNK_ATTEMPTS => {
+                let wait = load::backoff(attempt);
+                tracing::warn!(attempt, error = %e, "ending the load failed; retrying in {} s",
+                    wait.as_secs());
+                *conns = None;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if lost.is_empty() {
+            break;
+        }
+        let message = format!(
+            "{} chunk(s) counted as copied are not recorded on the target (it restarted and \
+             lost their asynchronous commits); copying them again from the same snapshot",
+            lost.len()
+        );
+        tracing::warn!("{message}");
+        if let Ok(c) = connections(n, shared, conns).await {
+            let _ =
+                control::event(c.target.raw(), task, Level::Warning, "load", &message, None).await;
+        }
+        for job in &lost {
+            job.table
+                .progress
+                .chunks_done
+                .fetch_sub(1, Ordering::Relaxed);
+            if !copy(n, shared, conns, job, outcome).await? {
+                return Ok(false);
+            }
+        }
+    }
     let holder = shared
         .snapshot
         .lock()
@@ -501,16 +564,16 @@ async fn load_done(n: usize, shared: &Shared, conns: &mut Option<Connections>) -
     drop(holder);
     shared.progress.set_phase("indexes and constraints");
     let c = connections(n, shared, conns).await?;
-    control::set_phase(c.target.raw(), &shared.ctx.task, Phase::PostData).await?;
     control::event(
         c.target.raw(),
-        &shared.ctx.task,
+        task,
         Level::Info,
         "load",
         "every chunk is copied; the source snapshot is released",
         None,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Creates one post-data object with retries. `Ok(false)` when it failed (recorded).

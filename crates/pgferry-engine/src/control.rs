@@ -14,7 +14,7 @@
 //! * Only one process runs a task at a time: `run` holds a session-level advisory lock on
 //!   the task's name for its whole life; the lock dies with the connection.
 
-use pgferry_pg::{PgClient, PgError, Side};
+use pgferry_pg::{ConnInfo, PgClient, PgError, Side};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
@@ -427,7 +427,63 @@ pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>>
     }))
 }
 
-/// Moves the task to `phase`, stamping the matching times.
+/// After the target went away (a restart, a failover), a new control connection, which
+/// takes the task lock again: the old one died with its session. The target is given
+/// about a minute to come back; if another process took the task meanwhile, that is an
+/// error that is not retried. Does nothing while the connection is alive.
+pub async fn reconnect(task: &str, target: &ConnInfo, client: &mut PgClient) -> Result<()> {
+    if !client.is_closed() {
+        return Ok(());
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            let fresh = pgferry_pg::connect(Side::Target, target, "pgferry control").await?;
+            lock_task(&fresh, task).await?;
+            Ok::<_, EngineError>(fresh)
+        }
+        .await;
+        match result {
+            Ok(fresh) => {
+                *client = fresh;
+                tracing::info!("reconnected to the target and took the task lock again");
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() && attempt < crate::load::CHUNK_ATTEMPTS => {
+                let wait = crate::load::backoff(attempt);
+                tracing::warn!(error = %e, "the target is away; trying again in {} s",
+                    wait.as_secs());
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Moves the task to `phase` and commits at once, synchronously. Chunks and schema steps
+/// commit asynchronously (their rows and their done mark together, so a crash loses both
+/// or neither); a synchronous commit flushes the WAL up to itself, which makes every
+/// earlier commit durable with it. So once a phase change is acknowledged, everything the
+/// phase before it recorded as done survives any crash of the target. Callers check the
+/// control schema, never their memory, before they call this (`build::load_done`).
+pub async fn advance_phase(client: &mut PgClient, task: &str, phase: Phase) -> Result<()> {
+    let tx = client
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(target_err("recording the task's phase"))?;
+    tx.batch_execute("SET LOCAL synchronous_commit = on")
+        .await
+        .map_err(target_err("recording the task's phase"))?;
+    set_phase(&tx, task, phase).await?;
+    tx.commit()
+        .await
+        .map_err(target_err("recording the task's phase"))
+}
+
+/// Moves the task to `phase` inside the caller's transaction, stamping the matching times.
+/// The caller commits, synchronously (see [`advance_phase`]).
 pub async fn set_phase(client: &impl GenericClient, task: &str, phase: Phase) -> Result<()> {
     client
         .execute(

@@ -107,7 +107,8 @@ impl EngineError {
                     .to_owned(),
             ),
             EngineError::Mapping(_) => Some(
-                "fix the rule in the task file or the DMS table-mappings file;                  `pgferry config explain --task FILE` shows every rule pgferry read"
+                "fix the rule in the task file or the DMS table-mappings file; `pgferry config \
+                 explain --task FILE` shows every rule pgferry read"
                     .to_owned(),
             ),
             EngineError::MissingDependency { .. } => Some(

@@ -14,6 +14,7 @@
 //! with backoff; a definite error (a type the target rejects, a missing column) fails the
 //! table, the other tables go on, and the run reports it at the end.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -202,6 +203,39 @@ pub async fn copy_chunk(
         .bytes_done
         .fetch_add(outcome.bytes as i64, Ordering::Relaxed);
     Ok(())
+}
+
+/// The chunks of `tables` that the control schema does not record as done: what is left
+/// to copy, whatever any process believes.
+pub async fn pending_chunks(
+    client: &PgClient,
+    task: &str,
+    tables: &[Arc<TableJob>],
+) -> Result<Vec<ChunkJob>> {
+    let by_id: HashMap<i32, &Arc<TableJob>> = tables.iter().map(|t| (t.table_id, t)).collect();
+    let rows = client
+        .query(
+            "reading pending chunks",
+            "SELECT table_id, chunk_no, start_block, end_block FROM pgferry.chunk
+             WHERE task = $1 AND state <> 'done' ORDER BY table_id, chunk_no",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let table = by_id.get(&r.get::<_, i32>(0))?;
+            let start: Option<i64> = r.get(2);
+            Some(ChunkJob {
+                table: (*table).clone(),
+                chunk_no: r.get(1),
+                range: start.map(|start| BlockRange {
+                    start,
+                    end: r.get(3),
+                }),
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pgferry_config::{TargetTablePrepMode, Task};
 use pgferry_pg::catalog::{self, ServerInfo};
-use pgferry_pg::copy::{BlockRange, CopyFormat};
+use pgferry_pg::copy::CopyFormat;
 use pgferry_pg::dump::{PgTools, RenderOptions};
 use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
@@ -28,11 +28,11 @@ use serde::Serialize;
 
 use crate::control::{self, Level, Phase};
 use crate::error::{EngineError, Result};
-use crate::load::{ChunkJob, LoadContext, TableJob};
+use crate::load::{LoadContext, TableJob};
 use crate::plan::{self, PlanSettings};
 use crate::progress::{PhaseTime, RunProgress, TableProgress, TableState};
 use crate::snapshot::{self, SnapshotHolder};
-use crate::{build, cdc, finish, preflight, schema, transform};
+use crate::{build, cdc, finish, load, preflight, schema, transform};
 
 /// Both sides' connection details, resolved from the task.
 #[derive(Debug, Clone)]
@@ -236,10 +236,14 @@ async fn run_phases(
     progress.set_tables(tables.iter().map(|t| t.progress.clone()).collect());
 
     let mut schema_objects = 0;
-    if phase == Phase::Loading || phase == Phase::PostData {
-        let mut tables = tables;
+    let mut tables = tables;
+    // One pass normally. Another when the target lost post-data steps' asynchronous
+    // commits in a restart: the control schema, not this process, says what is done.
+    let mut passes = 0;
+    while phase == Phase::Loading || phase == Phase::PostData {
+        passes += 1;
         let mut chunks = if phase == Phase::Loading {
-            pending_chunks(&control_client, &task.name, &tables).await?
+            load::pending_chunks(&control_client, &task.name, &tables).await?
         } else {
             Vec::new()
         };
@@ -261,7 +265,7 @@ async fn run_phases(
                         // Resets change which chunks remain.
                         tables = table_jobs(&control_client, &task.name).await?;
                         progress.set_tables(tables.iter().map(|t| t.progress.clone()).collect());
-                        chunks = pending_chunks(&control_client, &task.name, &tables).await?;
+                        chunks = load::pending_chunks(&control_client, &task.name, &tables).await?;
                         format!(
                             "the load resumes from a new snapshot (the slot's was lost); {notes}"
                         )
@@ -305,6 +309,8 @@ async fn run_phases(
             snapshot,
         };
         let outcome = build::run(input, progress.clone()).await?;
+        // The workers ride through a target restart; the control connection did not.
+        control::reconnect(&task.name, &endpoints.target, &mut control_client).await?;
         warnings.extend(outcome.skipped);
         schema_objects = outcome.steps_done;
         if !outcome.failed_tables.is_empty() {
@@ -323,7 +329,26 @@ async fn run_phases(
                 steps: outcome.failed_steps,
             });
         }
-        control::set_phase(control_client.raw(), &task.name, Phase::Finishing).await?;
+        let lost = schema::pending_steps(&control_client, &task.name, "post-data").await?;
+        if !lost.is_empty() && passes < 4 {
+            let message = format!(
+                "{} schema object(s) counted as created are not recorded on the target (it \
+                 restarted and lost their asynchronous commits); creating them again",
+                lost.len()
+            );
+            control::warn(&control_client, &task.name, "post-data", &message).await?;
+            phase = Phase::PostData;
+            continue;
+        }
+        if !lost.is_empty() {
+            return Err(EngineError::PostDataFailed {
+                steps: lost
+                    .iter()
+                    .map(|s| format!("{} (never recorded as created)", s.label))
+                    .collect(),
+            });
+        }
+        control::advance_phase(&mut control_client, &task.name, Phase::Finishing).await?;
         phase = Phase::Finishing;
     }
 
@@ -338,7 +363,7 @@ async fn run_phases(
         } else {
             Phase::Done
         };
-        control::set_phase(control_client.raw(), &task.name, next).await?;
+        control::advance_phase(&mut control_client, &task.name, next).await?;
         control::event(
             control_client.raw(),
             &task.name,
@@ -421,8 +446,14 @@ async fn setup_cdc(
         .into_iter()
         .filter(|t| !no_key.excluded.contains(&t.name))
         .collect();
-    let (publication, publication_created) =
-        cdc::source::ensure_publication(source, task, &kept, &selected.parents).await?;
+    let (publication, publication_created) = cdc::source::ensure_publication(
+        source,
+        task,
+        &kept,
+        &selected.parents,
+        source_info.version_num >= 130000,
+    )
+    .await?;
     let slot = task
         .cdc
         .slot_name
@@ -614,6 +645,13 @@ async fn plan_task(
     control_client: &mut PgClient,
 ) -> Result<(SnapshotHolder, Vec<String>)> {
     let mut warnings = Vec::new();
+    if task.mapping.has_expressions() {
+        let live = catalog::list_tables(source).await?;
+        let selected = plan::select_tables(&live, &task.selection);
+        let tables = || selected.tables.iter().chain(&selected.parents);
+        let maps = transform::table_maps(&task.mapping, tables())?;
+        transform::check_expressions_on_source(source, tables(), &maps).await?;
+    }
     let (holder, cdc_setup) = if task.migration_type.needs_cdc() {
         // Fail on tables in the way before anything is created on the source.
         let live = catalog::list_tables(source).await?;
@@ -739,6 +777,21 @@ async fn plan_task(
     )
     .await?;
     let mut schema_plan = schema_plan;
+    // A pg_dump newer than the target writes settings the target does not know.
+    let known: HashSet<String> = control_client
+        .query(
+            "reading the target's settings",
+            "SELECT name FROM pg_settings",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0).to_ascii_lowercase())
+        .collect();
+    schema_plan.preamble = pgferry_pg::dump::drop_unknown_settings(&schema_plan.preamble, &known);
+    for step in &mut schema_plan.steps {
+        step.sql = pgferry_pg::dump::drop_unknown_settings(&step.sql, &known);
+    }
     transform::apply_to_schema(
         &mut schema_plan,
         &selected
@@ -1040,37 +1093,6 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                 analyzed: r.get(15),
                 dump_id: r.get(16),
                 progress: Arc::new(progress),
-            })
-        })
-        .collect())
-}
-
-async fn pending_chunks(
-    client: &PgClient,
-    task: &str,
-    tables: &[Arc<TableJob>],
-) -> Result<Vec<ChunkJob>> {
-    let by_id: HashMap<i32, &Arc<TableJob>> = tables.iter().map(|t| (t.table_id, t)).collect();
-    let rows = client
-        .query(
-            "reading pending chunks",
-            "SELECT table_id, chunk_no, start_block, end_block FROM pgferry.chunk
-             WHERE task = $1 AND state <> 'done' ORDER BY table_id, chunk_no",
-            &[&task],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let table = by_id.get(&r.get::<_, i32>(0))?;
-            let start: Option<i64> = r.get(2);
-            Some(ChunkJob {
-                table: (*table).clone(),
-                chunk_no: r.get(1),
-                range: start.map(|start| BlockRange {
-                    start,
-                    end: r.get(3),
-                }),
             })
         })
         .collect())

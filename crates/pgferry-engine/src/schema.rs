@@ -591,12 +591,22 @@ pub async fn restore_pre_data(
     let mut done: Vec<i32> = Vec::new();
     let mut skipped: Vec<(i32, String)> = Vec::new();
     for step in &steps {
-        let sql = format!(
-            "SAVEPOINT pgferry_step; {}\nRELEASE SAVEPOINT pgferry_step;",
-            step.sql
-        );
-        match tx.batch_execute(&sql).await {
-            Ok(()) => done.push(step.dump_id),
+        tx.batch_execute("SAVEPOINT pgferry_step")
+            .await
+            .map_err(err("setting a savepoint"))?;
+        let ran = if step.kind == crate::transform::EXPRESSION_CHECK_KIND {
+            check_expression(&tx, step).await?;
+            Ok(())
+        } else {
+            execute_step(&tx, step.dump_id, &step.sql).await
+        };
+        match ran {
+            Ok(()) => {
+                tx.batch_execute("RELEASE SAVEPOINT pgferry_step")
+                    .await
+                    .map_err(err("releasing a savepoint"))?;
+                done.push(step.dump_id)
+            }
             Err(e) => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT pgferry_step")
                     .await
@@ -638,6 +648,10 @@ pub async fn restore_pre_data(
         .await
         .map_err(err("recording the schema restore"))?;
     }
+    // The schema and the phase change commit synchronously (`control::advance_phase`).
+    tx.batch_execute("SET LOCAL synchronous_commit = on")
+        .await
+        .map_err(err("recording the schema restore"))?;
     control::set_phase(&tx, task, control::Phase::Loading).await?;
     control::event(
         &tx,
@@ -658,6 +672,45 @@ pub async fn restore_pre_data(
     Ok(notes)
 }
 
+/// Runs one step's SQL. pg_dump's entries are scripts pg_dump wrote, and run as such. The
+/// steps pgferry writes from the task's rules (negative dump ids) hold one statement each
+/// and go through the extended protocol, whose Parse takes one statement and refuses a
+/// second: text from a mapping file never rides in a batch.
+async fn execute_step(
+    tx: &tokio_postgres::Transaction<'_>,
+    dump_id: i32,
+    sql: &str,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    if dump_id < 0 {
+        tx.execute(sql, &[]).await.map(drop)
+    } else {
+        tx.batch_execute(sql).await
+    }
+}
+
+/// Has the server parse, and never run, the query that proves an `add-column` expression is
+/// one expression: `SELECT (expr) FROM table` must prepare as one statement with one
+/// column. The config lexer already guarantees it; this is the server's own word on it.
+async fn check_expression(tx: &tokio_postgres::Transaction<'_>, step: &StoredStep) -> Result<()> {
+    let refused = |message: String| EngineError::SchemaRestore {
+        entry: format!("{} ({})", step.label, step.sql),
+        message,
+    };
+    let statement = tx.prepare(&step.sql).await.map_err(|e| {
+        refused(format!(
+            "the expression is not valid SQL: {}",
+            describe_pg_error(&e)
+        ))
+    })?;
+    let columns = statement.columns().len();
+    if columns != 1 {
+        return Err(refused(format!(
+            "the expression parses as {columns} values, not one; fix the add-column rule"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one step and records it done, in one transaction.
 pub(crate) async fn run_step(
     client: &mut PgClient,
@@ -666,7 +719,7 @@ pub(crate) async fn run_step(
     started: Instant,
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let tx = client.raw_mut().transaction().await?;
-    tx.batch_execute(&step.sql).await?;
+    execute_step(&tx, step.dump_id, &step.sql).await?;
     tx.execute(
         "UPDATE pgferry.schema_step SET state = 'done', note = NULL, finished_at = clock_timestamp(),
                 seconds = $3

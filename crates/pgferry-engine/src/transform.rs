@@ -89,12 +89,23 @@ pub fn table_filter_sql(map: &TableMap) -> Option<String> {
     filter_sql(&map.filters, &|c| quote_ident(c))
 }
 
+/// One statement of a table's reshaping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reshape {
+    /// A statement to run, alone.
+    Run(String),
+    /// A query the server only parses, never runs: it proves that an `add-column`
+    /// expression is one expression before the `ALTER` that embeds it runs.
+    Parse(String),
+}
+
 /// The statements that turn `source` (created on the target with its source definition)
 /// into its target shape and name. `columns` is false for a partition, whose columns
 /// follow its root's.
-pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -> Vec<String> {
+pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -> Vec<Reshape> {
     let table = source.quoted();
     let mut out = Vec::new();
+    let mut checks = Vec::new();
     if columns {
         for c in &map.columns {
             if let (Some(t), Some(_)) = (&c.new_type, &c.target) {
@@ -133,16 +144,18 @@ pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -
         }
         for a in &map.added {
             let value = match &a.value {
-                AddedValue::Expression(parts) => format!(
-                    " GENERATED ALWAYS AS ({}) STORED",
-                    parts
+                AddedValue::Expression(parts) => {
+                    let expr: String = parts
                         .iter()
                         .map(|p| match p {
                             ExprPart::Sql(s) => s.clone(),
                             ExprPart::Column(c) => quote_ident(c),
                         })
-                        .collect::<String>()
-                ),
+                        .collect();
+                    checks.push(out.len());
+                    out.push(format!("SELECT ({expr}) FROM {table}"));
+                    format!(" GENERATED ALWAYS AS ({expr}) STORED")
+                }
                 AddedValue::Constant(v) => format!(" DEFAULT {}", quote_literal(v)),
                 AddedValue::Null => String::new(),
             };
@@ -173,7 +186,73 @@ pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -
             quote_ident(&map.target_schema)
         ));
     }
-    out
+    out.into_iter()
+        .enumerate()
+        .map(|(i, sql)| {
+            if checks.contains(&i) {
+                Reshape::Parse(sql)
+            } else {
+                Reshape::Run(sql)
+            }
+        })
+        .collect()
+}
+
+/// Has the source's parser check every `add-column` expression of the selected tables,
+/// before anything is created anywhere: `SELECT (expr) FROM table`, with the source's
+/// column names, is parsed (never run) and must give one column. A bad rule then fails
+/// planning, so fixing it and running again just works; the target checks once more
+/// before the `ALTER` that embeds the expression (`schema::check_expression`).
+pub async fn check_expressions_on_source<'a>(
+    source: &pgferry_pg::PgClient,
+    tables: impl Iterator<Item = &'a Table>,
+    maps: &HashMap<u32, TableMap>,
+) -> Result<()> {
+    for t in tables {
+        let Some(map) = maps.get(&t.oid) else {
+            continue;
+        };
+        for a in &map.added {
+            let AddedValue::Expression(parts) = &a.value else {
+                continue;
+            };
+            let expr: String = parts
+                .iter()
+                .map(|p| match p {
+                    ExprPart::Sql(s) => s.clone(),
+                    ExprPart::Column(target) => quote_ident(
+                        map.columns
+                            .iter()
+                            .find(|c| c.target.as_deref() == Some(target.as_str()))
+                            .map_or(target.as_str(), |c| c.source.as_str()),
+                    ),
+                })
+                .collect();
+            let sql = format!("SELECT ({expr}) FROM {}", t.name.quoted());
+            let columns = source
+                .raw()
+                .prepare(&sql)
+                .await
+                .map_err(|e| {
+                    EngineError::Mapping(format!(
+                        "{}: the expression of column {:?} is not valid SQL for {}: {}",
+                        a.origin,
+                        a.name,
+                        t.name,
+                        pgferry_pg::describe_pg_error(&e)
+                    ))
+                })?
+                .columns()
+                .len();
+            if columns != 1 {
+                return Err(EngineError::Mapping(format!(
+                    "{}: the expression of column {:?} parses as {columns} values, not one",
+                    a.origin, a.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The statement that gives a table the key a `define-primary-key` rule defines.
@@ -221,6 +300,50 @@ impl Renamed {
             .collect();
         let target = target_name(map);
         (target != *source || !columns.is_empty()).then_some(Renamed { target, columns })
+    }
+}
+
+/// Where the rules move things, for rewriting post-data statements.
+#[derive(Debug, Default)]
+pub struct Renames {
+    /// Renamed tables (and their columns), by source name.
+    pub tables: HashMap<QualifiedName, Renamed>,
+    /// Source schemas whose every table moves to one target schema: their indexes move
+    /// with them (`ALTER TABLE ... SET SCHEMA` takes a table's indexes along), so an index
+    /// named in such a schema is found in the target one.
+    pub index_schemas: HashMap<String, String>,
+}
+
+impl Renames {
+    /// Collects the renames of `tables`, which are every selected table with its map.
+    pub fn new<'a>(
+        tables: impl Iterator<Item = (&'a QualifiedName, Option<&'a TableMap>)>,
+    ) -> Renames {
+        let mut out = Renames::default();
+        // Per source schema: the one target schema of its tables, or None when they differ.
+        let mut schemas: HashMap<String, Option<String>> = HashMap::new();
+        for (source, map) in tables {
+            let target_schema = map.map(|m| m.target_schema.clone());
+            if let Some(map) = map
+                && let Some(r) = Renamed::new(source, map)
+            {
+                out.tables.insert(source.clone(), r);
+            }
+            let to = target_schema.unwrap_or_else(|| source.schema.clone());
+            schemas
+                .entry(source.schema.clone())
+                .and_modify(|t| {
+                    if t.as_deref() != Some(to.as_str()) {
+                        *t = None;
+                    }
+                })
+                .or_insert(Some(to));
+        }
+        out.index_schemas = schemas
+            .into_iter()
+            .filter_map(|(from, to)| Some((from.clone(), to.filter(|t| *t != from)?)))
+            .collect();
+        out
     }
 }
 
@@ -340,16 +463,16 @@ fn skip_string(chars: &[char], mut i: usize) -> usize {
 
 /// Rewrites a post-data statement from source names to target names.
 ///
-/// A schema-qualified name of a renamed table becomes its target name. Inside
+/// A schema-qualified name of a renamed table becomes its target name. A qualified index
+/// name (after `INDEX`, or after `PARTITION` in `ALTER INDEX ... ATTACH PARTITION`) in a
+/// schema whose tables all moved takes the target schema. Inside
 /// parentheses, a bare column name (or one qualified by `new`, `old` or the table) is
 /// renamed for the table last named before it, which is how pg_dump writes index keys,
 /// constraints, `REFERENCES t(col)`, trigger conditions and policies.
 ///
 /// `Err(column)` when the statement uses a column a rule removes: it cannot be built.
-pub fn rewrite(
-    sql: &str,
-    renamed: &HashMap<QualifiedName, Renamed>,
-) -> std::result::Result<String, String> {
+pub fn rewrite(sql: &str, renames: &Renames) -> std::result::Result<String, String> {
+    let renamed = &renames.tables;
     let toks = tokens(sql);
     let mut out = String::with_capacity(sql.len());
     let mut context: Option<&QualifiedName> = None;
@@ -394,6 +517,17 @@ pub fn rewrite(
                 out.push_str(raw);
                 out.push('.');
                 out.push_str(&quote_ident(new));
+                i += 3;
+                continue;
+            }
+            let after = significant(i, -1).map(|j| &toks[j].0);
+            if depth == 0
+                && matches!(after, Some(Tok::Ident(k)) if k == "index" || k == "partition")
+                && let Some(schema) = renames.index_schemas.get(first)
+            {
+                out.push_str(&quote_ident(schema));
+                out.push('.');
+                out.push_str(&toks[i + 2].1);
                 i += 3;
                 continue;
             }
@@ -466,12 +600,15 @@ pub fn target_of(maps: &HashMap<u32, TableMap>, table: &Table) -> QualifiedName 
         .unwrap_or_else(|| table.name.clone())
 }
 
-/// Dump id of the pre-data step that carries out the rules.
-pub const TRANSFORM_STEP: i32 = -1;
+/// The kind of the pre-data steps that carry out the rules, one statement each.
+pub const TRANSFORM_KIND: &str = "TRANSFORM";
+/// The kind of the parse-only steps that check an `add-column` expression.
+pub const EXPRESSION_CHECK_KIND: &str = "EXPRESSION CHECK";
 
-/// Carries the rules into a schema plan: a last pre-data step with every table's
-/// `ALTER`s, post-data statements rewritten to target names (or skipped when they use a
-/// removed column), and a defined primary key in place of the source's.
+/// Carries the rules into a schema plan: last pre-data steps with every table's `ALTER`s,
+/// one statement a step (negative dump ids, so `schema::execute_step` sends each alone),
+/// post-data statements rewritten to target names (or skipped when they use a removed
+/// column), and a defined primary key in place of the source's.
 /// `kept_existing` tables already have their target shape and get no `ALTER`.
 pub fn apply_to_schema(
     plan: &mut crate::schema::SchemaPlan,
@@ -483,8 +620,13 @@ pub fn apply_to_schema(
     if maps.is_empty() {
         return;
     }
-    let mut renamed: HashMap<QualifiedName, Renamed> = HashMap::new();
-    let mut alters: Vec<String> = Vec::new();
+    let renames = Renames::new(
+        tables
+            .iter()
+            .filter(|t| !kept_existing.contains(&t.oid))
+            .map(|t| (&t.name, maps.get(&t.oid))),
+    );
+    let mut alters: Vec<Reshape> = Vec::new();
     let mut keys: Vec<(i32, QualifiedName, &TableMap, i64)> = Vec::new();
     for t in tables {
         let Some(map) = maps.get(&t.oid) else {
@@ -492,9 +634,6 @@ pub fn apply_to_schema(
         };
         if kept_existing.contains(&t.oid) {
             continue;
-        }
-        if let Some(r) = Renamed::new(&t.name, map) {
-            renamed.insert(t.name.clone(), r);
         }
         alters.extend(alter_statements(&t.name, map, t.partition_root.is_none()));
         if map.primary_key.is_some()
@@ -521,7 +660,7 @@ pub fn apply_to_schema(
             step.skip = Some(format!("replaced by the primary key that {origin} defines"));
             continue;
         }
-        match rewrite(&step.sql, &renamed) {
+        match rewrite(&step.sql, &renames) {
             Ok(sql) => step.sql = sql,
             Err(column) => {
                 let note = format!(
@@ -535,28 +674,35 @@ pub fn apply_to_schema(
         }
     }
     let mut ordinal = plan.steps.iter().map(|s| s.ordinal).max().unwrap_or(0);
-    if !alters.is_empty() {
+    let mut own_id = 0;
+    for (i, alter) in alters.into_iter().enumerate() {
         ordinal += 1;
+        own_id -= 1;
+        let (kind, sql) = match alter {
+            Reshape::Run(sql) => (TRANSFORM_KIND, sql),
+            Reshape::Parse(sql) => (EXPRESSION_CHECK_KIND, sql),
+        };
         plan.steps.push(crate::schema::Step {
-            dump_id: TRANSFORM_STEP,
+            dump_id: own_id,
             section: Section::PreData,
             ordinal,
             phase: 0,
-            kind: "TRANSFORM".to_owned(),
-            label: "the transformation rules".to_owned(),
+            kind: kind.to_owned(),
+            label: format!("transformation rule statement {}", i + 1),
             depends_on: Vec::new(),
             weight: 0,
-            sql: alters.iter().map(|a| format!("{a};\n")).collect(),
+            sql,
             skip: None,
         });
     }
-    for (i, (dump_id, target, map, bytes)) in keys.into_iter().enumerate() {
+    for (dump_id, target, map, bytes) in keys {
         let Some(sql) = primary_key_statement(&target, map) else {
             continue;
         };
         ordinal += 1;
+        own_id -= 1;
         plan.steps.push(crate::schema::Step {
-            dump_id: -2 - i as i32,
+            dump_id: own_id,
             section: Section::PostData,
             ordinal,
             phase: 1,
@@ -564,7 +710,7 @@ pub fn apply_to_schema(
             label: format!("PRIMARY KEY of {target}"),
             depends_on: vec![dump_id],
             weight: bytes,
-            sql: format!("{sql};"),
+            sql,
             skip: None,
         });
     }
@@ -662,17 +808,29 @@ mod tests {
     #[test]
     fn alters_reshape_then_rename_the_table() {
         let s = alter_statements(&QualifiedName::new("sales", "customers"), &map(), true);
+        let run = |s: &str| Reshape::Run(s.to_owned());
         assert_eq!(
             s,
             [
-                "ALTER TABLE \"sales\".\"customers\" ALTER COLUMN \"Score\" TYPE bigint USING \"Score\"::bigint",
-                "ALTER TABLE \"sales\".\"customers\" DROP COLUMN \"secret\"",
-                "ALTER TABLE \"sales\".\"customers\" RENAME COLUMN \"id\" TO \"pgferry_rename_0\"",
-                "ALTER TABLE \"sales\".\"customers\" RENAME COLUMN \"pgferry_rename_0\" TO \"client_id\"",
-                "ALTER TABLE \"sales\".\"customers\" ADD COLUMN \"label\" text GENERATED ALWAYS AS (\"client_id\"::text || 'x') STORED",
-                "ALTER TABLE \"sales\".\"customers\" RENAME TO \"clients\"",
-                "CREATE SCHEMA IF NOT EXISTS \"crm\"",
-                "ALTER TABLE \"sales\".\"clients\" SET SCHEMA \"crm\"",
+                run(
+                    "ALTER TABLE \"sales\".\"customers\" ALTER COLUMN \"Score\" TYPE bigint USING \"Score\"::bigint"
+                ),
+                run("ALTER TABLE \"sales\".\"customers\" DROP COLUMN \"secret\""),
+                run(
+                    "ALTER TABLE \"sales\".\"customers\" RENAME COLUMN \"id\" TO \"pgferry_rename_0\""
+                ),
+                run(
+                    "ALTER TABLE \"sales\".\"customers\" RENAME COLUMN \"pgferry_rename_0\" TO \"client_id\""
+                ),
+                Reshape::Parse(
+                    "SELECT (\"client_id\"::text || 'x') FROM \"sales\".\"customers\"".to_owned()
+                ),
+                run(
+                    "ALTER TABLE \"sales\".\"customers\" ADD COLUMN \"label\" text GENERATED ALWAYS AS (\"client_id\"::text || 'x') STORED"
+                ),
+                run("ALTER TABLE \"sales\".\"customers\" RENAME TO \"clients\""),
+                run("CREATE SCHEMA IF NOT EXISTS \"crm\""),
+                run("ALTER TABLE \"sales\".\"clients\" SET SCHEMA \"crm\""),
             ]
         );
         let partition = alter_statements(&QualifiedName::new("sales", "customers"), &map(), false);
@@ -686,7 +844,7 @@ mod tests {
     #[test]
     fn post_data_statements_follow_the_renames() {
         let src = QualifiedName::new("sales", "customers");
-        let renamed: HashMap<_, _> = [(src.clone(), Renamed::new(&src, &map()).unwrap())].into();
+        let renamed = Renames::new([(&src, Some(&map()))].into_iter());
         let r = |sql: &str| rewrite(sql, &renamed);
         assert_eq!(
             r("CREATE INDEX customers_id_idx ON sales.customers USING btree (id, lower((id)::text));").unwrap(),
@@ -708,6 +866,28 @@ mod tests {
         assert_eq!(
             r("CREATE INDEX \"Odd\" ON \"sales\".\"customers\" USING btree (\"Score\");").unwrap(),
             "CREATE INDEX \"Odd\" ON \"crm\".\"clients\" USING btree (\"Score\");"
+        );
+        // Indexes move with their schema's tables; functions and types stay.
+        assert_eq!(
+            r("ALTER INDEX sales.customers_pkey ATTACH PARTITION sales.customers_2025_pkey;")
+                .unwrap(),
+            "ALTER INDEX \"crm\".customers_pkey ATTACH PARTITION \"crm\".customers_2025_pkey;"
+        );
+        assert_eq!(
+            r("COMMENT ON INDEX sales.i IS 'sales.i';").unwrap(),
+            "COMMENT ON INDEX \"crm\".i IS 'sales.i';"
+        );
+    }
+
+    #[test]
+    fn a_schema_split_between_targets_moves_no_index() {
+        let a = QualifiedName::new("sales", "a");
+        let b = QualifiedName::new("sales", "b");
+        let renames = Renames::new([(&a, Some(&map())), (&b, None)].into_iter());
+        assert!(renames.index_schemas.is_empty());
+        assert_eq!(
+            rewrite("ALTER INDEX sales.i ATTACH PARTITION sales.j;", &renames).unwrap(),
+            "ALTER INDEX sales.i ATTACH PARTITION sales.j;"
         );
     }
 }

@@ -206,9 +206,11 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
             }
         }
     }
+    // Each worker holds a connection to each server: never more than there are tables.
+    let workers_wanted = jobs.clamp(1, queue_items.len().max(1));
     let queue = Arc::new(WorkQueue::new(queue_items));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..jobs.max(1) {
+    for _ in 0..workers_wanted {
         let queue = queue.clone();
         let endpoints = endpoints.clone();
         let snapshot = holder.name().to_owned();

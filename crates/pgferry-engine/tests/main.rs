@@ -2,7 +2,9 @@
 //! starts its own source and target, so tests run in parallel without sharing anything.
 
 mod cdc;
+mod faults;
 mod mapping;
+mod versions;
 
 use std::sync::Arc;
 
@@ -774,21 +776,16 @@ async fn cdc_leaves_generated_columns_to_the_target_and_keeps_identity_values() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cdc_carries_awkward_types_and_identifiers_in_text_and_binary_form() {
-    let changes = [
-        "INSERT INTO \"Weird \"\"Schema\"\"\".\"Awkward Types\"
-             SELECT id + 1000, n, n_fixed, f8, f4, i2, ts, tstz, d, t, ttz, iv, arr_int, arr_text,
-                    arr_2d, e, e_arr, dom, zip, comp, comp_enum, comp_arr, r, tr, fr, mr, j, jb,
-                    b, txt, ch, vc, bits, u, ip, net, mac, pt, bx, tsv, hs, hs_arr, ci, flag,
-                    cash, x, \"select\", \"Mixed Case\", \"with space\", \"quote\"\"col\", now()
-             FROM \"Weird \"\"Schema\"\"\".\"Awkward Types\"",
-        "UPDATE \"Weird \"\"Schema\"\"\".\"Awkward Types\" SET e = 'happy', jb = '{\"x\": [1, null]}',
-             arr_text = '{\"a,b\",NULL}', \"quote\"\"col\" = 'q\"' WHERE id IN (1, 2, 3, 4)",
-        "DELETE FROM \"Weird \"\"Schema\"\"\".\"Awkward Types\" WHERE id = 103",
+    let changes: Vec<&str> = cdc::AWKWARD_WRITES
+        .iter()
+        .copied()
+        .chain([
         "UPDATE \"Weird \"\"Schema\"\"\".\"order\" SET \"user\" = \"user\" || '!' WHERE \"group\" = 3",
         "DELETE FROM \"Weird \"\"Schema\"\"\".\"has space \"\"and quotes\"\"\" WHERE \"Order ID\" < 20",
         "INSERT INTO measurements VALUES (99999, '2025-05-05', 1.5)",
         "UPDATE big SET payload = 'changed', amount = -amount WHERE id % 100 = 0",
-    ];
+        ])
+        .collect();
     // The awkward database has types binary tuple data cannot carry: text form.
     let (p, _) = cdc_roundtrip(datagen::AWKWARD_SQL, &changes, |t| {
         t.cdc.no_key_tables = pgferry_config::NoKeyTables::ReplicaIdentityFull;

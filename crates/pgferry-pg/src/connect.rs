@@ -209,6 +209,11 @@ pub(crate) fn classify_connect_error(
                 password_origin: info.password_origin.clone(),
                 source: e,
             },
+            "53300" => PgError::TooManyConnections {
+                side,
+                endpoint,
+                reason,
+            },
             "3D000" => PgError::DatabaseMissing {
                 side,
                 endpoint,

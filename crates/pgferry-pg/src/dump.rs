@@ -425,6 +425,36 @@ pub struct RenderedScript {
     pub entries: Vec<(i32, String)>,
 }
 
+/// The setting a session-setting line sets: `SET name = ...;` or
+/// `SELECT pg_catalog.set_config('name', ...);`.
+fn setting_name(line: &str) -> Option<String> {
+    let l = line.trim();
+    let name = if let Some(rest) = l.strip_prefix("SET ") {
+        rest.split([' ', '=']).next()?
+    } else {
+        l.strip_prefix("SELECT pg_catalog.set_config('")?
+            .split('\'')
+            .next()?
+    };
+    Some(name.to_ascii_lowercase())
+}
+
+/// Drops the session settings a `pg_dump` newer than the target writes and the target does
+/// not know (`SET transaction_timeout = 0;` from a 17 `pg_dump`, for a 16 target): each
+/// only restores a default that such a target does not have. `known` is the target's
+/// `pg_settings` names. Everything else is kept as written.
+pub fn drop_unknown_settings(sql: &str, known: &std::collections::HashSet<String>) -> String {
+    let mut out = String::with_capacity(sql.len());
+    for line in sql.split_inclusive('\n') {
+        let unknown =
+            is_session_setting(line) && setting_name(line).is_some_and(|n| !known.contains(&n));
+        if !unknown {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 fn is_session_setting(line: &str) -> bool {
     let l = line.trim();
     (l.starts_with("SET ") && l.ends_with(';'))
@@ -608,6 +638,19 @@ CREATE TABLE public.c (id int);
             &[(843, 1247, 16385), (214, 1259, 16389), (215, 1259, 16395)],
         );
         assert!(r.preamble.contains("SET statement_timeout = 0;"));
+        let known: std::collections::HashSet<String> = ["statement_timeout", "search_path"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            drop_unknown_settings(
+                "SET statement_timeout = 0;\nSET transaction_timeout = 0;\n\
+                 SELECT pg_catalog.set_config('search_path', '', false);\n\
+                 SELECT pg_catalog.set_config('new_thing', '', false);\nCREATE TABLE t ();\n",
+                &known
+            ),
+            "SET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\
+             CREATE TABLE t ();\n"
+        );
         assert!(!r.preamble.contains("restrict"));
         assert_eq!(r.entries.len(), 3);
         assert!(r.entries[0].1.contains("CREATE TYPE public.mood"));

@@ -49,6 +49,14 @@ pub enum PgError {
         source: tokio_postgres::Error,
     },
 
+    /// The server has no connection slot left (SQLSTATE 53300): it is reachable, and busy.
+    #[error("the {side} server at {endpoint} has no free connection slot: {reason}")]
+    TooManyConnections {
+        side: Side,
+        endpoint: String,
+        reason: String,
+    },
+
     #[error("the {side} server at {endpoint} rejected user \"{user}\": {reason}")]
     AuthFailed {
         side: Side,
@@ -119,20 +127,39 @@ pub enum PgError {
     },
 }
 
-/// SQLSTATE classes and codes after which the same operation may succeed if tried again.
+/// SQLSTATE classes and codes after which the same operation may succeed if tried again:
+/// the connection, the server's resources (a full disk, memory, connection slots), an
+/// operator or the system stopping the statement, a conflict with another session, a
+/// target that is read-only for a while (a failover). None of them says anything about
+/// the row, so nothing may be skipped for them.
 fn sqlstate_is_transient(code: &str) -> bool {
     code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: disk_full, out_of_memory, ...
+        || code.starts_with("58") // system error: io_error, ...
         || matches!(
             code,
             "40001" // serialization_failure
                 | "40P01" // deadlock_detected
                 | "55P03" // lock_not_available
+                | "55006" // object_in_use
+                | "57014" // query_canceled
                 | "57P01" // admin_shutdown
                 | "57P02" // crash_shutdown
                 | "57P03" // cannot_connect_now
-                | "53300" // too_many_connections
-                | "58000" // system_error
+                | "57P05" // idle_session_timeout
+                | "25006" // read_only_sql_transaction: a standby, or a failover under way
         )
+}
+
+/// Whether a server error is about the row itself, a value or a constraint the target
+/// rejects, so that the task's data-error policy may decide what becomes of that change.
+/// Every other error (resources, operators, the system, connections, privileges, a missing
+/// table) stops or retries the batch instead, and the checkpoint stays before it.
+pub fn sqlstate_is_data_error(code: &str) -> bool {
+    code.starts_with("22") // data exception: a value the target cannot take
+        || code.starts_with("23") // integrity constraint violation
+        || code.starts_with("44") // WITH CHECK OPTION violation
+        || code == "54000" // program_limit_exceeded: a row or index entry too large
 }
 
 impl PgError {
@@ -149,7 +176,7 @@ impl PgError {
     /// definite.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PgError::Unreachable { .. } => true,
+            PgError::Unreachable { .. } | PgError::TooManyConnections { .. } => true,
             PgError::Query { source, .. } => is_transient(source),
             PgError::Protocol { .. } => true,
             PgError::Server { code, .. } => sqlstate_is_transient(code),
@@ -188,6 +215,13 @@ impl PgError {
                         .to_owned(),
                 ),
             },
+            PgError::TooManyConnections { .. } => Some(
+                "its max_connections is used up, by pgferry's workers (one connection to each \
+                 server per job) and every other session: lower `jobs` in the task file or \
+                 --jobs, close idle sessions, or raise max_connections (superuser_reserved_\
+                 connections are kept for superusers)"
+                    .to_owned(),
+            ),
             PgError::Unreachable { .. } => Some(
                 "check the host name and port, that the server is running and accepts TCP \
                  connections (listen_addresses), and that no firewall is in the way"
@@ -306,5 +340,28 @@ mod tests {
         assert_eq!(e.to_string(), "source: wal_level is replica");
         assert_eq!(e.hint().unwrap(), "set wal_level = logical and restart");
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn only_errors_about_the_row_are_data_errors() {
+        for code in [
+            "22P02", "22001", "23502", "23503", "23514", "44000", "54000",
+        ] {
+            assert!(sqlstate_is_data_error(code), "{code}");
+            assert!(!sqlstate_is_transient(code), "{code}");
+        }
+        for code in [
+            "53100", "53200", "53300", "57P01", "57014", "58030", "08006", "25006",
+        ] {
+            assert!(!sqlstate_is_data_error(code), "{code}");
+            assert!(sqlstate_is_transient(code), "{code}");
+        }
+        // Definite, and not about the row: stops the stream.
+        for code in ["42501", "42P01", "XX000"] {
+            assert!(
+                !sqlstate_is_data_error(code) && !sqlstate_is_transient(code),
+                "{code}"
+            );
+        }
     }
 }

@@ -89,6 +89,8 @@ pub struct ReplicationClient {
     endpoint: String,
     user: String,
     streaming: bool,
+    /// The server's major version, from its `server_version` parameter at startup.
+    server_major: Option<u32>,
 }
 
 impl std::fmt::Debug for ReplicationClient {
@@ -106,6 +108,17 @@ fn io_err(side: Side, endpoint: &str, context: &str, e: io::Error) -> PgError {
 
 /// A string literal for the replication command grammar, which knows only plain
 /// `'...'` strings (no `E'...'`), with embedded quotes doubled.
+/// The major version in a `server_version` value: 13 for "13.16", 17 for "17beta1" or
+/// "17.2 (Debian 17.2-1)".
+fn parse_major(value: &[u8]) -> Option<u32> {
+    let digits: Vec<u8> = value
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 fn command_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
@@ -235,6 +248,7 @@ impl ReplicationClient {
             endpoint,
             user: info.user.clone(),
             streaming: false,
+            server_major: None,
         };
         client.startup(info, application_name).await?;
         Ok(client)
@@ -312,6 +326,11 @@ impl ReplicationClient {
 
     fn server_error(&self, context: &str, e: ServerError) -> PgError {
         match e.code.as_str() {
+            "53300" => PgError::TooManyConnections {
+                side: self.side,
+                endpoint: self.endpoint.clone(),
+                reason: format!("{} (SQLSTATE 53300)", e.message),
+            },
             "28000" | "28P01" => PgError::Prerequisite {
                 side: self.side,
                 problem: format!(
@@ -456,7 +475,13 @@ impl ReplicationClient {
                     return Err(self.server_error("opening a replication connection", e));
                 }
                 b'Z' => return Ok(()),
-                // ParameterStatus, BackendKeyData, NoticeResponse.
+                b'S' => {
+                    let mut fields = body.split(|b| *b == 0);
+                    if fields.next() == Some(b"server_version") {
+                        self.server_major = fields.next().and_then(parse_major);
+                    }
+                }
+                // BackendKeyData, NoticeResponse.
                 _ => {}
             }
         }
@@ -544,6 +569,11 @@ impl ReplicationClient {
         })
     }
 
+    /// The server's major version (13 for 13.16), when it said.
+    pub fn server_major(&self) -> Option<u32> {
+        self.server_major
+    }
+
     /// Starts streaming changes of `publications` from `slot`, from `start`.
     pub async fn start_replication(
         &mut self,
@@ -558,9 +588,14 @@ impl ReplicationClient {
             .collect::<Vec<_>>()
             .join(",");
         let mut options = format!(
-            "proto_version '1', publication_names {}, messages 'true'",
+            "proto_version '1', publication_names {}",
             command_literal(&names)
         );
+        // Logical messages (pgferry's heartbeats) came to pgoutput in 14; older servers
+        // refuse the option.
+        if self.server_major.is_some_and(|m| m >= 14) {
+            options.push_str(", messages 'true'");
+        }
         if binary {
             options.push_str(", binary 'true'");
         }
@@ -698,6 +733,14 @@ mod tests {
             "'\"pgferry_default\"'"
         );
         assert_eq!(command_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn server_versions_give_their_major() {
+        assert_eq!(parse_major(b"13.16"), Some(13));
+        assert_eq!(parse_major(b"17beta1"), Some(17));
+        assert_eq!(parse_major(b"15.18 (Debian 15.18-0+deb12u1)"), Some(15));
+        assert_eq!(parse_major(b"junk"), None);
     }
 
     #[test]

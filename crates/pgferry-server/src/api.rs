@@ -162,6 +162,95 @@ impl State {
 
 type Shared = Arc<State>;
 
+/// Every error a client sees is JSON, as the docs promise: axum's own answers (a 405 with
+/// an empty body, a plain-text rejection of bad query parameters) are rewritten into the
+/// API's error shape, keeping their status.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "{path} does not take {method}{}",
+                allow
+                    .as_ref()
+                    .and_then(|a| a.to_str().ok())
+                    .map(|a| format!("; it takes {a}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        s if s.is_client_error() => ("bad_request", text),
+        _ => ("internal", text),
+    };
+    let mut out = ApiError {
+        status,
+        code,
+        message,
+    }
+    .into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// Without a token, the API answers only requests addressed to a loopback name: a web page
+/// that rebinds its own DNS name to 127.0.0.1 must not read the task through the user's
+/// browser. With a token, the token decides.
+async fn loopback_host(
+    Extract(state): Extract<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !state.auth.has_token() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            return Err(ApiError::forbidden(
+                "without a bearer token the server answers only requests for localhost, \
+                 127.0.0.1 or [::1]; open it by one of those names, or set a token",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// `localhost`, `127.0.0.1` (any 127/8 address) or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub(crate) fn router(state: Shared) -> Router {
     let api = Router::new()
         .route("/api/v1/task", get(task))
@@ -178,6 +267,8 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::file))
         .merge(api)
+        .layer(middleware::from_fn_with_state(state.clone(), loopback_host))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 

@@ -19,6 +19,11 @@ impl Auth {
         }
     }
 
+    /// Whether the server has a token at all.
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Whether a request with these headers may go on.
     pub(crate) fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
         let writes = method != Method::GET && method != Method::HEAD;

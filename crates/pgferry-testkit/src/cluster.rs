@@ -10,13 +10,14 @@
 //! PostgreSQL refuses to run as root. When the tests run as root (as CI does), the server
 //! runs as the `postgres` user, through `runuser`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::tls::TlsFiles;
@@ -80,6 +81,8 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// Extra `postgresql.conf` lines, `(name, value)` with the value as written in the file.
     pub settings: Vec<(String, String)>,
+    /// The server's major version; `None` is the newest Debian one ([`server_bindir`]).
+    pub major: Option<u32>,
 }
 
 impl ClusterOptions {
@@ -90,6 +93,12 @@ impl ClusterOptions {
 
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// A server of this major version ([`server_bindir_for`]).
+    pub fn major(mut self, major: u32) -> Self {
+        self.major = Some(major);
         self
     }
 }
@@ -104,7 +113,7 @@ pub struct Cluster {
     running: AtomicBool,
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -143,6 +152,56 @@ pub fn server_bindir() -> Result<PathBuf, ClusterError> {
     ))
 }
 
+/// Where `scripts/install-deps` puts the server binaries of other majors (npm's
+/// `@embedded-postgres` builds): `$PGFERRY_PG_DIR`, else `/opt/pgferry-postgres` for root
+/// and `~/.local/share/pgferry-postgres` for anyone else.
+pub fn npm_server_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PGFERRY_PG_DIR") {
+        return PathBuf::from(dir);
+    }
+    if is_root() {
+        return PathBuf::from("/opt/pgferry-postgres");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    PathBuf::from(home).join(".local/share/pgferry-postgres")
+}
+
+/// PostgreSQL 17's client tools (`pg_dump`, `pg_restore`), which `scripts/install-deps`
+/// installs beside the servers: for 16 and 17 sources, and for checking that a newer
+/// `pg_dump`'s output fits an older target.
+pub fn client_bindir_17() -> Result<PathBuf, ClusterError> {
+    let dir = npm_server_dir().join("client-17").join("bin");
+    if dir.join("pg_dump").exists() {
+        Ok(dir)
+    } else {
+        Err(ClusterError::NoBinaries(format!(
+            "no PostgreSQL 17 client tools in {}; run scripts/install-deps",
+            dir.display()
+        )))
+    }
+}
+
+/// The server binaries of one major version: Debian's `/usr/lib/postgresql/N/bin`, else
+/// the npm build that `scripts/install-deps` installed. `None` is [`server_bindir`].
+pub fn server_bindir_for(major: Option<u32>) -> Result<PathBuf, ClusterError> {
+    let Some(major) = major else {
+        return server_bindir();
+    };
+    for dir in [
+        PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+        npm_server_dir().join(major.to_string()).join("bin"),
+    ] {
+        if dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+    }
+    Err(ClusterError::NoBinaries(format!(
+        "no PostgreSQL {major} server binaries in /usr/lib/postgresql/{major}/bin or {}; run \
+         scripts/install-deps",
+        npm_server_dir().join(major.to_string()).display()
+    )))
+}
+
 /// A command for a server binary, run as `postgres` when we are root.
 fn server_command(program: &Path) -> Command {
     if is_root() {
@@ -173,7 +232,7 @@ fn run(mut cmd: Command, what: &str) -> Result<String, ClusterError> {
 }
 
 /// Hands a path to the `postgres` user when we are root.
-fn give_to_postgres(path: &Path) -> Result<(), ClusterError> {
+pub(crate) fn give_to_postgres(path: &Path) -> Result<(), ClusterError> {
     if is_root() {
         let user = nix::unistd::User::from_name("postgres")
             .ok()
@@ -238,12 +297,18 @@ fn reap_orphans(base: &Path) {
     }
 }
 
-/// The `initdb` template every cluster copies. Created once per machine (under a file
-/// lock, so parallel test processes agree) and reused.
+/// The `initdb` template every cluster of one server build copies. Created once per
+/// machine and build (under a file lock, so parallel test processes agree) and reused.
 fn template(bindir: &Path) -> Result<PathBuf, ClusterError> {
-    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TEMPLATE
-        .get_or_init(|| make_template(bindir).map_err(|e| e.to_string()))
+    type Templates = Mutex<HashMap<PathBuf, Result<PathBuf, String>>>;
+    static TEMPLATES: OnceLock<Templates> = OnceLock::new();
+    let mut templates = TEMPLATES
+        .get_or_init(Templates::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    templates
+        .entry(bindir.to_owned())
+        .or_insert_with(|| make_template(bindir).map_err(|e| e.to_string()))
         .clone()
         .map_err(|detail| ClusterError::Command {
             what: "initdb".to_owned(),
@@ -333,7 +398,7 @@ impl Cluster {
 
     pub fn start_with(options: ClusterOptions) -> Result<Cluster, ClusterError> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let bindir = server_bindir()?;
+        let bindir = server_bindir_for(options.major)?;
         let template = template(&bindir)?;
         let base = base_dir()?;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -495,6 +560,20 @@ impl Cluster {
         self.pg_ctl_start()?;
         self.running.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The server's major version (13 for 13.16), read from `db`.
+    pub async fn major(&self, db: &str) -> Result<u32, ClusterError> {
+        let client = self.connect(db).await?;
+        let num: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| ClusterError::Command {
+                what: "reading server_version_num".to_owned(),
+                detail: e.to_string(),
+            })?
+            .get(0);
+        Ok((num / 10000) as u32)
     }
 
     /// Connects as `postgres` to `db` over the cluster's Unix socket.

@@ -17,10 +17,31 @@ pub fn inventory_sql(scale: u32) -> String {
     INVENTORY_SQL.replace(":scale", &scale.max(1).to_string())
 }
 
-/// Creates database `db` on `cluster` and fills it with the awkward database.
+/// The awkward database for a server of `major`: before 14 there are no multiranges
+/// (the column holds their text) and no infinite `numeric` (a huge finite value instead).
+pub fn awkward_sql(major: u32) -> String {
+    if major >= 14 {
+        return AWKWARD_SQL.to_owned();
+    }
+    let sql = AWKWARD_SQL
+        .replace("mr int4multirange,", "mr text,")
+        .replace(
+            "(2, 'Infinity', -99999999.9999",
+            "(2, '1e100', -99999999.9999",
+        );
+    debug_assert!(
+        sql != AWKWARD_SQL,
+        "the awkward database changed; adapt this"
+    );
+    sql
+}
+
+/// Creates database `db` on `cluster` and fills it with the awkward database, as the
+/// server's major version allows ([`awkward_sql`]).
 pub async fn create_awkward(cluster: &Cluster, db: &str) -> Result<(), ClusterError> {
     cluster.create_database(db).await?;
-    cluster.execute(db, AWKWARD_SQL).await
+    let major = cluster.major(db).await?;
+    cluster.execute(db, &awkward_sql(major)).await
 }
 
 /// Creates database `db` on `cluster` and fills it with the inventory database.

@@ -49,9 +49,14 @@ pub fn request(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| error(&what, e))?;
+    // The caller's Host, if it sends one (a test of what a foreign name gets), else ours.
+    let host = if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        String::new()
+    } else {
+        format!("Host: 127.0.0.1:{port}\r\n")
+    };
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\n{host}Connection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {

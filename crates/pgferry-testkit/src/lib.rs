@@ -7,10 +7,14 @@
 pub mod cluster;
 pub mod compare;
 pub mod datagen;
+pub mod disk;
 pub mod http;
 pub mod s3;
 pub mod smtp;
 pub mod tls;
 pub mod workload;
 
-pub use cluster::{Cluster, ClusterError, ClusterOptions, Connector, StopMode, server_bindir};
+pub use cluster::{
+    Cluster, ClusterError, ClusterOptions, Connector, StopMode, client_bindir_17, server_bindir,
+    server_bindir_for,
+};

@@ -179,7 +179,7 @@ pub struct FilesTargetArgs {
     pub profile: Option<String>,
 
     /// Files and requests handled at once; memory is at most jobs × part size.
-    #[arg(short, long, default_value_t = 16)]
+    #[arg(short, long, default_value_t = 16, value_parser = parse_jobs)]
     pub jobs: usize,
 
     /// Sync only matching files (relative paths; `*` also matches `/`). Applied in order
@@ -253,6 +253,15 @@ pub struct FilesVerifyArgs {
 }
 
 /// `64MiB`, `8MB`, `5242880`.
+/// Every `--jobs` obeys the same limits as the task file's `jobs`.
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    let jobs: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of workers"))?;
+    pgferry_config::check_jobs(jobs)
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
@@ -276,7 +285,7 @@ pub struct RunArgs {
     pub task: TaskArgs,
 
     /// Parallel workers, overriding the task file's `jobs`.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_jobs)]
     pub jobs: Option<usize>,
 
     /// Never draw progress bars; log progress lines instead (the default when standard
@@ -307,7 +316,7 @@ pub struct ValidateArgs {
     pub task: TaskArgs,
 
     /// Tables compared at the same time, overriding the task file's `jobs`.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_jobs)]
     pub jobs: Option<usize>,
 }
 
@@ -318,7 +327,7 @@ pub struct DemoArgs {
     pub scale: u32,
 
     /// Parallel workers.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = parse_jobs)]
     pub jobs: Option<usize>,
 
     /// Seconds of streaming under the live workload, after the full load, before the

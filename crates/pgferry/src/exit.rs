@@ -23,6 +23,7 @@ fn pg_code(e: &PgError) -> u8 {
     match e {
         PgError::ConnInfo { .. } => USAGE,
         PgError::Unreachable { .. }
+        | PgError::TooManyConnections { .. }
         | PgError::AuthFailed { .. }
         | PgError::DatabaseMissing { .. }
         | PgError::Tls { .. }

@@ -52,11 +52,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
-            Command::Stop(args) => commands::cdc::stop(args).await,
-            Command::Cleanup(args) => commands::cdc::cleanup(args).await,
-            Command::Status(args) => commands::status::status(args).await,
-            Command::Alarms(args) => commands::alarms::alarms(args).await,
-            Command::Validate(args) => commands::validate::validate(args).await,
+            Command::Stop(args) => commands::interruptible(commands::cdc::stop(args)).await,
+            Command::Cleanup(args) => commands::interruptible(commands::cdc::cleanup(args)).await,
+            Command::Status(args) => commands::interruptible(commands::status::status(args)).await,
+            Command::Alarms(args) => commands::interruptible(commands::alarms::alarms(args)).await,
+            Command::Validate(args) => {
+                commands::interruptible(commands::validate::validate(args)).await
+            }
             Command::Demo(args) => commands::demo::demo(args).await,
             Command::Files(FilesCommand::Sync(args)) => {
                 commands::files::sync(*args, files_matches.as_ref()).await

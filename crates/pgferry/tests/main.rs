@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use pgferry_testkit::compare::compare_databases;
 use pgferry_testkit::{Cluster, datagen};
 
+mod hostile;
+
 fn pgferry() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgferry"));
     // The tests' own PG* variables must not leak into the runs they check.
@@ -767,4 +769,31 @@ fn config_convert_writes_a_task_that_runs_and_bad_json_exits_2_with_the_line() {
         err.contains("m.json:2") && err.contains("did you mean \"selection\""),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pg_dump_17_fits_a_13_target() {
+    use pgferry_testkit::ClusterOptions;
+    let source = Cluster::start_with(ClusterOptions::default().major(13)).unwrap();
+    let target = Cluster::start_with(ClusterOptions::default().major(13)).unwrap();
+    datagen::create_awkward(&source, "app").await.unwrap();
+    target.create_database("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &minimal_task(&source.url("app"), &target.url("app"), ""),
+    );
+    let task = task.to_str().unwrap();
+
+    // pg_dump 17 writes settings a 13 server does not know (transaction_timeout).
+    let out = pgferry()
+        .args(["run", "--task", task])
+        .env(
+            "PGFERRY_PG_BINDIR",
+            pgferry_testkit::client_bindir_17().unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_identical(&source, &target, "app").await;
 }

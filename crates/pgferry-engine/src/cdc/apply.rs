@@ -37,6 +37,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use pgferry_config::{CdcSettings, ErrorPolicy};
+use pgferry_pg::error::sqlstate_is_data_error;
 use pgferry_pg::lsn::pg_timestamp_to_chrono;
 use pgferry_pg::pgoutput::{Message, OldImage, Relation, Tuple, Value};
 use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, describe_pg_error};
@@ -784,7 +785,8 @@ impl Applier {
                     done = true;
                 }
                 Ok(false) => {}
-                Err(e) if self.target.is_closed() => return Err(e),
+                // Lost, or out of disk or memory: change by change would fail the same.
+                Err(e) if self.target.is_closed() || e.is_retryable() => return Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "bulk apply failed; applying change by change")
                 }
@@ -1229,15 +1231,23 @@ impl Applier {
                 "the row does not exist on the target".to_owned(),
             )),
             Ok(_) => Ok(Outcome::Applied),
-            Err(e) if self.target.is_closed() => Err(EngineError::Pg(PgError::query(
+            Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "23505") => {
+                Ok(Outcome::Conflict(describe_pg_error(&e)))
+            }
+            Err(e)
+                if e.as_db_error()
+                    .is_some_and(|d| sqlstate_is_data_error(d.code().code())) =>
+            {
+                Ok(Outcome::Failed(describe_pg_error(&e)))
+            }
+            // A full disk, a shutdown, a missing privilege: nothing about this change.
+            // The batch fails whole, so the checkpoint stays before it; transient ones are
+            // retried with backoff by the stream's loop.
+            Err(e) => Err(EngineError::Pg(PgError::query(
                 Side::Target,
                 "applying a change",
                 e,
             ))),
-            Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "23505") => {
-                Ok(Outcome::Conflict(describe_pg_error(&e)))
-            }
-            Err(e) => Ok(Outcome::Failed(describe_pg_error(&e))),
         }
     }
 

@@ -250,22 +250,14 @@ pub async fn run(
     }
 }
 
-/// After the target went away (a restart, a failover), a new control connection, which
-/// takes the task lock again: the old one died with its session. If another process took
-/// the task meanwhile, that is an error that is not retried.
+/// After the target went away (a restart, a failover), a new control connection that
+/// holds the task lock again ([`control::reconnect`]).
 async fn reconnect_control(
     task: &Task,
     endpoints: &Endpoints,
     control_client: &mut PgClient,
 ) -> Result<()> {
-    if !control_client.is_closed() {
-        return Ok(());
-    }
-    let client = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry control").await?;
-    control::lock_task(&client, &task.name).await?;
-    *control_client = client;
-    tracing::info!("reconnected to the target and took the task lock again");
-    Ok(())
+    control::reconnect(&task.name, &endpoints.target, control_client).await
 }
 
 enum Step {

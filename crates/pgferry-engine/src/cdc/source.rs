@@ -149,17 +149,24 @@ fn ownership_hint(e: PgError, table: &QualifiedName) -> EngineError {
 
 /// The relations a publication lists for the selected tables: a partitioned table stands
 /// for its partitions (published through the root), other tables are listed with `ONLY`
-/// so inheritance children are published only when selected themselves.
-fn publication_list(tables: &[Table], parents: &[Table]) -> Vec<String> {
-    let mut list: Vec<String> = parents
-        .iter()
-        .filter(|p| p.partition_root.is_none())
-        .map(|p| p.name.quoted())
-        .collect();
+/// so inheritance children are published only when selected themselves. Before 13 a
+/// publication can hold no partitioned table (`via_root` false): the partitions are
+/// listed themselves, and their changes arrive under their own names
+/// (`tables::resolve` finds their root's rules).
+fn publication_list(tables: &[Table], parents: &[Table], via_root: bool) -> Vec<String> {
+    let mut list: Vec<String> = if via_root {
+        parents
+            .iter()
+            .filter(|p| p.partition_root.is_none())
+            .map(|p| p.name.quoted())
+            .collect()
+    } else {
+        Vec::new()
+    };
     list.extend(
         tables
             .iter()
-            .filter(|t| t.partition_root.is_none())
+            .filter(|t| !via_root || t.partition_root.is_none())
             .map(|t| format!("ONLY {}", t.name.quoted())),
     );
     list
@@ -172,6 +179,7 @@ pub async fn ensure_publication(
     task: &Task,
     tables: &[Table],
     parents: &[Table],
+    via_root: bool,
 ) -> Result<(String, bool)> {
     if let Some(name) = &task.cdc.publication {
         let exists = source
@@ -205,15 +213,20 @@ pub async fn ensure_publication(
     if exists {
         return Ok((name, true));
     }
-    let list = publication_list(tables, parents);
+    let list = publication_list(tables, parents, via_root);
     if list.is_empty() {
         return Err(EngineError::NothingSelected);
     }
+    let with = if via_root {
+        " WITH (publish_via_partition_root = true)"
+    } else {
+        ""
+    };
     source
         .batch(
             "creating the publication",
             &format!(
-                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                "CREATE PUBLICATION {} FOR TABLE {}{with}",
                 quote_ident(&name),
                 list.join(", ")
             ),
@@ -229,8 +242,8 @@ pub async fn ensure_publication(
                     ),
                     fix: format!(
                         "as the tables' owner (or a superuser) run: CREATE PUBLICATION {} \
-                         FOR TABLE {} WITH (publish_via_partition_root = true); then set \
-                         [cdc] publication = \"{name}\" in the task",
+                         FOR TABLE {}{with}; then set [cdc] publication = \"{name}\" in the \
+                         task",
                         quote_ident(&name),
                         list.join(", ")
                     ),

@@ -118,6 +118,26 @@ impl Scope {
     }
 }
 
+/// The topmost partitioned table above `table` on the source, if it is a partition.
+async fn partition_root(source: &PgClient, table: &QualifiedName) -> Result<Option<QualifiedName>> {
+    let row = source
+        .query_opt(
+            "finding a partition's root",
+            "SELECT n.nspname, c.relname
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = pg_partition_root(
+                       (SELECT r.oid FROM pg_class r JOIN pg_namespace s
+                               ON s.oid = r.relnamespace
+                        WHERE s.nspname = $1 AND r.relname = $2))
+               AND c.oid <> (SELECT r.oid FROM pg_class r JOIN pg_namespace s
+                                    ON s.oid = r.relnamespace
+                             WHERE s.nspname = $1 AND r.relname = $2)",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    Ok(row.map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))))
+}
+
 /// Resolves `rel`. May add columns to the target table, in the caller's transaction.
 pub async fn resolve(
     target: &PgClient,
@@ -126,9 +146,16 @@ pub async fn resolve(
     scope: &Scope,
 ) -> Result<Resolution> {
     let source_name = QualifiedName::new(&rel.namespace, &rel.name);
-    if !scope.includes(&source_name) {
-        return Ok(Resolution::Ignore);
-    }
+    // Rules name a partition by its root. Changes arrive under the root's name where the
+    // source publishes through it (13 and later); before 13, under the partition's own.
+    let rule_name = if scope.includes(&source_name) {
+        source_name.clone()
+    } else {
+        match partition_root(source, &source_name).await? {
+            Some(root) if scope.includes(&root) => root,
+            _ => return Ok(Resolution::Ignore),
+        }
+    };
     // The source's column types, for rules that match a type and for filters.
     let type_names: Vec<String> = if scope.mapping.is_empty() {
         vec![String::new(); rel.columns.len()]
@@ -161,7 +188,7 @@ pub async fn resolve(
         .table(
             &rel.namespace,
             &rel.name,
-            (&rel.namespace, &rel.name),
+            (&rule_name.schema, &rule_name.name),
             &source_columns,
         )
         .map_err(|e| EngineError::Mapping(e.to_string()))?;

@@ -350,3 +350,113 @@ async fn the_three_tier_guide_task_moves_only_public() {
         rows(&p.target, "inv", "SELECT * FROM products").await
     );
 }
+
+const PARTITIONED: &str = "
+CREATE SCHEMA inventory;
+CREATE TABLE inventory.orders (id bigint NOT NULL, created date NOT NULL, total numeric,
+                               PRIMARY KEY (id, created)) PARTITION BY RANGE (created);
+CREATE TABLE inventory.orders_2024 PARTITION OF inventory.orders
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE inventory.orders_2025 PARTITION OF inventory.orders
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE INDEX orders_total_idx ON inventory.orders (total);
+CREATE TABLE inventory.order_lines (
+    id serial PRIMARY KEY, order_id bigint NOT NULL, created date NOT NULL, qty int,
+    FOREIGN KEY (order_id, created) REFERENCES inventory.orders (id, created));
+CREATE INDEX order_lines_order_idx ON inventory.order_lines (order_id, created);
+INSERT INTO inventory.orders
+    SELECT g, DATE '2024-06-01' + (g % 400), g * 1.5 FROM generate_series(1, 500) g;
+INSERT INTO inventory.order_lines (order_id, created, qty)
+    SELECT id, created, 1 + id % 5 FROM inventory.orders;
+";
+
+/// Indexes (attached partition indexes among them) and foreign keys of the tables in
+/// `schema`, by kind, and how many partition indexes hang under a partitioned one.
+async fn structure(c: &Cluster, db: &str, schema: &str) -> (i64, i64, i64) {
+    let client = c.connect(db).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+                     WHERE t.relnamespace = $1::text::regnamespace),
+                    (SELECT count(*) FROM pg_constraint
+                     WHERE contype = 'f' AND connamespace = $1::text::regnamespace),
+                    (SELECT count(*) FROM pg_inherits h JOIN pg_class i ON i.oid = h.inhrelid
+                     WHERE i.relkind = 'i' AND i.relnamespace = $1::text::regnamespace)",
+            &[&schema],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{schema}: {e}"));
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renames_carry_partitioned_tables_with_their_indexes_and_foreign_keys() {
+    let p = pair();
+    let cases = [
+        (
+            "by_schema",
+            "action = \"rename\"\ntarget = \"schema\"\nschema = \"inventory\"\nvalue = \"inv\"",
+            "inv",
+            ["orders", "order_lines"],
+        ),
+        (
+            "by_table",
+            "action = \"rename\"\ntarget = \"table\"\nschema = \"inventory\"\ntable = \"orders\"\nvalue = \"sales\"",
+            "inventory",
+            ["sales", "order_lines"],
+        ),
+        (
+            "by_prefix",
+            "action = \"add-prefix\"\ntarget = \"table\"\nschema = \"inventory\"\nvalue = \"old_\"",
+            "inventory",
+            ["old_orders", "old_order_lines"],
+        ),
+    ];
+    for (db, rule, schema, [orders, lines]) in cases {
+        p.source.create_database(db).await.unwrap();
+        p.source.execute(db, PARTITIONED).await.unwrap();
+        p.target.create_database(db).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("task.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"parts\"\nmigration_type = \"full-load\"\njobs = 2\n\
+                 [source]\nurl = {:?}\n[target]\nurl = {:?}\n[[transform]]\n{rule}\n",
+                p.source.url(db),
+                p.target.url(db)
+            ),
+        )
+        .unwrap();
+        let task = Task::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let summary = pgferry_engine::run(&task, Arc::new(pgferry_engine::RunProgress::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{db}: {e}"));
+        assert!(!summary.already_done, "{db}");
+        assert_eq!(
+            structure(&p.source, db, "inventory").await,
+            structure(&p.target, db, schema).await,
+            "{db}: every index, partition index attachment and foreign key arrives"
+        );
+        assert_eq!(
+            rows(
+                &p.source,
+                db,
+                "SELECT id, created, total FROM inventory.orders"
+            )
+            .await,
+            rows(
+                &p.target,
+                db,
+                &format!("SELECT id, created, total FROM {schema}.{orders}")
+            )
+            .await,
+            "{db}"
+        );
+        assert_eq!(
+            rows(&p.source, db, "SELECT * FROM inventory.order_lines").await,
+            rows(&p.target, db, &format!("SELECT * FROM {schema}.{lines}")).await,
+            "{db}"
+        );
+    }
+}

@@ -53,6 +53,10 @@ pub struct EmailConfig {
     pub timeout_s: u64,
     #[serde(default = "two")]
     pub retries: u32,
+    /// Send credentials over a connection without TLS (`tls = "none"`), where anyone on the
+    /// path reads them. Off unless set: such a setup is refused.
+    #[serde(default)]
+    pub allow_insecure_auth: bool,
 }
 
 impl EmailConfig {
@@ -78,6 +82,15 @@ impl EmailConfig {
         }
         if sources.iter().any(|s| *s) && self.username.is_none() {
             return Err("email notifier: a password needs a username".to_owned());
+        }
+        let credentials = self.username.is_some() || sources.iter().any(|s| *s);
+        if credentials && self.tls == SmtpTls::None && !self.allow_insecure_auth {
+            return Err(
+                "email notifier: tls = \"none\" would send the username and password in \
+                 cleartext; use tls = \"starttls\" or \"tls\", or set \
+                 allow_insecure_auth = true if the path to the server is trusted"
+                    .to_owned(),
+            );
         }
         Ok(())
     }

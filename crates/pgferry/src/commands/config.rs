@@ -78,8 +78,14 @@ pub fn explain(args: TaskArgs) -> anyhow::Result<u8> {
                 .as_deref()
                 .map(|v| format!(" {v:?}"))
                 .unwrap_or_default();
+            // The expression is shown whole: it is SQL that will run on the target.
+            let expression = t
+                .expression
+                .as_deref()
+                .map(|e| format!(" expression {e:?}"))
+                .unwrap_or_default();
             println!(
-                "  {} {} {object}{value}  [{}]",
+                "  {} {} {object}{value}{expression}  [{}]",
                 t.action.as_str(),
                 t.target,
                 t.origin

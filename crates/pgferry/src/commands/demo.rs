@@ -82,7 +82,7 @@ async fn story(
     task.cdc.heartbeat_interval = Duration::from_secs(1);
     task.monitoring.sample_interval = Duration::from_secs(1);
     if let Some(jobs) = args.jobs {
-        task.full_load.jobs = jobs.max(1);
+        task.full_load.jobs = jobs;
     }
 
     // The application: orders placed, stock moving, prices changing, all through the

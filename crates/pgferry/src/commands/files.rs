@@ -61,7 +61,7 @@ pub async fn sync(args: FilesSyncArgs, matches: Option<&ArgMatches>) -> anyhow::
         },
     )?;
     let options = SyncOptions {
-        jobs: target.jobs.max(1),
+        jobs: target.jobs,
         part_size: usize::try_from(args.part_size).unwrap_or(usize::MAX),
         delete: args.delete,
         filter: filter.clone(),
@@ -140,7 +140,7 @@ pub async fn verify(args: FilesVerifyArgs, matches: Option<&ArgMatches>) -> anyh
     let filter = Filter::new(&filter_rules(matches, target))?;
     let dest = open(target, StoreOptions::default())?;
     let options = VerifyOptions {
-        jobs: target.jobs.max(1),
+        jobs: target.jobs,
         filter,
         follow_symlinks: target.follow_symlinks,
         deep: args.deep,

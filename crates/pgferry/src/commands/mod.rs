@@ -23,6 +23,18 @@ pub fn load_task(path: &Path) -> anyhow::Result<Task> {
     Ok(task)
 }
 
+/// Runs a command that has no stop of its own until it ends or the process is asked to
+/// stop, whichever comes first. Dropping the command closes its connections, so the
+/// servers end its sessions (and any snapshot it held) at once.
+pub async fn interruptible(
+    command: impl std::future::Future<Output = anyhow::Result<u8>>,
+) -> anyhow::Result<u8> {
+    tokio::select! {
+        result = command => result,
+        _ = shutdown_signal() => Err(pgferry_engine::EngineError::Interrupted.into()),
+    }
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
     let term = async {

@@ -16,7 +16,7 @@ use pgferry_server::StopHook;
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut task = commands::load_task(&args.task.task)?;
     if let Some(jobs) = args.jobs {
-        task.full_load.jobs = jobs.max(1);
+        task.full_load.jobs = jobs;
     }
     let http = watch::listen_address(args.http.as_deref(), &task)?;
     let summary = run_with_progress(&task, progress::interactive(args.no_progress), http).await?;

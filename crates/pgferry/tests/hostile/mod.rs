@@ -1,0 +1,401 @@
+//! Hostile inputs: task files, mapping files, identifiers and HTTP requests written to make
+//! pgferry do something it should not. Each test here was a defect once, or guards the
+//! door next to one; the next one found goes here too.
+
+use std::path::Path;
+
+use pgferry_testkit::Cluster;
+
+use crate::{run, text, write_task};
+
+/// Expressions that tried to close the parenthesis pgferry wraps them in, each with a
+/// fragment of the reason it must be refused for.
+const ESCAPING_EXPRESSIONS: &[(&str, &str)] = &[
+    // A quote inside a comment hid the rest from the old check.
+    (
+        "1 /* ' */ ) stored; drop table guard.canary; select (1 /* ' */",
+        "comment",
+    ),
+    ("1 -- ' ) stored; drop table guard.canary", "comment"),
+    // A quote inside a quoted identifier.
+    (
+        "\"'\" ) stored; drop table guard.canary; select (\"'\"",
+        "never opened",
+    ),
+    // A backslash that an escape string reads as an escaped quote.
+    (
+        "E'\\'' ) stored; drop table guard.canary; select ('",
+        "escape string",
+    ),
+    // Dollar quoting.
+    ("$$ ) stored; drop table guard.canary; $$", "dollar"),
+    // Another ALTER subcommand in the same statement, no semicolon needed.
+    (
+        "1) stored, add column evil int generated always as (2",
+        "never opened",
+    ),
+    ("1); drop table guard.canary; select (1", "never opened"),
+    ("", "empty"),
+];
+
+fn mapping_task(dir: &Path, source: &str, target: &str, expression: &str) -> String {
+    let mappings = serde_json::json!({"rules": [
+        {"rule-type": "selection", "rule-id": "1", "rule-name": "all", "rule-action": "include",
+         "object-locator": {"schema-name": "public", "table-name": "%"}},
+        {"rule-type": "transformation", "rule-id": "2", "rule-name": "computed",
+         "rule-action": "add-column", "rule-target": "column",
+         "object-locator": {"schema-name": "public", "table-name": "items"},
+         "value": "label", "expression": expression,
+         "data-type": {"type": "string", "length": 50}}
+    ]});
+    let path = dir.join("mappings.json");
+    std::fs::write(&path, mappings.to_string()).unwrap();
+    let task = format!(
+        "name = \"hostile\"\nmigration_type = \"full-load\"\ntable_mappings = {:?}\n\
+         [source]\nurl = {source:?}\n[target]\nurl = {target:?}\n",
+        path.to_str().unwrap()
+    );
+    write_task(dir, &task).to_str().unwrap().to_owned()
+}
+
+#[test]
+fn add_column_expressions_that_escape_their_parenthesis_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for (expression, why) in ESCAPING_EXPRESSIONS {
+        let task = mapping_task(
+            dir.path(),
+            "postgres://u@127.0.0.1:1/s",
+            "postgres://u@127.0.0.1:1/t",
+            expression,
+        );
+        for command in ["run", "config"] {
+            let args: &[&str] = if command == "run" {
+                &["run", "--task", &task]
+            } else {
+                &["config", "explain", "--task", &task]
+            };
+            let out = run(args);
+            assert_eq!(out.status.code(), Some(2), "{expression}: {}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(why), "{expression}: {stderr}");
+        }
+    }
+    // What is accepted is shown whole, since it is SQL that will run on the target.
+    let task = mapping_task(
+        dir.path(),
+        "postgres://u@127.0.0.1:1/s",
+        "postgres://u@127.0.0.1:1/t",
+        "'it''s \"x\" (' || $name",
+    );
+    let out = run(&["config", "explain", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"expression "'it''s \"x\" (' || $name""#),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expression_the_server_rejects_stops_the_schema_step_and_leaves_the_target_untouched() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("app").await.unwrap();
+    source
+        .execute(
+            "app",
+            "CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 10) g;",
+        )
+        .await
+        .unwrap();
+    target.create_database("app").await.unwrap();
+    target
+        .execute(
+            "app",
+            "CREATE SCHEMA guard; CREATE TABLE guard.canary (x int); INSERT INTO guard.canary VALUES (1);",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The issue's payload, end to end: refused, and the canary lives.
+    let task = mapping_task(
+        dir.path(),
+        &source.url("app"),
+        &target.url("app"),
+        ESCAPING_EXPRESSIONS[0].0,
+    );
+    let out = run(&["run", "--task", &task]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // One expression the lexer passes but the server's parser does not: refused while
+    // planning, before anything is created or stored, so the fixed rule is taken next time.
+    let task = mapping_task(
+        dir.path(),
+        &source.url("app"),
+        &target.url("app"),
+        "no_such_function($name)",
+    );
+    let out = run(&["run", "--task", &task]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not valid SQL") && stderr.contains("no_such_function"),
+        "{stderr}"
+    );
+    let client = target.connect("app").await.unwrap();
+    let canary: i64 = client
+        .query_one("SELECT count(*) FROM guard.canary", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(canary, 1);
+    let items: i64 = client
+        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'items'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(items, 0, "the schema step rolled back whole");
+
+    // A good expression runs, and computes the column on the target.
+    let task = mapping_task(
+        dir.path(),
+        &source.url("app"),
+        &target.url("app"),
+        "upper($name) || ' (' || $id::text || ')'",
+    );
+    let out = run(&["run", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let label: String = client
+        .query_one("SELECT label FROM items WHERE id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(label, "ITEM 3 (3)");
+}
+
+#[test]
+fn every_jobs_flag_obeys_the_task_files_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(
+            "postgres://u@127.0.0.1:1/s",
+            "postgres://u@127.0.0.1:1/t",
+            "",
+        ),
+    );
+    let task = task.to_str().unwrap();
+    for args in [
+        vec!["validate", "--task", task, "--jobs", "100000"],
+        vec!["run", "--task", task, "--jobs", "0"],
+        vec!["run", "--task", task, "--jobs=-5"],
+        vec!["demo", "--jobs", "257"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("between 1 and 256") || stderr.contains("whole number"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(
+            "postgres://u@127.0.0.1:1/s",
+            "postgres://u@127.0.0.1:1/t",
+            "validation = { jobs = 1000 }",
+        ),
+    );
+    let out = run(&["validate", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("validation.jobs"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_out_of_connection_slots_gets_its_own_error_and_nothing_hangs() {
+    use pgferry_testkit::{ClusterOptions, datagen};
+    // Two slots for everyone: the source of a six-table database cannot serve one
+    // connection per table.
+    let source = Cluster::start_with(
+        ClusterOptions::default()
+            .setting("max_connections", "4")
+            .setting("superuser_reserved_connections", "0")
+            .setting("max_wal_senders", "2"),
+    )
+    .unwrap();
+    let target = Cluster::start().unwrap();
+    datagen::create_inventory(&source, "inv", 1).await.unwrap();
+    target.create_database("inv").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(&source.url("inv"), &target.url("inv"), ""),
+    );
+    let task = task.to_str().unwrap();
+    let out = run(&["run", "--task", task, "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Every connection slot taken by others.
+    let mut hogs = Vec::new();
+    while let Ok(c) = source.connect("inv").await {
+        hogs.push(c);
+        assert!(hogs.len() <= 4, "max_connections is not enforced");
+    }
+    let started = std::time::Instant::now();
+    let out = run(&["validate", "--task", task, "--jobs", "200", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no free connection slot"), "{stderr}");
+    assert!(
+        stderr.contains("max_connections") && !stderr.contains("firewall"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the error comes promptly"
+    );
+    drop(hogs);
+}
+
+/// A server for the HTTP cases: nothing listens on the task's servers, so every read of
+/// the control schema fails, which is fine for what these cases check.
+async fn http_server(token: Option<&str>) -> pgferry_server::Server {
+    use pgferry_config::{MigrationType, Task};
+    let task = Task::new(
+        MigrationType::FullLoad,
+        "postgres://u@127.0.0.1:1/db?connect_timeout=2",
+        "postgres://u@127.0.0.1:1/db?connect_timeout=2",
+    );
+    let target = pgferry_engine::Endpoints::resolve(&task).unwrap().target;
+    let sources = pgferry_server::Sources {
+        task,
+        target,
+        observer: std::sync::Arc::new(pgferry_observe::Observer::new(
+            Vec::new(),
+            std::time::Duration::from_secs(60),
+            10,
+        )),
+        progress: std::sync::Arc::new(pgferry_engine::RunProgress::default()),
+        stop: std::sync::Arc::new(|| {}),
+    };
+    pgferry_server::Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        token.map(|t| secrecy::SecretString::from(t.to_owned())),
+        sources,
+    )
+    .await
+    .unwrap()
+}
+
+async fn http(
+    port: u16,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+) -> pgferry_testkit::http::Response {
+    tokio::task::spawn_blocking(move || {
+        pgferry_testkit::http::request(port, method, path, &headers, b"").unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_errors_are_json_and_a_rebound_host_name_reads_nothing() {
+    let server = http_server(None).await;
+    let port = server.addr.port();
+    // Every error is JSON, axum's own included.
+    for (method, path, status, code) in [
+        ("GET", "/api/v1/stop", 405, "method_not_allowed"),
+        ("GET", "/api/v1/events?limit=abc", 400, "bad_request"),
+        ("GET", "/api/v1/series?since=soon", 400, "bad_request"),
+        ("GET", "/api/v1/nope", 404, "not_found"),
+    ] {
+        let r = http(port, method, path, vec![]).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{method} {path}");
+        assert!(r.json()["error"]["message"].as_str().is_some());
+    }
+    // DNS rebinding: a page at attacker.example resolved to 127.0.0.1 sends its own name.
+    for path in ["/api/v1/live", "/", "/metrics"] {
+        let r = http(port, "GET", path, vec![("Host", "attacker.example:9187")]).await;
+        assert_eq!(r.status, 403, "{path}");
+        assert_eq!(r.json()["error"]["code"], "forbidden");
+    }
+    for host in ["localhost:9187", "127.0.0.1", "[::1]:9187", "LOCALHOST"] {
+        let r = http(port, "GET", "/api/v1/live", vec![("Host", host)]).await;
+        assert_eq!(r.status, 200, "{host}");
+    }
+    server.shutdown();
+    // With a token, the token decides, whatever the name.
+    let server = http_server(Some("tok")).await;
+    let r = http(
+        server.addr.port(),
+        "GET",
+        "/api/v1/live",
+        vec![("Host", "pgferry.internal")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    server.shutdown();
+}
+
+#[test]
+fn smtp_credentials_never_travel_in_cleartext_unless_asked_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let notifier = |extra: &str| {
+        crate::minimal_task(
+            "postgres://u@127.0.0.1:1/s",
+            "postgres://u@127.0.0.1:1/t",
+            "",
+        ) + &format!(
+            "[[notifier]]\nkind = \"email\"\nsmtp_host = \"mail.example\"\ntls = \"none\"\n\
+             username = \"alerts\"\npassword_env = \"SMTP_PASSWORD\"\n\
+             from = \"pgferry@example.com\"\nto = [\"dba@example.com\"]\n{extra}"
+        )
+    };
+    let task = write_task(dir.path(), &notifier(""));
+    let out = run(&["config", "explain", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cleartext"),
+        "{}",
+        text(&out)
+    );
+    let task = write_task(dir.path(), &notifier("allow_insecure_auth = true\n"));
+    let out = run(&["config", "explain", "--task", task.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn values_that_once_slipped_through_are_refused_with_a_plain_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (line, expected) in [
+        ("chunk_size = \"99999999999PB\"", "largest chunk"),
+        ("chunk_size = \"abc\"", "is not a size"),
+        ("chunk_size = -5", "negative"),
+        ("chunk_size = \"5 furlongs\"", "unknown unit"),
+        ("log_filter = \"info,[[[\"", "not a valid filter"),
+    ] {
+        let task = write_task(
+            dir.path(),
+            &crate::minimal_task(
+                "postgres://u@127.0.0.1:1/s",
+                "postgres://u@127.0.0.1:1/t",
+                line,
+            ),
+        );
+        let task = task.to_str().unwrap();
+        for args in [
+            vec!["run", "--task", task],
+            vec!["config", "explain", "--task", task],
+        ] {
+            let out = run(&args);
+            assert_eq!(out.status.code(), Some(2), "{line}: {}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(expected), "{line}: {stderr}");
+        }
+    }
+}
