@@ -708,6 +708,12 @@ impl Mapping {
         columns: &[SourceColumn<'_>],
     ) -> Result<TableMap, MappingError> {
         let (rule_schema, rule_table) = rule_name;
+        // Messages name the table the user's rules name: a partition's root.
+        let shown = if (rule_schema, rule_table) == (schema, table) {
+            format!("{schema}.{table}")
+        } else {
+            format!("{rule_schema}.{rule_table} (partition {schema}.{table})")
+        };
         let on_table =
             |t: &&Transform, s: &str, n: &str| matches(&t.schema, s) && matches(&t.table, n);
         let target_schema = apply_names(
@@ -757,7 +763,7 @@ impl Mapping {
                 return Err(mapping_error(
                     &other.origin,
                     format!(
-                        "{} column {:?} of {schema}.{table}, which {} removes",
+                        "{} column {:?} of {shown}, which {} removes",
                         other.action.as_str(),
                         c.name,
                         r.origin
@@ -812,7 +818,7 @@ impl Mapping {
                 return Err(mapping_error(
                     "the column rules",
                     format!(
-                        "columns {:?} and {:?} of {schema}.{table} would both be named {name:?} \
+                        "columns {:?} and {:?} of {shown} would both be named {name:?} \
                          on the target",
                         a.source, b.source
                     ),
@@ -830,7 +836,7 @@ impl Mapping {
             {
                 return Err(mapping_error(
                     &t.origin,
-                    format!("adds column {name:?} to {schema}.{table}, which already has one"),
+                    format!("adds column {name:?} to {shown}, which already has one"),
                 ));
             }
             let type_sql = t
@@ -854,7 +860,7 @@ impl Mapping {
                                             &t.origin,
                                             format!(
                                                 "the expression uses ${source}, but \
-                                                 {schema}.{table} has no such column{}",
+                                                 {shown} has no such column{}",
                                                 crate::suggest::did_you_mean(
                                                     &source,
                                                     &columns
@@ -899,9 +905,7 @@ impl Mapping {
             {
                 return Err(mapping_error(
                     &t.origin,
-                    format!(
-                        "defines a second primary key for {schema}.{table}; {origin} defines one"
-                    ),
+                    format!("defines a second primary key for {shown}; {origin} defines one"),
                 ));
             }
             let mut target_cols = Vec::new();
@@ -927,7 +931,7 @@ impl Mapping {
                         mapping_error(
                             &t.origin,
                             format!(
-                                "the key column {col:?} is not a column of {schema}.{table} on \
+                                "the key column {col:?} is not a column of {shown} on \
                                  the target{}",
                                 crate::suggest::did_you_mean(
                                     col,
@@ -957,7 +961,7 @@ impl Mapping {
                 return Err(mapping_error(
                     &f.origin,
                     format!(
-                        "filters on column {:?}, which {schema}.{table} does not have{}",
+                        "filters on column {:?}, which {shown} does not have{}",
                         f.column,
                         crate::suggest::did_you_mean(
                             &f.column,

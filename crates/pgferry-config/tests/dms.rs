@@ -390,6 +390,29 @@ fn settings_errors_name_the_key_and_line() {
         "{}",
         w.reason
     );
+    // A typo of a setting pgferry reads is pointed at that setting.
+    let (_dir, path) = write_temp(
+        "s.json",
+        "{\"FullLoadSettings\": {\"MaxFullLoadSubTask\": 8},
+          \"ErrorBehavior\": {\"DataErorPolicy\": \"LOG_ERROR\"}}",
+    );
+    let task = task_with(&format!("task_settings = {:?}", path.display().to_string())).unwrap();
+    for (setting, meant) in [
+        ("FullLoadSettings.MaxFullLoadSubTask", "MaxFullLoadSubTasks"),
+        ("ErrorBehavior.DataErorPolicy", "DataErrorPolicy"),
+    ] {
+        let w = task
+            .explanation
+            .warnings
+            .iter()
+            .find(|w| w.setting == setting)
+            .unwrap();
+        assert!(
+            w.reason.contains(&format!("did you mean \"{meant}\"")),
+            "{setting}: {}",
+            w.reason
+        );
+    }
     let (_dir, path) = write_temp(
         "s.json",
         "{\"FullLoadSettings\": {\"MaxFullLoadSubTasks\": \"12\"}}",
@@ -435,5 +458,27 @@ fn convert_writes_a_toml_task_that_means_the_same() {
     assert_eq!(
         converted.selection.include_rules(),
         original.selection.include_rules()
+    );
+}
+
+#[test]
+fn a_rule_that_fails_on_a_partition_names_the_table_the_rule_names() {
+    let task = task_with(
+        "[[filter]]\nschema = \"sales\"\ntable = \"orders\"\ncolumn = \"stauts\"\n\
+         conditions = [{ op = \"null\" }]",
+    )
+    .unwrap();
+    let cols = [SourceColumn {
+        name: "status",
+        type_name: "text",
+    }];
+    let e = task
+        .mapping
+        .table("sales", "orders_2025", ("sales", "orders"), &cols)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sales.orders (partition sales.orders_2025)") && e.contains("\"status\""),
+        "{e}"
     );
 }

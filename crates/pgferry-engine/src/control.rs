@@ -292,7 +292,22 @@ pub async fn ensure_schema(client: &mut PgClient) -> Result<()> {
 }
 
 /// Takes the run lock of `task` on this connection, or says who holds it.
-pub async fn lock_task(client: &PgClient, task: &str) -> Result<()> {
+/// The application name of a control connection: `pgferry control PID@HOST`, so that a
+/// second process can say which pgferry holds a task (not just the server's backend).
+pub fn control_application_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let mut name = format!("pgferry control {}@{host}", std::process::id());
+    // application_name holds 63 bytes.
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// Takes the task's lock for `wanted` (`run`, `cleanup`), or says who holds it.
+pub async fn lock_task(client: &PgClient, task: &str, wanted: &'static str) -> Result<()> {
     let row = client
         .query_one(
             "taking the task lock",
@@ -306,9 +321,16 @@ pub async fn lock_task(client: &PgClient, task: &str) -> Result<()> {
     let holder = client
         .query_opt(
             "finding who runs the task",
-            "SELECT format('pid %s, %s%s, since %s', a.pid, a.application_name,
-                           coalesce(' from ' || host(a.client_addr), ''),
-                           to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
+            "SELECT CASE WHEN a.application_name LIKE 'pgferry control %@%'
+                         THEN format('pgferry pid %s on %s',
+                                     split_part(substr(a.application_name, 17), '@', 1),
+                                     split_part(substr(a.application_name, 17), '@', 2))
+                         ELSE format('%s (server pid %s)',
+                                     coalesce(nullif(a.application_name, ''), 'a session'),
+                                     a.pid)
+                    END
+                    || coalesce(' connected from ' || host(a.client_addr), '')
+                    || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ')
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.classid::int = $1
                AND l.objid::int = hashtext($2) AND l.granted
@@ -321,6 +343,7 @@ pub async fn lock_task(client: &PgClient, task: &str) -> Result<()> {
     Err(EngineError::TaskBusy {
         task: task.to_owned(),
         holder,
+        wanted,
     })
 }
 
@@ -439,8 +462,9 @@ pub async fn reconnect(task: &str, target: &ConnInfo, client: &mut PgClient) -> 
     loop {
         attempt += 1;
         let result = async {
-            let fresh = pgferry_pg::connect(Side::Target, target, "pgferry control").await?;
-            lock_task(&fresh, task).await?;
+            let fresh =
+                pgferry_pg::connect(Side::Target, target, &control_application_name()).await?;
+            lock_task(&fresh, task, "run").await?;
             Ok::<_, EngineError>(fresh)
         }
         .await;

@@ -33,7 +33,16 @@ pub enum EngineError {
     ControlSchemaTooNew { found: i32, supported: i32 },
 
     #[error("task \"{task}\" is already running: {holder}")]
-    TaskBusy { task: String, holder: String },
+    TaskBusy {
+        task: String,
+        holder: String,
+        /// What this process wanted to do: `run` or `cleanup`.
+        wanted: &'static str,
+    },
+
+    /// The task's replication slot is gone or invalidated: it cannot stream again.
+    #[error("task \"{task}\" cannot stream: {problem}")]
+    CannotStream { task: String, problem: String },
 
     #[error("no task named \"{task}\" in the target's pgferry schema")]
     UnknownTask { task: String },
@@ -117,9 +126,23 @@ impl EngineError {
             EngineError::ControlSchemaTooNew { .. } => {
                 Some("upgrade pgferry to the version that wrote this schema".to_owned())
             }
+            EngineError::TaskBusy { wanted, .. } if *wanted == "cleanup" => Some(
+                "stop it first (`pgferry stop --task FILE`), then clean up: cleanup drops the \
+                 replication slot and publication that run is streaming from"
+                    .to_owned(),
+            ),
             EngineError::TaskBusy { .. } => Some(
-                "wait for it to finish, or stop it; two runs of one task would copy the same \
-                 rows twice"
+                "one process runs a task at a time: wait for it to finish, or stop it with \
+                 `pgferry stop --task FILE` (or Ctrl-C where it runs), then run again"
+                    .to_owned(),
+            ),
+            EngineError::CannotStream { .. } => Some(
+                "the target holds the tables as of the last change applied, and the changes \
+                 since are gone with the slot. Start over from a new snapshot: run `pgferry \
+                 cleanup --task FILE` (it drops what is left on the source), then run the \
+                 task under a new name (name = \"...\") with target_table_prep_mode = \
+                 \"drop_and_create\": it loads every table again from a new snapshot and \
+                 streams from there"
                     .to_owned(),
             ),
             EngineError::UnknownTask { .. } => Some(

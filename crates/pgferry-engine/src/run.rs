@@ -138,8 +138,12 @@ async fn run_phases(
     let mut warnings = Vec::new();
     progress.set_phase("connecting");
     let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
-    let mut control_client =
-        pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry control").await?;
+    let mut control_client = pgferry_pg::connect(
+        Side::Target,
+        &endpoints.target,
+        &control::control_application_name(),
+    )
+    .await?;
     let source_info = ServerInfo::load(&source).await?;
     let target_info = ServerInfo::load(&control_client).await?;
     preflight::check_source(task, &source_info)?;
@@ -153,7 +157,7 @@ async fn run_phases(
         ));
     }
     control::ensure_schema(&mut control_client).await?;
-    control::lock_task(&control_client, &task.name).await?;
+    control::lock_task(&control_client, &task.name, "run").await?;
 
     let mut snapshot_holder: Option<SnapshotHolder> = None;
     let existing = control::load_task(&control_client, &task.name).await?;

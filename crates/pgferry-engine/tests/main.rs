@@ -536,6 +536,20 @@ async fn tls_with_verify_full_connects_and_a_wrong_ca_is_refused_clearly() {
     let t = Task::new(MigrationType::FullLoad, &url, &target.url("inv"));
     let e = run(&t).await.unwrap_err();
     assert!(e.to_string().contains("sslrootcert"), "{e}");
+
+    // sslmode=require against a server without TLS: the hint is about TLS being off, not
+    // about certificates.
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/inv?sslmode=require",
+        target.port()
+    );
+    let t = Task::new(MigrationType::FullLoad, &source.url("inv"), &url);
+    let e = run(&t).await.unwrap_err();
+    let hint = e.hint().unwrap_or_default();
+    assert!(
+        hint.contains("offers no TLS") && !hint.contains("verify-full"),
+        "{e}: {hint}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1319,4 +1333,36 @@ async fn an_idle_slot_moves_past_other_databases_wal_and_lag_is_still_measured()
     );
     assert_eq!(cdc.inserts + cdc.updates + cdc.deletes, 0);
     cdc::stop(&p.target, "app", &t.name, run).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_is_told_which_pgferry_holds_the_task_and_what_to_do() {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute("app", "CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    let t = cdc::cdc_task(&p.source, &p.target, "app");
+    let first = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    let e = run(&t).await.unwrap_err();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        e.to_string().contains(&format!(
+            "pgferry pid {} on {}",
+            std::process::id(),
+            host.trim()
+        )),
+        "{e}"
+    );
+    assert!(e.hint().unwrap().contains("pgferry stop"), "{:?}", e.hint());
+    let e = pgferry_engine::cdc::cleanup(&t).await.unwrap_err();
+    let hint = e.hint().unwrap();
+    assert!(
+        hint.contains("stop it first") && !hint.contains("twice"),
+        "{hint}"
+    );
+    cdc::stop(&p.target, "app", &t.name, first).await;
 }

@@ -70,11 +70,17 @@ pub enum ConnInfoError {
     Syntax(String),
     #[error("unknown connection option \"{0}\"")]
     UnknownOption(String),
-    #[error("connection option \"{key}\" has an invalid value \"{value}\": {expected}")]
+    #[error("{} has an invalid value \"{value}\": {expected}", match from_env {
+        Some(var) => format!("the environment variable {var}"),
+        None => format!("connection option \"{key}\""),
+    })]
     InvalidValue {
         key: String,
         value: String,
         expected: String,
+        /// The `PG*` variable the value came from, when the connection string left the
+        /// option out.
+        from_env: Option<String>,
     },
     #[error(
         "connection option \"{0}\" is not supported by pgferry; remove it from the connection \
@@ -312,6 +318,7 @@ fn parse_uri(uri: &str) -> Result<ConnParams, ConnInfoError> {
                     key,
                     value,
                     expected: "only ssl=true is accepted".to_owned(),
+                    from_env: None,
                 });
             }
             params.set(&key, value)?;
@@ -435,8 +442,38 @@ impl ConnInfo {
         Self::resolve_with(url, password, &process_env, home_dir().as_deref())
     }
 
-    /// Resolves with an explicit environment and home directory.
+    /// Resolves with an explicit environment and home directory. A bad value that came
+    /// from a `PG*` variable is blamed on the variable, not on the connection string.
     pub fn resolve_with(
+        url: &str,
+        password: Option<&PasswordSource>,
+        env: EnvLookup<'_>,
+        home: Option<&Path>,
+    ) -> Result<Self, ConnInfoError> {
+        Self::resolve_params(url, password, env, home).map_err(|e| match e {
+            ConnInfoError::InvalidValue {
+                key,
+                value,
+                expected,
+                from_env: None,
+            } => {
+                let from_env = ConnParams::parse(url).ok().and_then(|params| {
+                    let (_, var) = OPTIONS.iter().find(|(k, _)| *k == key)?;
+                    let var = (*var)?;
+                    (params.get(&key).is_none() && env(var).is_some()).then(|| var.to_owned())
+                });
+                ConnInfoError::InvalidValue {
+                    key,
+                    value,
+                    expected,
+                    from_env,
+                }
+            }
+            e => e,
+        })
+    }
+
+    fn resolve_params(
         url: &str,
         password: Option<&PasswordSource>,
         env: EnvLookup<'_>,
@@ -509,6 +546,7 @@ impl ConnInfo {
                                 key: "port".into(),
                                 value: p.into(),
                                 expected: "a TCP port between 1 and 65535".into(),
+                                from_env: None,
                             }
                         })
                     }
@@ -560,6 +598,7 @@ impl ConnInfo {
                 key: "sslmode".into(),
                 value: m.into(),
                 expected: "one of disable, allow, prefer, require, verify-ca, verify-full".into(),
+                from_env: None,
             })?,
             None if params.get("requiressl") == Some("1") => SslMode::Require,
             None => SslMode::Prefer,
@@ -579,6 +618,7 @@ impl ConnInfo {
                     key: "sslmode".into(),
                     value: sslmode.as_str().into(),
                     expected: "sslrootcert=system requires sslmode=verify-full".into(),
+                    from_env: None,
                 });
             }
             sslmode = SslMode::VerifyFull;
@@ -597,6 +637,7 @@ impl ConnInfo {
                     key: "connect_timeout".into(),
                     value: t.into(),
                     expected: "a whole number of seconds".into(),
+                    from_env: None,
                 })?;
                 // libpq: zero or negative waits forever; below 2 s it uses 2 s.
                 (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64))
@@ -610,6 +651,7 @@ impl ConnInfo {
                 key: "target_session_attrs".into(),
                 value: attrs.into(),
                 expected: "pgferry supports any and read-write".into(),
+                from_env: None,
             });
         }
 
@@ -847,11 +889,17 @@ fn lookup_passfile(path: &Path, info: &ConnInfo) -> Option<String> {
         return None;
     }
     if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            file = %path.display(),
-            "password file has group or world access; permissions should be u=rw (0600) or \
-             less, so it is ignored"
-        );
+        // Every connection looks the file up; say it once per file and process.
+        static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+        if !warned.iter().any(|p| p == path) {
+            warned.push(path.to_owned());
+            tracing::warn!(
+                file = %path.display(),
+                "password file has group or world access; permissions should be u=rw (0600) \
+                 or less, so it is ignored"
+            );
+        }
         return None;
     }
     let text = std::fs::read_to_string(path).ok()?;
@@ -896,6 +944,31 @@ mod tests {
 
     fn resolve(url: &str, env: &[(&str, &str)]) -> Result<ConnInfo, ConnInfoError> {
         ConnInfo::resolve_with(url, None, &env_of(env), None)
+    }
+
+    #[test]
+    fn a_bad_environment_variable_is_named_not_the_connection_string() {
+        let e = resolve("postgres://u@h/db", &[("PGSSLMODE", "junk")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the environment variable PGSSLMODE has an invalid value \"junk\": one of disable, \
+             allow, prefer, require, verify-ca, verify-full"
+        );
+        let e = resolve("postgres://u@h/db", &[("PGCONNECT_TIMEOUT", "abc")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the environment variable PGCONNECT_TIMEOUT")
+        );
+        // The string's own value is the string's fault, whatever the environment says.
+        let e = resolve(
+            "postgres://u@h/db?sslmode=junk",
+            &[("PGSSLMODE", "require")],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("connection option \"sslmode\""),
+            "{e}"
+        );
     }
 
     #[test]

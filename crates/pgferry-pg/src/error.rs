@@ -33,7 +33,7 @@ impl fmt::Display for Side {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("{side} connection string: {source}")]
+    #[error("{side} connection: {source}")]
     ConnInfo {
         side: Side,
         #[source]
@@ -209,6 +209,13 @@ impl PgError {
         match self {
             PgError::ConnInfo { source, .. } => match source {
                 ConnInfoError::PasswordInString | ConnInfoError::Password(_) => None,
+                ConnInfoError::InvalidValue {
+                    from_env: Some(var),
+                    ..
+                } => Some(format!(
+                    "fix or unset {var} in pgferry's environment; libpq reads it for every \
+                     option the connection string leaves out"
+                )),
                 _ => Some(
                     "connection strings follow libpq: postgres://user@host:port/dbname?\
                      sslmode=require, or host=... port=... dbname=... user=..."
@@ -243,9 +250,16 @@ impl PgError {
                 "create it first (CREATE DATABASE \"{dbname}\") or fix dbname in the \
                  connection string"
             )),
+            PgError::Tls { reason, .. } if reason.contains("not support TLS") => Some(
+                "the server offers no TLS at all: turn on ssl in its postgresql.conf (RDS, \
+                 Aurora and Cloud SQL always offer it), or, on a network you trust, use \
+                 sslmode=prefer or sslmode=disable"
+                    .to_owned(),
+            ),
             PgError::Tls { .. } => Some(
-                "check sslmode and sslrootcert: verify-full needs a CA that signed the \
-                 server's certificate and a host name the certificate names"
+                "check sslmode and sslrootcert: verify-ca and verify-full need sslrootcert to \
+                 name the CA that signed the server's certificate, and verify-full also needs \
+                 the host name the certificate names"
                     .to_owned(),
             ),
             PgError::Query { source, .. } => source

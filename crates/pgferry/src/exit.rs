@@ -67,7 +67,8 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             EngineError::TablesInTheWay { .. }
             | EngineError::MissingDependency { .. }
             | EngineError::ControlSchemaTooNew { .. }
-            | EngineError::UnknownTask { .. },
+            | EngineError::UnknownTask { .. }
+            | EngineError::CannotStream { .. },
         ) => PREREQUISITE,
         Some(EngineError::TaskBusy { .. }) => BUSY,
         Some(EngineError::Interrupted) => INTERRUPTED,
@@ -98,7 +99,8 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
 /// `--json`, the same as an object on standard output for scripts.
 pub fn report(error: &anyhow::Error, code: u8, json: bool) {
     crate::progress::clear();
-    let hint = hint_for(error);
+    // A hint is prose: one space between words, whatever line breaks its source had.
+    let hint = hint_for(error).map(|h| h.split_whitespace().collect::<Vec<_>>().join(" "));
     eprintln!("error: {error}");
     if let Some(hint) = &hint {
         eprintln!("  hint: {hint}");

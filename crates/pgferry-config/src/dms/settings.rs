@@ -108,6 +108,8 @@ struct Reader<'a> {
     text: &'a str,
     section_name: &'static str,
     section: Section,
+    /// Every key this reader asked for, present or not: a typo's nearest real name.
+    asked: Vec<String>,
 }
 
 impl Reader<'_> {
@@ -121,6 +123,7 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, key: &str) -> Option<serde_json::Value> {
+        self.asked.push(key.to_owned());
         self.section.remove(key).filter(|v| !v.is_null())
     }
 
@@ -179,7 +182,11 @@ impl Reader<'_> {
     /// Names every key left in the section as ignored, with the reason given for it or, for
     /// a key DMS does not have, the nearest one it does.
     fn rest(self, known: &[(&str, &str)], explanation: &mut Explanation) {
-        let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+        let names: Vec<&str> = known
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(self.asked.iter().map(String::as_str))
+            .collect();
         for key in self.section.keys() {
             let reason = match known.iter().find(|(k, _)| k == key) {
                 Some((_, reason)) => (*reason).to_owned(),
@@ -243,6 +250,7 @@ pub fn parse_settings(
         text,
         section_name: name,
         section: section.unwrap_or_default(),
+        asked: Vec::new(),
     };
 
     for key in raw.other.keys() {

@@ -173,12 +173,57 @@ async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
 }
 
 /// Streams changes until a stop is requested, retrying recoverable errors.
+/// Checks that the task's slot can still give changes, before anything is touched: a slot
+/// that `cleanup` dropped, that someone else dropped, or that the source invalidated
+/// (`max_slot_wal_keep_size`) makes the task unable to stream, for good.
+async fn check_slot(task: &Task, endpoints: &Endpoints, control_client: &PgClient) -> Result<()> {
+    let state = load_state(control_client, &task.name).await?;
+    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    let problem = match source::slot_info(&source, &state.slot).await? {
+        Some(info) if info.wal_status.as_deref() == Some("lost") => format!(
+            "the source invalidated its replication slot \"{}\" (wal_status = lost): it \
+             removed WAL the task had not applied yet, because the slot held more than \
+             max_slot_wal_keep_size",
+            state.slot
+        ),
+        Some(_) => return Ok(()),
+        None => {
+            let cleaned: Option<String> = control_client
+                .query_one(
+                    "reading the event log",
+                    "SELECT to_char(max(at), 'YYYY-MM-DD HH24:MI:SS TZ') FROM pgferry.event
+                     WHERE task = $1 AND kind = 'cleanup'",
+                    &[&task.name],
+                )
+                .await?
+                .get(0);
+            match cleaned {
+                Some(at) => format!(
+                    "it was cleaned up at {at}: its replication slot \"{}\" and publication \
+                     were dropped on the source",
+                    state.slot
+                ),
+                None => format!(
+                    "its replication slot \"{}\" no longer exists on the source (dropped \
+                     outside pgferry)",
+                    state.slot
+                ),
+            }
+        }
+    };
+    Err(EngineError::CannotStream {
+        task: task.name.clone(),
+        problem,
+    })
+}
+
 pub async fn run(
     task: &Task,
     endpoints: &Endpoints,
     control_client: &mut PgClient,
     progress: &Arc<RunProgress>,
 ) -> Result<CdcOutcome> {
+    check_slot(task, endpoints, control_client).await?;
     control_client
         .execute(
             "starting CDC",
@@ -606,7 +651,7 @@ pub async fn cleanup(task: &Task) -> Result<source::Cleaned> {
             task: task.name.clone(),
         });
     }
-    control::lock_task(&target, &task.name).await?;
+    control::lock_task(&target, &task.name, "cleanup").await?;
     let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cleanup").await?;
     let cleaned = source::cleanup(&source, &target, &task.name).await?;
     control::event(

@@ -263,6 +263,8 @@ pub struct SlotInfo {
     pub confirmed_flush: Option<Lsn>,
     /// WAL the slot holds back on the source.
     pub retained_bytes: Option<i64>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (13 and later; `None` before).
+    pub wal_status: Option<String>,
 }
 
 pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>> {
@@ -270,8 +272,9 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
         .query_opt(
             "reading the replication slot",
             "SELECT active_pid, restart_lsn::text, confirmed_flush_lsn::text,
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-             FROM pg_replication_slots WHERE slot_name = $1",
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
+                    to_jsonb(s) ->> 'wal_status'
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await?;
@@ -280,6 +283,7 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
         restart_lsn: r.get::<_, Option<String>>(1).and_then(|s| s.parse().ok()),
         confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
         retained_bytes: r.get(3),
+        wal_status: r.get(4),
     }))
 }
 

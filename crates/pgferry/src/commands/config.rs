@@ -6,9 +6,18 @@ use pgferry_config::explain::Treatment;
 
 use crate::cli::{ConvertArgs, TaskArgs};
 
-/// Prints the task's effective settings, rules and DMS warnings. Contacts no database.
+/// Prints the task's effective settings, rules and DMS warnings. Contacts no database, but
+/// refuses what `run` would refuse before connecting (a connection string that does not
+/// parse, or holds a password), so the two agree on what a valid task file is.
 pub fn explain(args: TaskArgs) -> anyhow::Result<u8> {
     let task = Task::load(&args.task)?;
+    for (side, endpoint) in [
+        (pgferry_pg::Side::Source, &task.source),
+        (pgferry_pg::Side::Target, &task.target),
+    ] {
+        pgferry_pg::conninfo::ConnParams::parse(&endpoint.url)
+            .map_err(|source| pgferry_pg::PgError::ConnInfo { side, source })?;
+    }
     let m = &task.mapping;
     if args.json {
         let out = serde_json::json!({

@@ -399,3 +399,120 @@ fn values_that_once_slipped_through_are_refused_with_a_plain_reason() {
         }
     }
 }
+
+#[test]
+fn config_explain_refuses_what_run_refuses_and_environment_variables_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(
+            "postgres://u:secret@127.0.0.1:1/s",
+            "postgres://u@127.0.0.1:1/t",
+            "",
+        ),
+    );
+    let task = task.to_str().unwrap();
+    for args in [
+        vec!["run", "--task", task],
+        vec!["config", "explain", "--task", task],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("holds a password") && !stderr.contains("secret"),
+            "{stderr}"
+        );
+    }
+
+    // A bad PG* variable is named as such, with a hint about the environment.
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(
+            "postgres://u@127.0.0.1:1/s",
+            "postgres://u@127.0.0.1:1/t",
+            "",
+        ),
+    );
+    let out = crate::pgferry()
+        .args(["run", "--task", task.to_str().unwrap()])
+        .env("PGSSLMODE", "junk")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("environment variable PGSSLMODE") && stderr.contains("unset PGSSLMODE"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readable_pgpass_is_reported_once_not_per_connection() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    pgferry_testkit::datagen::create_inventory(&source, "inv", 1)
+        .await
+        .unwrap();
+    target.create_database("inv").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(&pgpass, "*:*:*:*:unused\n").unwrap();
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(&source.url("inv"), &target.url("inv"), ""),
+    );
+    let out = crate::pgferry()
+        .args(["run", "--task", task.to_str().unwrap(), "--jobs", "3"])
+        .env("PGPASSFILE", &pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("password file has group or world access")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_after_cleanup_says_what_happened_and_leaves_nothing_on_the_source() {
+    let (source, target, _dir, task) =
+        crate::cdc_pair(&["CREATE TABLE t (id int PRIMARY KEY, v text)"]).await;
+    let mut child = crate::pgferry()
+        .args(["run", "--task", &task])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::wait_for_cdc(&target, "app", &mut child).await;
+    let out = run(&["stop", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    child.wait().unwrap();
+    let out = run(&["cleanup", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = run(&["run", "--task", &task, "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was cleaned up"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["hint"].as_str().unwrap_or("").contains("new snapshot"),
+        "{json}"
+    );
+    let client = source.connect("app").await.unwrap();
+    let left: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the refused run left nothing on the source");
+}
