@@ -516,6 +516,11 @@ async fn load_done(
             let c = connections(n, shared, conns).await?;
             let lost = load::pending_chunks(&c.target, task, &shared.tables).await?;
             if lost.is_empty() {
+                // Large objects, from the same snapshot; none when resuming after it.
+                if !shared.ctx.snapshot.is_empty() {
+                    crate::blobs::copy_all(&shared.ctx.source, &shared.ctx.snapshot, &mut c.target)
+                        .await?;
+                }
                 control::advance_phase(&mut c.target, task, Phase::PostData).await?;
             }
             Ok::<_, EngineError>(lost)

@@ -9,6 +9,7 @@
 //! * [`transform`] carries out transformation and filter rules in SQL;
 //! * [`progress`] exposes live counters to whatever draws them.
 
+pub mod blobs;
 pub mod build;
 pub mod cdc;
 pub mod control;

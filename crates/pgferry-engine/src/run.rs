@@ -251,7 +251,9 @@ async fn run_phases(
         } else {
             Vec::new()
         };
-        let snapshot = if chunks.is_empty() {
+        // A load that is not recorded done needs its snapshot even with every chunk copied:
+        // the large objects are copied from it before the load ends (`build::load_done`).
+        let snapshot = if chunks.is_empty() && phase != Phase::Loading {
             None
         } else {
             progress.set_phase("load");
@@ -692,6 +694,14 @@ async fn plan_task(
     let snapshot = holder.name().to_owned();
     let reader = snapshot::reader(&endpoints.source, &snapshot, "pgferry plan").await?;
     let all = catalog::list_tables(&reader).await?;
+    let large_objects = crate::blobs::count(&reader).await?;
+    if large_objects > 0 && task.migration_type.needs_cdc() {
+        warnings.push(format!(
+            "the source has {large_objects} large object(s): they are copied as of the load's \
+             snapshot, and logical decoding does not carry their later changes; copy them \
+             again at cutover if the application changes them"
+        ));
+    }
     let mut selected = plan::select_tables(&all, &task.selection);
     if let Some(setup) = &cdc_setup {
         selected

@@ -1366,3 +1366,52 @@ async fn a_second_process_is_told_which_pgferry_holds_the_task_and_what_to_do() 
     );
     cdc::stop(&p.target, "app", &t.name, first).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_objects_arrive_whole_with_their_oids() {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute(
+            "app",
+            "CREATE TABLE docs (id int PRIMARY KEY, body oid);
+             INSERT INTO docs VALUES
+                 (1, lo_from_bytea(0, 'small')),
+                 (2, lo_from_bytea(0, '')),
+                 (3, lo_from_bytea(0, (SELECT string_agg(decode(md5(g::text), 'hex'), ''::bytea)
+                                       FROM generate_series(1, 200000) g))),
+                 (4, NULL);",
+        )
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    let t = task(&p, "app");
+    run(&t).await.expect("full load with large objects");
+    let objects = "SELECT d.id, d.body, md5(lo_get(d.body)), length(lo_get(d.body))
+                   FROM docs d ORDER BY id";
+    let read = |c: &Cluster| {
+        let c = c.connector();
+        async move {
+            c.connect("app")
+                .await
+                .unwrap()
+                .query(objects, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:?} {:?} {:?} {:?}",
+                        r.get::<_, i32>(0),
+                        r.get::<_, Option<u32>>(1),
+                        r.get::<_, Option<String>>(2),
+                        r.get::<_, Option<i32>>(3)
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let source = read(&p.source).await;
+    assert_eq!(source, read(&p.target).await);
+    assert!(source[2].contains("3200000"), "{source:?}");
+}

@@ -98,7 +98,15 @@ impl Destination {
         } else {
             format!("{}/{relative}", self.prefix.as_ref())
         };
-        Path::parse(&full).map_err(|e| format!("cannot be an object key: {e}"))
+        Path::parse(&full).map_err(|e| {
+            if relative.chars().any(char::is_control) {
+                "the name holds a control character (a newline or a tab, say), which no \
+                 object key can hold; rename the file"
+                    .to_owned()
+            } else {
+                format!("cannot be an object key: {e}")
+            }
+        })
     }
 
     /// The path relative to the prefix of an object listed under it.
@@ -144,15 +152,19 @@ impl Destination {
                 format!("{} refused the credentials", self.url),
                 Some("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --profile / AWS_PROFILE)".into()),
             )
+        } else if !self.credentials_found
+            && (detail.contains("169.254.169.254")
+                || detail.contains("AccessDenied")
+                || detail.contains("403 Forbidden"))
+        {
+            (
+                format!("no credentials for {}", self.url),
+                Some("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile / AWS_PROFILE; outside AWS there is no instance role to fall back on, so a request without credentials is refused".into()),
+            )
         } else if detail.contains("AccessDenied") || detail.contains("403 Forbidden") {
             (
                 format!("{} denied access", self.url),
                 Some("the credentials need s3:ListBucket, s3:GetObject, s3:PutObject (and s3:DeleteObject for --delete) on the bucket".into()),
-            )
-        } else if !self.credentials_found && detail.contains("169.254.169.254") {
-            (
-                format!("no credentials for {}", self.url),
-                Some("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile; outside AWS there is no instance role to fall back on".into()),
             )
         } else if [
             "error sending request",
@@ -295,6 +307,21 @@ fn open_s3(url: &str, parsed: &Url, options: &StoreOptions) -> Result<Destinatio
         }
         credentials_found = true;
     }
+    // Without keys, object_store falls back to container, web-identity and instance-role
+    // credentials. Where none of those can exist, say so now, with where we looked, rather
+    // than let a request fail later for a reason that sounds like something else.
+    let elsewhere = [
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|k| env(k).is_some());
+    let metadata_disabled = env("AWS_EC2_METADATA_DISABLED")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    if !credentials_found && !elsewhere && metadata_disabled {
+        return Err(no_credentials(url, options.profile.as_deref()));
+    }
     let region = options
         .region
         .clone()
@@ -383,6 +410,26 @@ fn open_s3(url: &str, parsed: &Url, options: &StoreOptions) -> Result<Destinatio
         bucket: Some(bucket),
         credentials_found,
     })
+}
+
+/// No credentials anywhere the AWS CLI would look: says where pgferry looked.
+fn no_credentials(url: &str, profile: Option<&str>) -> FilesError {
+    let profile = profile
+        .map(str::to_owned)
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .unwrap_or_else(|| "default".to_owned());
+    FilesError::bad_input(
+        format!(
+            "no credentials for {url}: none in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, none \
+             in profile {profile:?} of ~/.aws/credentials and ~/.aws/config, no container or \
+             web-identity credentials, and the instance metadata endpoint is off \
+             (AWS_EC2_METADATA_DISABLED)"
+        ),
+        Some(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile with --profile \
+             or AWS_PROFILE",
+        ),
+    )
 }
 
 /// Sets the encryption type through its config key (the key's enum is not exported).

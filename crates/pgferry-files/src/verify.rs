@@ -154,9 +154,17 @@ pub async fn verify(
         options.jobs.clamp(2, 8),
         progress.clone(),
     );
+    // Directories the walk could not read: what lies under them in the destination is not
+    // "not in the source"; it could not be compared.
+    let mut unread: Vec<(String, usize)> = Vec::new();
     while let Some(item) = found.recv().await {
         match item {
-            Found::Problem { problem, .. } => lock(&findings).problems.push(problem),
+            Found::Problem { problem, protect } => {
+                if let Some(p) = protect {
+                    unread.push((p, lock(&findings).problems.len()));
+                }
+                lock(&findings).problems.push(problem)
+            }
             Found::File(file) => match remote.remove(&file.relative) {
                 None => lock(&findings).differences.push(Difference {
                     path: file.relative,
@@ -188,15 +196,31 @@ pub async fn verify(
         .map_err(|e| FilesError::bad_input(format!("the verify workers failed: {e}"), None))??;
 
     let mut findings = std::mem::take(&mut *lock(&findings));
-    findings.differences.extend(
-        remote
-            .into_keys()
-            .filter(|rel| options.filter.includes(rel))
-            .map(|path| Difference {
+    let mut not_compared = vec![0usize; unread.len()];
+    for path in remote
+        .into_keys()
+        .filter(|rel| options.filter.includes(rel))
+    {
+        let under = unread.iter().position(|(dir, _)| {
+            dir.is_empty() || path == *dir || path.starts_with(&format!("{dir}/"))
+        });
+        match under {
+            Some(i) => not_compared[i] += 1,
+            None => findings.differences.push(Difference {
                 path,
                 kind: DifferenceKind::NotInSource,
             }),
-    );
+        }
+    }
+    for ((_, problem), count) in unread.iter().zip(not_compared) {
+        if count > 0
+            && let Some(p) = findings.problems.get_mut(*problem)
+        {
+            p.reason.push_str(&format!(
+                "; {count} object(s) under it in the destination could not be compared"
+            ));
+        }
+    }
     findings.differences.sort_by(|a, b| a.path.cmp(&b.path));
     findings.problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(VerifyReport {

@@ -254,3 +254,120 @@ fn filters_apply_in_order_and_exit_codes_tell_scripts_what_happened() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }
+
+#[test]
+fn no_credentials_anywhere_says_where_it_looked_without_asking_the_metadata_endpoint() {
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "a.txt", b"a");
+    let started = Instant::now();
+    let out = pgferry(home.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args([
+            "files",
+            "sync",
+            src.path().to_str().unwrap(),
+            "s3://bucket/prefix",
+        ])
+        .args(["--endpoint", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no credentials")
+            && stderr.contains("AWS_ACCESS_KEY_ID")
+            && stderr.contains("~/.aws/credentials")
+            && stderr.contains("AWS_EC2_METADATA_DISABLED")
+            && !stderr.contains("denied"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no endpoint was waited for"
+    );
+}
+
+#[test]
+fn a_name_with_a_newline_is_one_line_of_problem_not_a_raw_error() {
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    write(src.path(), "bad\nname.txt", b"x");
+    write(src.path(), "good.txt", b"y");
+    let out = pgferry(home.path())
+        .args(["files", "sync", src.path().to_str().unwrap()])
+        .arg(format!("file://{}", dst.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("problem:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("bad\\nname.txt") && line.contains("control character"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("whilst parsing"), "{stdout}");
+}
+
+/// Root reads every directory, so the unreadable one is read by `postgres` (as CI runs as
+/// root); as anyone else, by the user running the test.
+#[test]
+fn verify_says_a_directory_could_not_be_read_instead_of_calling_its_objects_extra() {
+    let home = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    write(&src, "open/a.txt", b"a");
+    write(&src, "locked/b.txt", b"b");
+    write(&src, "locked/c.txt", b"c");
+    std::fs::create_dir_all(&dst).unwrap();
+    let dst_url = format!("file://{}", dst.display());
+    let out = pgferry(home.path())
+        .args(["files", "sync", src.to_str().unwrap(), &dst_url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let open = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    for p in [base.path(), src.as_path(), dst.as_path(), home.path()] {
+        open(p, 0o755);
+    }
+    open(&src.join("locked"), 0o000);
+    let root = nix::unistd::geteuid().is_root();
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", env!("CARGO_BIN_EXE_pgferry")]);
+        c.env("HOME", home.path());
+        c
+    } else {
+        pgferry(home.path())
+    };
+    let out = cmd
+        .args(["files", "verify", src.to_str().unwrap(), &dst_url, "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    open(&src.join("locked"), 0o755);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["differences"].as_array().unwrap().len(),
+        0,
+        "objects under the unreadable directory are not 'not in the source': {report}"
+    );
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| {
+            let reason = p["reason"].as_str().unwrap_or("");
+            reason.contains("permission denied") && reason.contains("2 object(s) under it")
+        }),
+        "{report}"
+    );
+}

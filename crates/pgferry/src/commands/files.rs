@@ -164,7 +164,11 @@ pub async fn verify(args: FilesVerifyArgs, matches: Option<&ArgMatches>) -> anyh
 
 fn print_problems(problems: &[pgferry_files::Problem]) {
     for p in problems {
-        println!("  problem: {}: {}", p.path, p.reason);
+        println!(
+            "  problem: {}: {}",
+            printable(&p.path),
+            printable(&p.reason)
+        );
     }
 }
 
@@ -225,7 +229,7 @@ fn print_verify(r: &VerifyReport) {
                 format!("object corrupt: stored SHA-256 {stored}, content {content}")
             }
         };
-        println!("  differs: {}: {what}", d.path);
+        println!("  differs: {}: {what}", printable(&d.path));
     }
     print_problems(&r.problems);
     let verdict = if r.is_identical() {
@@ -245,4 +249,18 @@ fn print_verify(r: &VerifyReport) {
         HumanCount(r.downloaded),
         output::duration(r.seconds),
     );
+}
+
+/// A file name may hold any byte but `/` and NUL: newlines and other control characters
+/// are shown escaped (`\n`), so one problem stays on one line.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

@@ -8,6 +8,34 @@ use pgferry_testkit::Cluster;
 
 use crate::{run, text, write_task};
 
+/// A task file in `dir` whose servers nobody runs (port 1): for what is refused before any
+/// connection. `extra` goes at the top level.
+fn offline_task(dir: &Path, extra: &str) -> String {
+    let text = crate::minimal_task(
+        "postgres://u@127.0.0.1:1/s",
+        "postgres://u@127.0.0.1:1/t",
+        extra,
+    );
+    write_task(dir, &text).to_str().unwrap().to_owned()
+}
+
+/// `run` and `config explain` both refuse `task` with exit 2, and say `expected`; returns
+/// what `run` printed on standard error.
+fn refused_by_run_and_explain(task: &str, expected: &str) -> String {
+    let mut first = None;
+    for args in [
+        ["run", "--task", task].as_slice(),
+        &["config", "explain", "--task", task],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        first.get_or_insert(stderr);
+    }
+    first.unwrap_or_default()
+}
+
 /// Expressions that tried to close the parenthesis pgferry wraps them in, each with a
 /// fragment of the reason it must be refused for.
 const ESCAPING_EXPRESSIONS: &[(&str, &str)] = &[
@@ -178,15 +206,8 @@ async fn an_expression_the_server_rejects_stops_the_schema_step_and_leaves_the_t
 #[test]
 fn every_jobs_flag_obeys_the_task_files_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let task = write_task(
-        dir.path(),
-        &crate::minimal_task(
-            "postgres://u@127.0.0.1:1/s",
-            "postgres://u@127.0.0.1:1/t",
-            "",
-        ),
-    );
-    let task = task.to_str().unwrap();
+    let task = offline_task(dir.path(), "");
+    let task = task.as_str();
     for args in [
         vec!["validate", "--task", task, "--jobs", "100000"],
         vec!["run", "--task", task, "--jobs", "0"],
@@ -201,15 +222,8 @@ fn every_jobs_flag_obeys_the_task_files_limits() {
             "{args:?}: {stderr}"
         );
     }
-    let task = write_task(
-        dir.path(),
-        &crate::minimal_task(
-            "postgres://u@127.0.0.1:1/s",
-            "postgres://u@127.0.0.1:1/t",
-            "validation = { jobs = 1000 }",
-        ),
-    );
-    let out = run(&["validate", "--task", task.to_str().unwrap()]);
+    let task = offline_task(dir.path(), "validation = { jobs = 1000 }");
+    let out = run(&["validate", "--task", &task]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("validation.jobs"));
 }
@@ -379,24 +393,7 @@ fn values_that_once_slipped_through_are_refused_with_a_plain_reason() {
         ("chunk_size = \"5 furlongs\"", "unknown unit"),
         ("log_filter = \"info,[[[\"", "not a valid filter"),
     ] {
-        let task = write_task(
-            dir.path(),
-            &crate::minimal_task(
-                "postgres://u@127.0.0.1:1/s",
-                "postgres://u@127.0.0.1:1/t",
-                line,
-            ),
-        );
-        let task = task.to_str().unwrap();
-        for args in [
-            vec!["run", "--task", task],
-            vec!["config", "explain", "--task", task],
-        ] {
-            let out = run(&args);
-            assert_eq!(out.status.code(), Some(2), "{line}: {}", text(&out));
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(stderr.contains(expected), "{line}: {stderr}");
-        }
+        refused_by_run_and_explain(&offline_task(dir.path(), line), expected);
     }
 }
 
@@ -411,31 +408,13 @@ fn config_explain_refuses_what_run_refuses_and_environment_variables_are_named()
             "",
         ),
     );
-    let task = task.to_str().unwrap();
-    for args in [
-        vec!["run", "--task", task],
-        vec!["config", "explain", "--task", task],
-    ] {
-        let out = run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("holds a password") && !stderr.contains("secret"),
-            "{stderr}"
-        );
-    }
+    let stderr = refused_by_run_and_explain(task.to_str().unwrap(), "holds a password");
+    assert!(!stderr.contains("secret"), "{stderr}");
 
     // A bad PG* variable is named as such, with a hint about the environment.
-    let task = write_task(
-        dir.path(),
-        &crate::minimal_task(
-            "postgres://u@127.0.0.1:1/s",
-            "postgres://u@127.0.0.1:1/t",
-            "",
-        ),
-    );
+    let task = offline_task(dir.path(), "");
     let out = crate::pgferry()
-        .args(["run", "--task", task.to_str().unwrap()])
+        .args(["run", "--task", &task])
         .env("PGSSLMODE", "junk")
         .output()
         .unwrap();
