@@ -495,3 +495,81 @@ async fn run_after_cleanup_says_what_happened_and_leaves_nothing_on_the_source()
         .get(0);
     assert_eq!(left, 0, "the refused run left nothing on the source");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_a_blocked_validate_at_once_and_leaves_no_session() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    pgferry_testkit::datagen::create_inventory(&source, "inv", 1)
+        .await
+        .unwrap();
+    target.create_database("inv").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(&source.url("inv"), &target.url("inv"), ""),
+    );
+    let task = task.to_str().unwrap().to_owned();
+    let out = run(&["run", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Another session holds every table: validate blocks on its first read.
+    let (mut blocker, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=inv",
+            source.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE products, orders, customers IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let child = crate::pgferry()
+        .args(["validate", "--task", &task])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    tx.rollback().await.unwrap();
+    // The server ends the interrupted sessions: no validate session stays behind.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = blocker
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgferry%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} pgferry session(s) left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
