@@ -38,7 +38,12 @@ pub async fn copy_all(
     snapshot_name: &str,
     target: &mut PgClient,
 ) -> Result<u64> {
-    let reader = snapshot::reader(source, snapshot_name, "pgferry large objects").await?;
+    let reader = snapshot::reader(source, snapshot_name, "pgferry large objects")
+        .await
+        .map_err(|e| match &e {
+            EngineError::Pg(pg) if pg.sqlstate() == Some("22023") => EngineError::SnapshotLost,
+            _ => e,
+        })?;
     let oids: Vec<u32> = reader
         .query(
             "listing large objects",

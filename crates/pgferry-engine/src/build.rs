@@ -414,6 +414,8 @@ async fn copy(
                 }
                 return Ok(true);
             }
+            // Not this table's fault, and no retry helps: the build ends, `run` goes on.
+            Err(EngineError::SnapshotLost) => return Err(EngineError::SnapshotLost),
             Err(e) if e.is_retryable() && attempt < load::CHUNK_ATTEMPTS => {
                 let wait = load::backoff(attempt);
                 tracing::warn!(

@@ -517,7 +517,7 @@ pub async fn set_phase(client: &impl GenericClient, task: &str, phase: Phase) ->
                     load_finished_at = CASE WHEN $2 = 'post-data'
                         THEN coalesce(load_finished_at, now()) ELSE load_finished_at END,
                     finished_at = CASE WHEN $2 = 'done' THEN now() ELSE finished_at END,
-                    last_error = CASE WHEN $2 = 'done' THEN NULL ELSE last_error END
+                    last_error = NULL
              WHERE name = $1",
             &[&task, &phase.as_str()],
         )

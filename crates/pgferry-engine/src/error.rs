@@ -67,6 +67,11 @@ pub enum EngineError {
         tables: Vec<String>,
     },
 
+    /// The session that exported the load's snapshot is gone (the source restarted, say):
+    /// no chunk can read it any more, and the load goes on from a new snapshot.
+    #[error("the load's snapshot on the source is gone (its session ended)")]
+    SnapshotLost,
+
     #[error("{} schema object(s) could not be created after the load: {}", .steps.len(), list_strs(.steps))]
     PostDataFailed { steps: Vec<String> },
 
@@ -166,6 +171,11 @@ impl EngineError {
             ),
             EngineError::Interrupted => Some(
                 "run the same command again to resume; finished work is not repeated".to_owned(),
+            ),
+            EngineError::SnapshotLost => Some(
+                "the source restarted or ended the session that held the snapshot; run again: \
+                 finished chunks stay, and the load goes on from a new snapshot"
+                    .to_owned(),
             ),
             EngineError::ApplyStopped { .. } => Some(
                 "the error policy says STOP_TASK; fix the target (or relax the policy in \

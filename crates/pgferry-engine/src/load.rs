@@ -123,14 +123,9 @@ pub async fn copy_chunk(
         )
         .await
         .map_err(|e| match e.sqlstate() {
-            // The exporting session is gone: this run cannot continue consistently, and the
-            // next one resumes with a new snapshot.
-            Some("22023") => EngineError::Pg(PgError::Protocol {
-                side: Side::Source,
-                message: "the load's snapshot is gone (its session ended); run again to resume \
-                          with a new snapshot"
-                    .to_owned(),
-            }),
+            // The exporting session is gone: no retry can bring it back (`run` goes on from
+            // a new snapshot).
+            Some("22023") => EngineError::SnapshotLost,
             _ => e.into(),
         })?;
     let chunk = CopyCounters::default();

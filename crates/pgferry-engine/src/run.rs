@@ -137,7 +137,7 @@ async fn run_phases(
     let started = Instant::now();
     let mut warnings = Vec::new();
     progress.set_phase("connecting");
-    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
+    let mut source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
     let mut control_client = pgferry_pg::connect(
         Side::Target,
         &endpoints.target,
@@ -260,7 +260,7 @@ async fn run_phases(
             Some(match snapshot_holder.take() {
                 Some(h) if h.is_alive() => h,
                 _ => {
-                    let holder = SnapshotHolder::export(&endpoints.source).await?;
+                    let holder = export_snapshot(&endpoints.source).await?;
                     let message = if task.migration_type.needs_cdc() {
                         let notes = resync_for_new_snapshot(
                             &mut control_client,
@@ -314,7 +314,20 @@ async fn run_phases(
             jobs: task.full_load.jobs,
             snapshot,
         };
-        let outcome = build::run(input, progress.clone()).await?;
+        let outcome = match build::run(input, progress.clone()).await {
+            // The source restarted (or the exporting session died): the same run goes on
+            // from a new snapshot, as a new run would.
+            Err(EngineError::SnapshotLost) if passes < 4 => {
+                let message = "the load's snapshot on the source is gone (the source \
+                               restarted?); the load goes on from a new snapshot";
+                tracing::warn!("{message}");
+                control::reconnect(&task.name, &endpoints.target, &mut control_client).await?;
+                control::warn(&control_client, &task.name, "load", message).await?;
+                phase = Phase::Loading;
+                continue;
+            }
+            result => result?,
+        };
         // The workers ride through a target restart; the control connection did not.
         control::reconnect(&task.name, &endpoints.target, &mut control_client).await?;
         warnings.extend(outcome.skipped);
@@ -361,6 +374,10 @@ async fn run_phases(
     let mut sequences = 0;
     if phase == Phase::Finishing {
         progress.set_phase("sequences and statistics");
+        // A source that restarted during the load took this session with it.
+        if source.is_closed() {
+            source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
+        }
         sequences =
             finish::sync_sequences(&source, &control_client, &schemas, &task.mapping).await?;
         finish::analyze(&endpoints.target, &task.name, task.full_load.jobs).await?;
@@ -637,6 +654,23 @@ async fn plan_cdc_only(
     .await?;
     tx.commit().await.map_err(err)?;
     Ok(warnings)
+}
+
+/// A new snapshot for the load, waiting (with backoff) for a source that is coming back.
+async fn export_snapshot(source: &ConnInfo) -> Result<SnapshotHolder> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match SnapshotHolder::export(source).await {
+            Err(e) if e.is_retryable() && attempt < load::CHUNK_ATTEMPTS => {
+                let wait = load::backoff(attempt);
+                tracing::warn!(error = %e, "cannot export a snapshot yet; retrying in {} s",
+                    wait.as_secs());
+                tokio::time::sleep(wait).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Plans a new task and stores the plan, the schema and the task row in one target

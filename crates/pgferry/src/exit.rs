@@ -76,6 +76,7 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             EngineError::SchemaRestore { .. }
             | EngineError::LoadFailed { .. }
             | EngineError::PostDataFailed { .. }
+            | EngineError::SnapshotLost
             | EngineError::ApplyStopped { .. },
         ) => FAILED,
         None => FAILED,

@@ -224,6 +224,14 @@ pub async fn run(
     progress: &Arc<RunProgress>,
 ) -> Result<CdcOutcome> {
     check_slot(task, endpoints, control_client).await?;
+    // What stopped an earlier run is history once this one can stream.
+    control_client
+        .execute(
+            "clearing the last error",
+            "UPDATE pgferry.task SET last_error = NULL WHERE name = $1",
+            &[&task.name],
+        )
+        .await?;
     control_client
         .execute(
             "starting CDC",

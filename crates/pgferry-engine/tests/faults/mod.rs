@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pgferry_testkit::disk::SmallDisk;
 
-use crate::{cdc, pair, scalar};
+use crate::{Pair, cdc, pair, scalar};
 
 /// Waits until the task's event log has a message containing `text`.
 async fn wait_for_event(target: &pgferry_testkit::Cluster, db: &str, text: &str) -> String {
@@ -26,6 +26,36 @@ async fn wait_for_event(target: &pgferry_testkit::Cluster, db: &str, text: &str)
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until the control schema records `n` chunks done.
+async fn wait_for_done_chunks(target: &pgferry_testkit::Cluster, db: &str, n: i64) {
+    let watcher = target.connect(db).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pgferry.chunk WHERE state = 'done'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no chunk was copied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// About 80 MB in 1 MB chunks (commits every few tens of milliseconds), and a table with a
+/// foreign key to it.
+const BIG: &str = "CREATE TABLE big (id bigint PRIMARY KEY, payload text NOT NULL, n int);
+     ALTER TABLE big ALTER payload SET STORAGE EXTERNAL;
+     INSERT INTO big SELECT g, repeat(md5(g::text), 12), g % 97
+     FROM generate_series(1, 200000) g;
+     CREATE TABLE child (id int PRIMARY KEY, big_id bigint REFERENCES big (id));
+     INSERT INTO child SELECT g, g * 3 FROM generate_series(1, 1000) g;";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_target_disk_while_streaming_is_waited_out_and_skips_no_change() {
@@ -97,61 +127,38 @@ async fn a_full_target_disk_while_streaming_is_waited_out_and_skips_no_change() 
     cdc::finish_and_compare(&p, "app", &t.name, run).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_target_crash_during_the_load_is_ridden_through_and_loses_no_chunk() {
+/// Starts a full-load-and-cdc task on [`BIG`], crashes one server (`pick` chooses which)
+/// with an immediate stop right after a few chunks commit, starts it again, and checks
+/// that the same run reaches streaming and ends identical.
+async fn crash_during_the_load(pick: fn(&Pair) -> &pgferry_testkit::Cluster) -> Pair {
     use pgferry_testkit::StopMode;
     let p = pair();
     p.source.create_database("app").await.unwrap();
-    // About 80 MB in 1 MB chunks: commits every few tens of milliseconds, so the crash
-    // lands within the asynchronous-commit window of some of them.
-    p.source
-        .execute(
-            "app",
-            "CREATE TABLE big (id bigint PRIMARY KEY, payload text NOT NULL, n int);
-             ALTER TABLE big ALTER payload SET STORAGE EXTERNAL;
-             INSERT INTO big SELECT g, repeat(md5(g::text), 12), g % 97
-             FROM generate_series(1, 200000) g;
-             CREATE TABLE child (id int PRIMARY KEY, big_id bigint REFERENCES big (id));
-             INSERT INTO child SELECT g, g * 3 FROM generate_series(1, 1000) g;",
-        )
-        .await
-        .unwrap();
+    p.source.execute("app", BIG).await.unwrap();
     p.target.create_database("app").await.unwrap();
     let mut t = cdc::cdc_task(&p.source, &p.target, "app");
     t.full_load.chunk_size = 1024 * 1024;
     t.full_load.jobs = 2;
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "app", &t.name, "loading").await;
-    // Crash right after a few chunks commit (asynchronously) and the load goes on.
-    let watcher = p.target.connect("app").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pgferry.chunk WHERE state = 'done'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if done >= 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk was copied");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drop(watcher);
-    p.target.stop(StopMode::Immediate).unwrap();
-    p.target.restart().unwrap();
+    // Right after a few chunks commit (asynchronously), while the load goes on.
+    wait_for_done_chunks(&p.target, "app", 4).await;
+    pick(&p).stop(StopMode::Immediate).unwrap();
+    pick(&p).restart().unwrap();
 
-    // The same run goes on: it reaches streaming, with every row there.
     cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
-    assert!(!run.is_finished(), "the run rode through the restart");
+    assert!(!run.is_finished(), "the same run went on");
     p.source
         .execute("app", "UPDATE big SET n = n + 1 WHERE id % 1000 = 0")
         .await
         .unwrap();
     cdc::finish_and_compare(&p, "app", &t.name, run).await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_crash_during_the_load_is_ridden_through_and_loses_no_chunk() {
+    let p = crash_during_the_load(|p| &p.target).await;
     let pending: i64 = scalar(
         &p.target,
         "app",
@@ -159,4 +166,18 @@ async fn a_target_crash_during_the_load_is_ridden_through_and_loses_no_chunk() {
     )
     .await;
     assert_eq!(pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_restart_during_the_load_goes_on_from_a_new_snapshot_in_the_same_run() {
+    let p = crash_during_the_load(|p| &p.source).await;
+    let message = wait_for_event(&p.target, "app", "goes on from a new snapshot").await;
+    assert!(message.contains("snapshot"), "{message}");
+    let last_error: Option<String> = scalar(
+        &p.target,
+        "app",
+        "SELECT last_error FROM pgferry.task WHERE name = 'default'",
+    )
+    .await;
+    assert_eq!(last_error, None);
 }
