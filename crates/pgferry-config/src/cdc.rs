@@ -113,6 +113,9 @@ pub struct CdcSettings {
     /// How often to write a heartbeat on the source, which keeps an idle slot moving and
     /// measures lag.
     pub heartbeat_interval: Duration,
+    /// The stream is presumed dead when the source has sent nothing for this long, not
+    /// even an answer to a keepalive that asked for one (libpq's `wal_receiver_timeout`).
+    pub receive_timeout: Duration,
     /// Warn when the slot holds back more WAL than this on the source.
     pub wal_retention_warning: u64,
     /// Use binary tuple data when the source offers it and every column allows it.
@@ -136,6 +139,7 @@ impl Default for CdcSettings {
             batch_max_changes: 10_000,
             batch_max_delay: Duration::from_millis(50),
             heartbeat_interval: Duration::from_secs(5),
+            receive_timeout: Duration::from_secs(60),
             wal_retention_warning: 10 * 1024 * 1024 * 1024,
             binary: true,
             batch_max_bytes: 32 * 1024 * 1024,
@@ -156,6 +160,7 @@ pub(crate) struct RawCdc {
     pub batch_max_changes: Option<usize>,
     pub batch_max_delay_ms: Option<u64>,
     pub heartbeat_interval_s: Option<u64>,
+    pub receive_timeout_s: Option<u64>,
     pub wal_retention_warning: Option<bytesize::ByteSize>,
     pub binary: Option<bool>,
     pub batch_max_bytes: Option<bytesize::ByteSize>,

@@ -514,6 +514,20 @@ impl Task {
             ));
         }
         cdc.heartbeat_interval = std::time::Duration::from_secs(heartbeat);
+        let receive_timeout = pick(
+            &mut explanation,
+            "cdc.receive_timeout_s",
+            raw_cdc.receive_timeout_s,
+            None,
+            defaults.receive_timeout.as_secs(),
+        );
+        if receive_timeout < 5 {
+            return Err(invalid(
+                "cdc.receive_timeout_s",
+                format!("is {receive_timeout}; it must be at least 5 (seconds)"),
+            ));
+        }
+        cdc.receive_timeout = std::time::Duration::from_secs(receive_timeout);
         cdc.wal_retention_warning = pick(
             &mut explanation,
             "cdc.wal_retention_warning",

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod datagen;
 pub mod disk;
 pub mod http;
+pub mod proxy;
 pub mod s3;
 pub mod smtp;
 pub mod tls;

@@ -350,6 +350,26 @@ pub struct Lag {
     pub target_ms: Option<i64>,
 }
 
+/// Silence longer than this is no longer the ordinary gap between a source's messages
+/// (heartbeats every few seconds, keepalives asked for every two).
+const SILENCE_GRACE_MS: i64 = 5_000;
+
+impl Lag {
+    /// The lag after `silence_ms` without a word from the source: at least the silence,
+    /// once it outlasts the ordinary gaps. A stream that hears nothing falls behind by at
+    /// least that much, so the figure (and the lag alarm) grows through a network cut or
+    /// an outage instead of showing the last good value.
+    pub fn through_silence(self, silence_ms: Option<i64>) -> Lag {
+        match silence_ms {
+            Some(s) if s > SILENCE_GRACE_MS => Lag {
+                source_ms: Some(self.source_ms.unwrap_or(0).max(s)),
+                target_ms: Some(self.target_ms.unwrap_or(0).max(s)),
+            },
+            _ => self,
+        }
+    }
+}
+
 struct SourceTxn {
     xid: u32,
     final_lsn: Lsn,
@@ -635,7 +655,26 @@ impl Applier {
         // Resolution may alter the target table; do it inside the current batch.
         self.ensure_open().await?;
         let id = rel.id;
-        let resolution = tables::resolve(&self.target, &self.source, &rel, &self.scope).await?;
+        // Bounded like the stream itself: a source cut off mid-lookup must not hold the
+        // applier (and with it the lag figures and the stop flag) forever.
+        let limit = self.settings.receive_timeout;
+        let resolution = tokio::time::timeout(
+            limit,
+            tables::resolve(&self.target, &self.source, &rel, &self.scope),
+        )
+        .await
+        .map_err(|_| {
+            EngineError::Pg(PgError::Protocol {
+                side: Side::Source,
+                message: format!(
+                    "looking up {}.{} on the source took more than {} s; the connection is \
+                     presumed dead",
+                    rel.namespace,
+                    rel.name,
+                    limit.as_secs()
+                ),
+            })
+        })??;
         self.relations.insert(id, resolution);
         Ok(())
     }

@@ -34,7 +34,7 @@ use pgferry_pg::{ConnInfo, Lsn, PgClient, PgError, QualifiedName, Side};
 use serde::Serialize;
 
 use crate::cdc::apply::{Applier, HEARTBEAT_PREFIX, Lag, OpCounts};
-use crate::cdc::stream::{Positions, Stream};
+use crate::cdc::stream::{LastHeard, Positions, Stream};
 use crate::cdc::tables::Scope;
 use crate::control::{self, Level};
 use crate::error::{EngineError, Result};
@@ -45,6 +45,9 @@ use crate::session;
 /// How often live figures are saved and the stop flag is read: fast enough that
 /// `pgferry stop` answers within a second, rare enough to cost nothing.
 const TICK: Duration = Duration::from_secs(1);
+
+/// The longest the WAL-retention probe may take before it is skipped for this round.
+const PROBE_LIMIT: Duration = Duration::from_secs(3);
 
 /// WAL retention is checked every this many ticks (it queries the source).
 const RETENTION_EVERY_TICKS: u32 = 15;
@@ -223,7 +226,15 @@ pub async fn run(
     control_client: &mut PgClient,
     progress: &Arc<RunProgress>,
 ) -> Result<CdcOutcome> {
-    check_slot(task, endpoints, control_client).await?;
+    // Bounded too; a source that does not answer now is retried below like any outage.
+    if let Ok(checked) = tokio::time::timeout(
+        task.cdc.receive_timeout,
+        check_slot(task, endpoints, control_client),
+    )
+    .await
+    {
+        checked?;
+    }
     // What stopped an earlier run is history once this one can stream.
     control_client
         .execute(
@@ -245,6 +256,10 @@ pub async fn run(
     // Retry messages the event log could not take (the target was down): written once it
     // is back, so the log tells the whole story.
     let mut unrecorded: Vec<String> = Vec::new();
+    // Counted from now: a source that goes silent before the first message still shows a
+    // growing lag.
+    let heard = Arc::new(LastHeard::default());
+    heard.mark();
     loop {
         let started = Instant::now();
         let result = match reconnect_control(task, endpoints, control_client).await {
@@ -261,7 +276,7 @@ pub async fn run(
                     )
                     .await;
                 }
-                stream_once(task, endpoints, control_client, progress).await
+                stream_once(task, endpoints, control_client, progress, &heard).await
             }
             Err(e) => Err(e),
         };
@@ -296,10 +311,43 @@ pub async fn run(
                     unrecorded.push(message);
                 }
                 progress.set_phase("cdc: reconnecting");
-                tokio::time::sleep(wait).await;
+                wait_out(wait, &heard, progress, control_client, &task.name).await;
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Waits `wait` before the next attempt, keeping the lag figures honest meanwhile: each
+/// second they show at least the time since the source last said anything, in the live
+/// figures and (when the target is up) in `cdc_state`, so the lag alarm fires during an
+/// outage.
+async fn wait_out(
+    wait: Duration,
+    heard: &LastHeard,
+    progress: &RunProgress,
+    control_client: &PgClient,
+    task: &str,
+) {
+    let until = Instant::now() + wait;
+    loop {
+        if let Some(mut live) = progress.cdc() {
+            live.lag = live.lag.through_silence(heard.silence_ms());
+            let _ = control_client
+                .execute(
+                    "saving the lag",
+                    "UPDATE pgferry.cdc_state SET source_latency_ms = $2,
+                         target_latency_ms = $3, updated_at = now() WHERE task = $1",
+                    &[&task, &live.lag.source_ms, &live.lag.target_ms],
+                )
+                .await;
+            progress.set_cdc(live);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(TICK)).await;
     }
 }
 
@@ -324,43 +372,24 @@ async fn stream_once(
     endpoints: &Endpoints,
     control_client: &PgClient,
     progress: &Arc<RunProgress>,
+    heard: &Arc<LastHeard>,
 ) -> Result<CdcOutcome> {
-    let state = load_state(control_client, &task.name).await?;
-    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
-    source
-        .batch("setting up the source session", "SET search_path = ''")
-        .await?;
-    source::free_slot(&source, &state.slot).await?;
-    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry apply").await?;
-    let replica_role = apply_session(&target).await?;
-    if !replica_role {
-        let message = "the target user may not set session_replication_role = replica: the \
-                       target's triggers and foreign keys fire while changes are applied, and \
-                       changes are applied one by one in source order";
-        control::warn(control_client, &task.name, "cdc", message).await?;
-    }
-    let positions = Arc::new(Positions::default());
-    let mut applier = Applier::new(
-        &task.name,
-        target,
-        source,
-        scope(control_client, task).await?,
-        task.cdc.clone(),
-        state.binary,
-        replica_role,
-        positions.clone(),
+    let limit = task.cdc.receive_timeout;
+    let (state, mut applier, mut stream, positions) = tokio::time::timeout(
+        limit,
+        start_streaming(task, endpoints, control_client, heard),
     )
-    .await?;
-    let client = ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
-    let mut stream = Stream::start(
-        client,
-        &state.slot,
-        applier.applied(),
-        &state.publication,
-        state.binary,
-        positions.clone(),
-    )
-    .await?;
+    .await
+    .map_err(|_| {
+        EngineError::Pg(PgError::Protocol {
+            side: Side::Source,
+            message: format!(
+                "starting to stream took more than {} s; the source is presumed \
+                         unreachable (cdc.receive_timeout_s)",
+                limit.as_secs()
+            ),
+        })
+    })??;
     let beat = tokio::spawn(heartbeat(
         endpoints.source.clone(),
         task.name.clone(),
@@ -386,6 +415,58 @@ async fn stream_once(
     }
     stream.stop().await;
     result
+}
+
+/// Everything before the first change arrives: the source session, the target session,
+/// the applier and the replication stream. Bounded by the caller: a source that stops
+/// answering half-way (a cut network) must not hold the run forever.
+async fn start_streaming(
+    task: &Task,
+    endpoints: &Endpoints,
+    control_client: &PgClient,
+    heard: &Arc<LastHeard>,
+) -> Result<(State, Applier, Stream, Arc<Positions>)> {
+    let state = load_state(control_client, &task.name).await?;
+    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    source
+        .batch("setting up the source session", "SET search_path = ''")
+        .await?;
+    source::free_slot(&source, &state.slot).await?;
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry apply").await?;
+    let replica_role = apply_session(&target).await?;
+    if !replica_role {
+        let message = "the target user may not set session_replication_role = replica: the \
+                       target's triggers and foreign keys fire while changes are applied, and \
+                       changes are applied one by one in source order";
+        control::warn(control_client, &task.name, "cdc", message).await?;
+    }
+    let positions = Arc::new(Positions {
+        heard: heard.clone(),
+        ..Positions::default()
+    });
+    let applier = Applier::new(
+        &task.name,
+        target,
+        source,
+        scope(control_client, task).await?,
+        task.cdc.clone(),
+        state.binary,
+        replica_role,
+        positions.clone(),
+    )
+    .await?;
+    let client = ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    let stream = Stream::start(
+        client,
+        &state.slot,
+        applier.applied(),
+        &state.publication,
+        state.binary,
+        positions.clone(),
+        task.cdc.receive_timeout,
+    )
+    .await?;
+    Ok((state, applier, stream, positions))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -442,10 +523,15 @@ async fn stream_loop(
                 if let Some(ms) = applier.pending_lag_ms() {
                     applier.lag.target_ms = Some(ms.max(applier.lag.target_ms.unwrap_or(0)));
                 }
+                // Bounded: a source that does not answer (a cut network) must not stall the
+                // loop that keeps the lag figures and the stop flag current.
+                let probe = async {
+                    let source =
+                        pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+                    source::slot_info(&source, &state.slot).await
+                };
                 if ticks % RETENTION_EVERY_TICKS == 1
-                    && let Ok(source) =
-                        pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await
-                    && let Ok(Some(info)) = source::slot_info(&source, &state.slot).await
+                    && let Ok(Ok(Some(info))) = tokio::time::timeout(PROBE_LIMIT, probe).await
                 {
                     wal_retained = info.retained_bytes;
                     let over = info
@@ -466,6 +552,7 @@ async fn stream_loop(
                 let received = Lsn(positions
                     .received
                     .load(std::sync::atomic::Ordering::Acquire));
+                let lag = applier.lag.through_silence(positions.heard.silence_ms());
                 let stop: bool = control_client
                     .query_one(
                         "saving CDC progress",
@@ -477,8 +564,8 @@ async fn stream_loop(
                         &[
                             &task.name,
                             &received.to_string(),
-                            &applier.lag.source_ms,
-                            &applier.lag.target_ms,
+                            &lag.source_ms,
+                            &lag.target_ms,
                             &wal_retained,
                         ],
                     )
@@ -487,7 +574,7 @@ async fn stream_loop(
                 progress.set_cdc(CdcLive {
                     applied_lsn: Some(applier.applied().to_string()),
                     received_lsn: Some(received.to_string()),
-                    lag: applier.lag,
+                    lag,
                     totals: applier.totals,
                     incoming: applier.incoming,
                     wal_retained_bytes: wal_retained,

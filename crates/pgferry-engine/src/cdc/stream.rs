@@ -19,7 +19,7 @@
 //! takes all of it, alone.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pgferry_pg::pgoutput::{self, Message};
@@ -47,9 +47,36 @@ pub const READ_BATCH: usize = 512;
 pub const BUDGET_BYTES: usize = 64 * 1024 * 1024;
 const BUDGET_UNIT: usize = 1024;
 
+/// When the source last sent anything, as Unix milliseconds (0: never). It outlives a
+/// stream, so that through a silence or an outage the lag shown is at least the time since
+/// (see `Lag::through_silence`).
+#[derive(Debug, Default)]
+pub struct LastHeard(AtomicI64);
+
+impl LastHeard {
+    pub fn mark(&self) {
+        self.0.store(unix_ms(), Ordering::Release);
+    }
+
+    /// Milliseconds since the source last sent anything; `None` before it ever did.
+    pub fn silence_ms(&self) -> Option<i64> {
+        let at = self.0.load(Ordering::Acquire);
+        (at > 0).then(|| (unix_ms() - at).max(0))
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Positions shared by reader and applier.
 #[derive(Debug, Default)]
 pub struct Positions {
+    /// When the source last said anything.
+    pub heard: Arc<LastHeard>,
     /// Where the target has durably applied everything before; what we acknowledge.
     pub flushed: AtomicU64,
     /// The newest WAL position the server has told us about, raised only once the events
@@ -90,14 +117,23 @@ impl Stream {
         publication: &str,
         binary: bool,
         positions: Arc<Positions>,
+        receive_timeout: Duration,
     ) -> Result<Stream, PgError> {
         client
             .start_replication(slot, start, &[publication.to_owned()], binary)
             .await?;
+        positions.heard.mark();
         let (tx, events) = mpsc::channel(QUEUE);
         let (stop, stopped) = watch::channel(false);
         let budget = Arc::new(Semaphore::new(BUDGET_BYTES / BUDGET_UNIT));
-        let task = tokio::spawn(read(client, tx, stopped, positions, budget));
+        let task = tokio::spawn(read(
+            client,
+            tx,
+            stopped,
+            positions,
+            budget,
+            receive_timeout,
+        ));
         Ok(Stream { events, stop, task })
     }
 
@@ -172,8 +208,14 @@ async fn read(
     mut stopped: watch::Receiver<bool>,
     positions: Arc<Positions>,
     budget: Arc<Semaphore>,
+    receive_timeout: Duration,
 ) {
     let mut status = tokio::time::interval(FLUSH_REPORT_EVERY);
+    // Liveness: after STATUS_EVERY of silence each status update asks the server for an
+    // answer (a keepalive); nothing at all for `receive_timeout` means the connection is
+    // dead even if TCP has not noticed (a network cut, a half-open connection).
+    let mut heard = tokio::time::Instant::now();
+    let mut asked = heard;
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_report = (Lsn::ZERO, tokio::time::Instant::now());
     // A status update when the flush position moved, or every STATUS_EVERY regardless.
@@ -201,10 +243,28 @@ async fn read(
                 return;
             }
             Step::Status => {
-                if !due(&last_report) {
+                let silent = heard.elapsed();
+                if silent >= receive_timeout {
+                    fail(PgError::Protocol {
+                        side: Side::Source,
+                        message: format!(
+                            "nothing from the source for {} s, not even the answer to a \
+                             keepalive: the connection is presumed dead (a network cut or a \
+                             half-open TCP connection; cdc.receive_timeout_s)",
+                            silent.as_secs()
+                        ),
+                    })
+                    .await;
+                    return;
+                }
+                let ask = silent >= STATUS_EVERY && asked.elapsed() >= STATUS_EVERY;
+                if !ask && !due(&last_report) {
                     continue;
                 }
-                match report(&mut client, &positions, false).await {
+                if ask {
+                    asked = tokio::time::Instant::now();
+                }
+                match report(&mut client, &positions, ask).await {
                     Ok(flushed) => last_report = (flushed, tokio::time::Instant::now()),
                     Err(e) => {
                         fail(e).await;
@@ -217,7 +277,10 @@ async fn read(
                 fail(e).await;
                 return;
             }
-            Step::Message(Ok(m)) => m,
+            Step::Message(Ok(m)) => {
+                positions.heard.mark();
+                m
+            }
         };
         // This message, and every one already buffered behind it.
         let mut events = Vec::new();
@@ -274,6 +337,9 @@ async fn read(
             events,
             _budget: permit,
         }));
+        // Heard just now; and waiting for the applier is not the source's silence.
+        heard = tokio::time::Instant::now();
+        positions.heard.mark();
         // Only now, with the events queued: an applier that finds the queue empty and
         // itself idle has applied everything up to here (see `acknowledge_when_idle`).
         positions.received.fetch_max(reached.0, Ordering::AcqRel);

@@ -181,3 +181,77 @@ async fn a_source_restart_during_the_load_goes_on_from_a_new_snapshot_in_the_sam
     .await;
     assert_eq!(last_error, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_source_connection_is_noticed_its_lag_grows_and_streaming_comes_back() {
+    use pgferry_testkit::proxy::Proxy;
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute(
+            "app",
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    // pgferry reaches the source only through the proxy; the test writes to it directly.
+    let proxy = Proxy::start(p.source.port()).unwrap();
+    let mut t = cdc::cdc_task(&p.source, &p.target, "app");
+    t.source.url = format!(
+        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable&connect_timeout=3",
+        proxy.port()
+    );
+    t.cdc.receive_timeout = Duration::from_secs(6);
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    let slot = pgferry_engine::cdc::source::default_name(&t.name);
+    cdc::wait_caught_up(&p.source, "app", &slot).await;
+    // Streaming has begun (its loop has saved a position).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scalar::<Option<String>>(
+        &p.target,
+        "app",
+        "SELECT received_lsn::text FROM pgferry.cdc_state WHERE task = 'default'",
+    )
+    .await
+    .is_none()
+    {
+        assert!(Instant::now() < deadline, "streaming never began");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The network freezes: no error, no close, nothing arrives.
+    proxy.freeze();
+    p.source
+        .execute(
+            "app",
+            "INSERT INTO t SELECT g, 'late' FROM generate_series(101, 200) g",
+        )
+        .await
+        .unwrap();
+    // The lag shown grows instead of staying at its last value...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lag: Option<i64> = scalar(
+            &p.target,
+            "app",
+            "SELECT source_latency_ms FROM pgferry.cdc_state WHERE task = 'default'",
+        )
+        .await;
+        if lag.unwrap_or(0) > 5_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lag stayed at {lag:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // ... and the dead connection is noticed, not waited on forever.
+    let message = wait_for_event(&p.target, "app", "presumed dead").await;
+    assert!(message.contains("retrying"), "{message}");
+    assert!(!run.is_finished());
+
+    // The network comes back: the stream reconnects and catches up, nothing lost.
+    proxy.thaw();
+    cdc::finish_and_compare(&p, "app", &t.name, run).await;
+}
