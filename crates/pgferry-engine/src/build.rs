@@ -495,7 +495,6 @@ async fn analyze(
     Ok(())
 }
 
-/// Every chunk is in: release the snapshot and record the phase.
 /// Ends the load and moves the task to post-data, on what the control schema says rather
 /// than on what this process believes. Chunks commit asynchronously; a target that crashed
 /// and came back may have lost the last of them (rows and done mark together) while their
@@ -554,10 +553,12 @@ async fn load_done(
                 control::event(c.target.raw(), task, Level::Warning, "load", &message, None).await;
         }
         for job in &lost {
-            job.table
-                .progress
-                .chunks_done
-                .fetch_sub(1, Ordering::Relaxed);
+            // Counted once already, by the copy whose commit was lost.
+            let _ = job.table.progress.chunks_done.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |n| Some(n.saturating_sub(1)),
+            );
             if !copy(n, shared, conns, job, outcome).await? {
                 return Ok(false);
             }
