@@ -51,6 +51,9 @@ use crate::error::{EngineError, Result};
 /// How long the stream must be quiet before a caught-up batch commits.
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// Row counts of the `VALUES` pieces of [`Applier::bulk_values`], largest first.
+const VALUES_PIECES: [usize; 5] = [256, 64, 16, 4, 1];
+
 /// Prefix of pgferry's heartbeat messages on the source.
 pub const HEARTBEAT_PREFIX: &str = "pgferry_heartbeat";
 
@@ -895,7 +898,8 @@ impl Applier {
             })
             .collect();
         if !deletes.is_empty() {
-            let sql = sql::bulk_delete(&table.target, &key_cols, self.binary);
+            let binary = self.binary;
+            let sql = |rows| sql::bulk_delete(&table.target, &key_cols, binary, rows);
             let columns: Vec<Vec<Option<&[u8]>>> = (0..table.key.len())
                 .map(|k| deletes.iter().map(|key| key[k].as_deref()).collect())
                 .collect();
@@ -932,7 +936,8 @@ impl Applier {
                 continue;
             }
             let set_cols: Vec<&sql::Col> = cols.iter().filter_map(|i| table.col(*i)).collect();
-            let sql = sql::bulk_update(&table.target, &key_cols, &set_cols, self.binary);
+            let binary = self.binary;
+            let sql = |rows| sql::bulk_update(&table.target, &key_cols, &set_cols, binary, rows);
             let mut positions = table.key.clone();
             positions.extend(cols.iter().copied());
             let mut columns: Vec<Vec<Option<&[u8]>>> = (0..table.key.len())
@@ -976,7 +981,8 @@ impl Applier {
             return Ok(false);
         }
         let insert_cols: Vec<&sql::Col> = cols.iter().filter_map(|i| table.col(*i)).collect();
-        let sql = sql::bulk_insert(&table.target, &insert_cols, self.binary);
+        let binary = self.binary;
+        let sql = |rows| sql::bulk_insert(&table.target, &insert_cols, binary, rows);
         let columns: Vec<Vec<Option<&[u8]>>> = cols
             .iter()
             .map(|i| {
@@ -1014,12 +1020,18 @@ impl Applier {
     /// Runs a bulk statement with one array parameter per column.
     async fn bulk(
         &mut self,
-        sql: &str,
+        sql: &(dyn Fn(sql::Rows) -> String + Sync),
         table: &TableInfo,
         positions: &[usize],
         columns: &[Vec<Option<&[u8]>>],
     ) -> Result<u64> {
-        let statement = self.statement(sql).await?;
+        let arrays = positions
+            .iter()
+            .any(|i| table.col(*i).is_some_and(|c| c.type_sql.ends_with("[]")));
+        if self.binary && arrays {
+            return self.bulk_values(sql, positions, columns).await;
+        }
+        let statement = self.statement(&sql(sql::Rows::Arrays)).await?;
         let rows = if self.binary {
             let params: Vec<ArrayParam<'_>> = positions
                 .iter()
@@ -1054,6 +1066,48 @@ impl Applier {
             self.target.raw().execute(&statement, &refs).await
         };
         rows.map_err(target_err("applying a bulk change"))
+    }
+
+    /// A bulk statement whose rows come from `VALUES`, one binary parameter per value: a
+    /// binary array of array values would be flattened by `unnest`. Rows go in pieces of
+    /// [`VALUES_PIECES`] sizes, so a handful of prepared statements serve every batch, and
+    /// no statement passes PostgreSQL's 65,535 parameters.
+    async fn bulk_values(
+        &mut self,
+        sql: &(dyn Fn(sql::Rows) -> String + Sync),
+        positions: &[usize],
+        columns: &[Vec<Option<&[u8]>>],
+    ) -> Result<u64> {
+        let rows = columns.first().map_or(0, Vec::len);
+        let width = positions.len().max(1);
+        let mut done = 0;
+        let mut total = 0;
+        while done < rows {
+            let piece = VALUES_PIECES
+                .iter()
+                .copied()
+                .find(|p| *p <= rows - done && p * width <= u16::MAX as usize)
+                .unwrap_or(1);
+            let statement = self.statement(&sql(sql::Rows::Values(piece))).await?;
+            let params: Vec<Param<'_>> = (done..done + piece)
+                .flat_map(|r| {
+                    columns.iter().map(move |column| Param {
+                        value: column[r],
+                        binary: true,
+                    })
+                })
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            total += self
+                .target
+                .raw()
+                .execute(&statement, &refs)
+                .await
+                .map_err(target_err("applying a bulk change"))?;
+            done += piece;
+        }
+        Ok(total)
     }
 
     /// Applies the row filters of filtered tables: an insert whose row the filter keeps

@@ -5,7 +5,9 @@
 //!   array parameter, `unnest` turns the arrays back into rows. In text mode the arrays are
 //!   `text[]` and each value is cast to its column's type (without its modifier, so that the
 //!   column's own length and precision checks still apply on assignment); in binary mode the
-//!   arrays are already of the column's type.
+//!   arrays are already of the column's type. A binary array of arrays would be flattened
+//!   by `unnest`, so tables with array columns take their rows, in binary mode, from a
+//!   `VALUES` list with one typed parameter per value instead ([`Rows::Values`]).
 //! * **row** statements apply one change, with one parameter per value, for the careful
 //!   path that finds which change failed and for tables without a key.
 //!
@@ -28,8 +30,38 @@ fn v_alias(prefix: &str, i: usize) -> String {
     format!("{prefix}{i}")
 }
 
-/// The `unnest(...) AS v(...)` source of a bulk statement, with parameters numbered from 1.
-fn unnest(cols: &[(&Col, String)], binary: bool) -> String {
+/// Where a bulk statement's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// One array parameter per column, turned back into rows by `unnest`.
+    Arrays,
+    /// `n` rows of typed parameters, row after row (binary mode only).
+    Values(usize),
+}
+
+/// The row source of a bulk statement, `... AS v(...)`, with parameters numbered from 1.
+fn rows_source(cols: &[(&Col, String)], binary: bool, rows: Rows) -> String {
+    let names = cols
+        .iter()
+        .map(|(_, alias)| alias.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Rows::Values(n) = rows {
+        let width = cols.len();
+        let list = (0..n)
+            .map(|r| {
+                let row = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, _))| format!("${}::{}", r * width + i + 1, c.type_sql))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("({row})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return format!("(VALUES {list}) AS v({names})");
+    }
     let params = cols
         .iter()
         .enumerate()
@@ -40,11 +72,6 @@ fn unnest(cols: &[(&Col, String)], binary: bool) -> String {
                 format!("${}::text[]", i + 1)
             }
         })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let names = cols
-        .iter()
-        .map(|(_, alias)| alias.clone())
         .collect::<Vec<_>>()
         .join(", ");
     format!("unnest({params}) AS v({names})")
@@ -63,7 +90,7 @@ fn cast(alias: &str, c: &Col, binary: bool) -> String {
 /// skipped, and the affected-row count tells whether any was. Inserts say `OVERRIDING
 /// SYSTEM VALUE` so `GENERATED ALWAYS` identity columns take the source's value (it is a
 /// no-op for other tables).
-pub fn bulk_insert(table: &QualifiedName, cols: &[&Col], binary: bool) -> String {
+pub fn bulk_insert(table: &QualifiedName, cols: &[&Col], binary: bool, rows: Rows) -> String {
     let aliased: Vec<(&Col, String)> = cols
         .iter()
         .enumerate()
@@ -81,13 +108,19 @@ pub fn bulk_insert(table: &QualifiedName, cols: &[&Col], binary: bool) -> String
             .map(|(c, a)| cast(a, c, binary))
             .collect::<Vec<_>>()
             .join(", "),
-        unnest(&aliased, binary)
+        rows_source(&aliased, binary, rows)
     )
 }
 
 /// `UPDATE ... FROM unnest(...) WHERE key = ...`. Parameters: the key columns (their values
 /// before the batch), then the columns to set.
-pub fn bulk_update(table: &QualifiedName, key: &[&Col], set: &[&Col], binary: bool) -> String {
+pub fn bulk_update(
+    table: &QualifiedName,
+    key: &[&Col],
+    set: &[&Col],
+    binary: bool,
+    rows: Rows,
+) -> String {
     let mut aliased: Vec<(&Col, String)> = key
         .iter()
         .enumerate()
@@ -109,13 +142,13 @@ pub fn bulk_update(table: &QualifiedName, key: &[&Col], set: &[&Col], binary: bo
     format!(
         "UPDATE {} AS t SET {assignments} FROM {} WHERE {}",
         table.quoted(),
-        unnest(&aliased, binary),
+        rows_source(&aliased, binary, rows),
         key_match(key, binary)
     )
 }
 
 /// `DELETE ... USING unnest(...) WHERE key = ...`. Parameters: the key columns.
-pub fn bulk_delete(table: &QualifiedName, key: &[&Col], binary: bool) -> String {
+pub fn bulk_delete(table: &QualifiedName, key: &[&Col], binary: bool, rows: Rows) -> String {
     let aliased: Vec<(&Col, String)> = key
         .iter()
         .enumerate()
@@ -124,7 +157,7 @@ pub fn bulk_delete(table: &QualifiedName, key: &[&Col], binary: bool) -> String 
     format!(
         "DELETE FROM {} AS t USING {} WHERE {}",
         table.quoted(),
-        unnest(&aliased, binary),
+        rows_source(&aliased, binary, rows),
         key_match(key, binary)
     )
 }
@@ -270,15 +303,31 @@ mod tests {
     fn bulk_insert_casts_text_arrays_and_skips_existing_keys() {
         let (id, note) = (col("group", "integer"), col("Note", "\"public\".\"mood\""));
         assert_eq!(
-            bulk_insert(&t(), &[&id, &note], false),
+            bulk_insert(&t(), &[&id, &note], false, Rows::Arrays),
             "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"group\", \"Note\") \
              OVERRIDING SYSTEM VALUE SELECT v.c0::integer, v.c1::\"public\".\"mood\" FROM unnest($1::text[], $2::text[]) AS \
              v(c0, c1) ON CONFLICT DO NOTHING"
         );
         assert_eq!(
-            bulk_insert(&t(), &[&id], true),
+            bulk_insert(&t(), &[&id], true, Rows::Arrays),
             "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"group\") OVERRIDING SYSTEM \
              VALUE SELECT v.c0 FROM unnest($1::integer[]) AS v(c0) ON CONFLICT DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn array_columns_take_their_rows_from_values_one_typed_parameter_each() {
+        let (id, dims) = (col("id", "integer"), col("dims", "double precision[]"));
+        assert_eq!(
+            bulk_insert(&t(), &[&id, &dims], true, Rows::Values(2)),
+            "INSERT INTO \"Weird \"\"Schema\"\"\".\"order\" (\"id\", \"dims\") OVERRIDING \
+             SYSTEM VALUE SELECT v.c0, v.c1 FROM (VALUES ($1::integer, $2::double precision[]), \
+             ($3::integer, $4::double precision[])) AS v(c0, c1) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            bulk_delete(&t(), &[&id], true, Rows::Values(1)),
+            "DELETE FROM \"Weird \"\"Schema\"\"\".\"order\" AS t USING (VALUES ($1::integer)) \
+             AS v(k0) WHERE t.\"id\" = v.k0"
         );
     }
 
@@ -286,13 +335,13 @@ mod tests {
     fn bulk_update_and_delete_match_on_the_key() {
         let (id, name) = (col("id", "bigint"), col("t", "text"));
         assert_eq!(
-            bulk_update(&t(), &[&id], &[&id, &name], false),
+            bulk_update(&t(), &[&id], &[&id, &name], false, Rows::Arrays),
             "UPDATE \"Weird \"\"Schema\"\"\".\"order\" AS t SET \"id\" = v.c0::bigint, \"t\" = \
              v.c1::text FROM unnest($1::text[], $2::text[], $3::text[]) AS v(k0, c0, c1) WHERE \
              t.\"id\" = v.k0::bigint"
         );
         assert_eq!(
-            bulk_delete(&t(), &[&id], false),
+            bulk_delete(&t(), &[&id], false, Rows::Arrays),
             "DELETE FROM \"Weird \"\"Schema\"\"\".\"order\" AS t USING unnest($1::text[]) AS \
              v(k0) WHERE t.\"id\" = v.k0::bigint"
         );
