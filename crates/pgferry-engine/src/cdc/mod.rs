@@ -226,14 +226,17 @@ pub async fn run(
     control_client: &mut PgClient,
     progress: &Arc<RunProgress>,
 ) -> Result<CdcOutcome> {
-    // Bounded too; a source that does not answer now is retried below like any outage.
-    if let Ok(checked) = tokio::time::timeout(
+    // Only a definite answer stops the run here; a source that is down or does not answer
+    // now is retried below like any outage.
+    let checked = tokio::time::timeout(
         task.cdc.receive_timeout,
         check_slot(task, endpoints, control_client),
     )
-    .await
+    .await;
+    if let Ok(Err(e)) = checked
+        && !e.is_retryable()
     {
-        checked?;
+        return Err(e);
     }
     // What stopped an earlier run is history once this one can stream.
     control_client
