@@ -36,6 +36,24 @@ fn refused_by_run_and_explain(task: &str, expected: &str) -> String {
     first.unwrap_or_default()
 }
 
+/// A source with the sample inventory in `inv`, an empty target, and a full-load task file
+/// between them (in the returned directory).
+async fn inventory_pair() -> (Cluster, Cluster, tempfile::TempDir, String) {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    pgferry_testkit::datagen::create_inventory(&source, "inv", 1)
+        .await
+        .unwrap();
+    target.create_database("inv").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &crate::minimal_task(&source.url("inv"), &target.url("inv"), ""),
+    );
+    let task = task.to_str().unwrap().to_owned();
+    (source, target, dir, task)
+}
+
 /// Expressions that tried to close the parenthesis pgferry wraps them in, each with a
 /// fragment of the reason it must be refused for.
 const ESCAPING_EXPRESSIONS: &[(&str, &str)] = &[
@@ -428,22 +446,12 @@ fn config_explain_refuses_what_run_refuses_and_environment_variables_are_named()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_readable_pgpass_is_reported_once_not_per_connection() {
-    let source = Cluster::start().unwrap();
-    let target = Cluster::start().unwrap();
-    pgferry_testkit::datagen::create_inventory(&source, "inv", 1)
-        .await
-        .unwrap();
-    target.create_database("inv").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_source, _target, dir, task) = inventory_pair().await;
     let pgpass = dir.path().join("pgpass");
     std::fs::write(&pgpass, "*:*:*:*:unused\n").unwrap();
     std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let task = write_task(
-        dir.path(),
-        &crate::minimal_task(&source.url("inv"), &target.url("inv"), ""),
-    );
     let out = crate::pgferry()
-        .args(["run", "--task", task.to_str().unwrap(), "--jobs", "3"])
+        .args(["run", "--task", &task, "--jobs", "3"])
         .env("PGPASSFILE", &pgpass)
         .output()
         .unwrap();
@@ -498,18 +506,7 @@ async fn run_after_cleanup_says_what_happened_and_leaves_nothing_on_the_source()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_a_blocked_validate_at_once_and_leaves_no_session() {
-    let source = Cluster::start().unwrap();
-    let target = Cluster::start().unwrap();
-    pgferry_testkit::datagen::create_inventory(&source, "inv", 1)
-        .await
-        .unwrap();
-    target.create_database("inv").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let task = write_task(
-        dir.path(),
-        &crate::minimal_task(&source.url("inv"), &target.url("inv"), ""),
-    );
-    let task = task.to_str().unwrap().to_owned();
+    let (source, _target, _dir, task) = inventory_pair().await;
     let out = run(&["run", "--task", &task]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
