@@ -458,31 +458,14 @@ pub async fn reconnect(task: &str, target: &ConnInfo, client: &mut PgClient) -> 
     if !client.is_closed() {
         return Ok(());
     }
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = async {
-            let fresh =
-                pgferry_pg::connect(Side::Target, target, &control_application_name()).await?;
-            lock_task(&fresh, task, "run").await?;
-            Ok::<_, EngineError>(fresh)
-        }
-        .await;
-        match result {
-            Ok(fresh) => {
-                *client = fresh;
-                tracing::info!("reconnected to the target and took the task lock again");
-                return Ok(());
-            }
-            Err(e) if e.is_retryable() && attempt < crate::load::CHUNK_ATTEMPTS => {
-                let wait = crate::load::backoff(attempt);
-                tracing::warn!(error = %e, "the target is away; trying again in {} s",
-                    wait.as_secs());
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    *client = crate::load::retried("reconnecting to the target", || async {
+        let fresh = pgferry_pg::connect(Side::Target, target, &control_application_name()).await?;
+        lock_task(&fresh, task, "run").await?;
+        Ok(fresh)
+    })
+    .await?;
+    tracing::info!("reconnected to the target and took the task lock again");
+    Ok(())
 }
 
 /// Moves the task to `phase` and commits at once, synchronously. Chunks and schema steps

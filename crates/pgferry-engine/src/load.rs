@@ -84,6 +84,26 @@ pub struct LoadContext {
     pub snapshot: String,
 }
 
+/// Runs `op` until it succeeds, fails for good, or has failed [`CHUNK_ATTEMPTS`] times,
+/// waiting [`backoff`] between attempts: for a server that is coming back from a restart.
+pub(crate) async fn retried<T, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < CHUNK_ATTEMPTS => {
+                let wait = backoff(attempt);
+                tracing::warn!(error = %e, "{what} failed; retrying in {} s", wait.as_secs());
+                tokio::time::sleep(wait).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How long to wait before retry `attempt` (1-based): doubling from one second, capped.
 pub fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF

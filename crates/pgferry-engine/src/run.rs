@@ -260,7 +260,11 @@ async fn run_phases(
             Some(match snapshot_holder.take() {
                 Some(h) if h.is_alive() => h,
                 _ => {
-                    let holder = export_snapshot(&endpoints.source).await?;
+                    // Waiting for a source that is coming back.
+                    let holder = load::retried("exporting a snapshot", || {
+                        SnapshotHolder::export(&endpoints.source)
+                    })
+                    .await?;
                     let message = if task.migration_type.needs_cdc() {
                         let notes = resync_for_new_snapshot(
                             &mut control_client,
@@ -654,23 +658,6 @@ async fn plan_cdc_only(
     .await?;
     tx.commit().await.map_err(err)?;
     Ok(warnings)
-}
-
-/// A new snapshot for the load, waiting (with backoff) for a source that is coming back.
-async fn export_snapshot(source: &ConnInfo) -> Result<SnapshotHolder> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match SnapshotHolder::export(source).await {
-            Err(e) if e.is_retryable() && attempt < load::CHUNK_ATTEMPTS => {
-                let wait = load::backoff(attempt);
-                tracing::warn!(error = %e, "cannot export a snapshot yet; retrying in {} s",
-                    wait.as_secs());
-                tokio::time::sleep(wait).await;
-            }
-            result => return result,
-        }
-    }
 }
 
 /// Plans a new task and stores the plan, the schema and the task row in one target

@@ -105,21 +105,23 @@ pub enum Reshape {
 pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -> Vec<Reshape> {
     let table = source.quoted();
     let mut out = Vec::new();
-    let mut checks = Vec::new();
     if columns {
         for c in &map.columns {
             if let (Some(t), Some(_)) = (&c.new_type, &c.target) {
-                out.push(format!(
-                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {t} USING {col}::{t}",
-                    col = quote_ident(&c.source)
-                ));
+                run(
+                    &mut out,
+                    format!(
+                        "ALTER TABLE {table} ALTER COLUMN {col} TYPE {t} USING {col}::{t}",
+                        col = quote_ident(&c.source)
+                    ),
+                );
             }
         }
         for c in map.columns.iter().filter(|c| c.target.is_none()) {
-            out.push(format!(
-                "ALTER TABLE {table} DROP COLUMN {}",
-                quote_ident(&c.source)
-            ));
+            run(
+                &mut out,
+                format!("ALTER TABLE {table} DROP COLUMN {}", quote_ident(&c.source)),
+            );
         }
         // Renames go through temporary names, so two columns may swap names.
         let renamed: Vec<_> = map
@@ -129,18 +131,24 @@ pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -
             .filter(|(c, t)| **t != c.source)
             .collect();
         for (i, (c, _)) in renamed.iter().enumerate() {
-            out.push(format!(
-                "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-                quote_ident(&c.source),
-                quote_ident(&format!("pgferry_rename_{i}"))
-            ));
+            run(
+                &mut out,
+                format!(
+                    "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+                    quote_ident(&c.source),
+                    quote_ident(&format!("pgferry_rename_{i}"))
+                ),
+            );
         }
         for (i, (_, t)) in renamed.iter().enumerate() {
-            out.push(format!(
-                "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-                quote_ident(&format!("pgferry_rename_{i}")),
-                quote_ident(t)
-            ));
+            run(
+                &mut out,
+                format!(
+                    "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+                    quote_ident(&format!("pgferry_rename_{i}")),
+                    quote_ident(t)
+                ),
+            );
         }
         for a in &map.added {
             let value = match &a.value {
@@ -152,50 +160,56 @@ pub fn alter_statements(source: &QualifiedName, map: &TableMap, columns: bool) -
                             ExprPart::Column(c) => quote_ident(c),
                         })
                         .collect();
-                    checks.push(out.len());
-                    out.push(format!("SELECT ({expr}) FROM {table}"));
+                    out.push(Reshape::Parse(format!("SELECT ({expr}) FROM {table}")));
                     format!(" GENERATED ALWAYS AS ({expr}) STORED")
                 }
                 AddedValue::Constant(v) => format!(" DEFAULT {}", quote_literal(v)),
                 AddedValue::Null => String::new(),
             };
-            out.push(format!(
-                "ALTER TABLE {table} ADD COLUMN {} {}{value}",
-                quote_ident(&a.name),
-                a.type_sql
-            ));
+            run(
+                &mut out,
+                format!(
+                    "ALTER TABLE {table} ADD COLUMN {} {}{value}",
+                    quote_ident(&a.name),
+                    a.type_sql
+                ),
+            );
         }
     }
     let mut current = source.clone();
     if map.target_table != source.name {
-        out.push(format!(
-            "ALTER TABLE {} RENAME TO {}",
-            current.quoted(),
-            quote_ident(&map.target_table)
-        ));
+        run(
+            &mut out,
+            format!(
+                "ALTER TABLE {} RENAME TO {}",
+                current.quoted(),
+                quote_ident(&map.target_table)
+            ),
+        );
         current.name = map.target_table.clone();
     }
     if map.target_schema != source.schema {
-        out.push(format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            quote_ident(&map.target_schema)
-        ));
-        out.push(format!(
-            "ALTER TABLE {} SET SCHEMA {}",
-            current.quoted(),
-            quote_ident(&map.target_schema)
-        ));
+        run(
+            &mut out,
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(&map.target_schema)
+            ),
+        );
+        run(
+            &mut out,
+            format!(
+                "ALTER TABLE {} SET SCHEMA {}",
+                current.quoted(),
+                quote_ident(&map.target_schema)
+            ),
+        );
     }
-    out.into_iter()
-        .enumerate()
-        .map(|(i, sql)| {
-            if checks.contains(&i) {
-                Reshape::Parse(sql)
-            } else {
-                Reshape::Run(sql)
-            }
-        })
-        .collect()
+    out
+}
+
+fn run(out: &mut Vec<Reshape>, sql: String) {
+    out.push(Reshape::Run(sql));
 }
 
 /// Has the source's parser check every `add-column` expression of the selected tables,

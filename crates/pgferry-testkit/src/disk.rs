@@ -16,9 +16,10 @@ impl SmallDisk {
     /// Mounts a tmpfs of `mb` MiB at `path` (created), owned by the server's user.
     pub fn mount(path: &Path, mb: u32) -> Result<SmallDisk, ClusterError> {
         if !is_root() {
-            return Err(ClusterError::NoBinaries(
-                "mounting a small disk needs root".to_owned(),
-            ));
+            return Err(ClusterError::Command {
+                what: "mounting a small disk".to_owned(),
+                detail: "it needs root".to_owned(),
+            });
         }
         std::fs::create_dir_all(path).map_err(|source| ClusterError::Io {
             context: format!("creating {}", path.display()),

@@ -124,14 +124,10 @@ async fn partition_root(source: &PgClient, table: &QualifiedName) -> Result<Opti
         .query_opt(
             "finding a partition's root",
             "SELECT n.nspname, c.relname
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = pg_partition_root(
-                       (SELECT r.oid FROM pg_class r JOIN pg_namespace s
-                               ON s.oid = r.relnamespace
-                        WHERE s.nspname = $1 AND r.relname = $2))
-               AND c.oid <> (SELECT r.oid FROM pg_class r JOIN pg_namespace s
-                                    ON s.oid = r.relnamespace
-                             WHERE s.nspname = $1 AND r.relname = $2)",
+             FROM pg_class r JOIN pg_namespace s ON s.oid = r.relnamespace
+             JOIN pg_class c ON c.oid = pg_partition_root(r.oid) AND c.oid <> r.oid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE s.nspname = $1 AND r.relname = $2",
             &[&table.schema, &table.name],
         )
         .await?;
