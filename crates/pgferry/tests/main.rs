@@ -542,12 +542,26 @@ fn peak_rss_mb(pid: u32) -> u64 {
 /// target is identical to the source.
 #[tokio::test(flavor = "multi_thread")]
 async fn cdc_killed_at_random_moments_under_writes_loses_and_doubles_nothing() {
+    killed_at_random_moments(None).await;
+}
+
+/// The same from a PostgreSQL 13 source (the seeds' version): text CDC, no streaming of
+/// transactions in progress.
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_from_postgres_13_killed_at_random_moments_loses_and_doubles_nothing() {
+    killed_at_random_moments(Some(13)).await;
+}
+
+async fn killed_at_random_moments(source_major: Option<u32>) {
     use rand::{Rng, SeedableRng};
     // Enough data that the first kill can land in the full load.
-    let (source, target, dir, task) = cdc_pair(&[
-        pgferry_testkit::workload::MIXED_SCHEMA,
-        &datagen::bench_sql(16),
-    ])
+    let (source, target, dir, task) = cdc_pair_from(
+        source_major,
+        &[
+            pgferry_testkit::workload::MIXED_SCHEMA,
+            &datagen::bench_sql(16),
+        ],
+    )
     .await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
