@@ -132,7 +132,9 @@ fn seed_alarm(
     }
 }
 
-/// The seed's four CloudWatch alarms, as a pgferry task states them.
+/// The seed's four CloudWatch alarms, as a pgferry task states them, and one the seed
+/// lacks: the slot nearing `max_slot_wal_keep_size`, after which the source invalidates it
+/// and the task must start over (DMS's source has the same limit and no alarm on it).
 pub fn default_alarms() -> Vec<AlarmRule> {
     let mut cpu = seed_alarm(
         "target-cpu",
@@ -165,6 +167,17 @@ pub fn default_alarms() -> Vec<AlarmRule> {
             1,
             644_245_094_400.0,
         ),
+        AlarmRule {
+            period: 60,
+            statistic: Statistic::Maximum,
+            ..seed_alarm(
+                "source-slot-wal",
+                "The replication slot uses over half of the source's max_slot_wal_keep_size",
+                "pgferry_source_slot_wal_keep_used_ratio",
+                1,
+                0.5,
+            )
+        },
     ]
 }
 
@@ -413,7 +426,12 @@ mod tests {
         let names: Vec<&str> = m.alarms.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(
             names,
-            ["replication-lag", "target-connections", "target-storage"]
+            [
+                "replication-lag",
+                "target-connections",
+                "target-storage",
+                "source-slot-wal"
+            ]
         );
         assert_eq!(m.inactive_alarms[0].name, "target-cpu");
         assert!(m.inactive_alarms[0].why.contains("no SQL metric"));
@@ -428,7 +446,8 @@ mod tests {
                 "replication-lag",
                 "target-cpu",
                 "target-connections",
-                "target-storage"
+                "target-storage",
+                "source-slot-wal"
             ]
         );
         for a in default_alarms() {

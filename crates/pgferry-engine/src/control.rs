@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 use crate::error::{EngineError, Result};
 
 /// The newest layout this build understands.
-pub const CONTROL_SCHEMA_VERSION: i32 = 4;
+pub const CONTROL_SCHEMA_VERSION: i32 = 5;
 
 /// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
 pub const LOCK_CLASS: i32 = 0x7067_6672;
@@ -221,6 +221,11 @@ CREATE TABLE pgferry.alarm (
 );
 COMMENT ON TABLE pgferry.alarm IS
     'Each alarm''s rule and current state; its state changes are in pgferry.event (kind alarm).';
+"#,
+    r#"
+ALTER TABLE pgferry.cdc_state ADD COLUMN start_over_since timestamptz;
+COMMENT ON COLUMN pgferry.cdc_state.start_over_since IS
+    'Set while `pgferry run --start-over` replaces a lost slot: the slot on the source may already be the new one, so the checkpoint must not be used with it.';
 "#,
 ];
 

@@ -44,6 +44,10 @@ pub enum EngineError {
     #[error("task \"{task}\" cannot stream: {problem}")]
     CannotStream { task: String, problem: String },
 
+    /// `run --start-over` does not apply to the task as it stands.
+    #[error("task \"{task}\" cannot start over: {problem}")]
+    CannotStartOver { task: String, problem: String },
+
     #[error("no task named \"{task}\" in the target's pgferry schema")]
     UnknownTask { task: String },
 
@@ -143,11 +147,15 @@ impl EngineError {
             ),
             EngineError::CannotStream { .. } => Some(
                 "the target holds the tables as of the last change applied, and the changes \
-                 since are gone with the slot. Start over from a new snapshot: run `pgferry \
-                 cleanup --task FILE` (it drops what is left on the source), then run the \
-                 task under a new name (name = \"...\") with target_table_prep_mode = \
-                 \"drop_and_create\": it loads every table again from a new snapshot and \
-                 streams from there"
+                 since are gone with the slot. Start over: `pgferry run --task FILE \
+                 --start-over` makes a new slot, keeps every table that still matches the \
+                 source, copies the others again and streams from the new slot"
+                    .to_owned(),
+            ),
+            EngineError::CannotStartOver { .. } => Some(
+                "`pgferry status --task FILE` shows where the task stands; to begin afresh \
+                 instead, `pgferry cleanup` and run the task under a new name with \
+                 target_table_prep_mode = \"drop_and_create\""
                     .to_owned(),
             ),
             EngineError::UnknownTask { .. } => Some(

@@ -5,6 +5,7 @@
 //!   creates the pre-data ones; [`build`] copies chunks ([`load`]) and creates post-data
 //!   objects as one graph; [`finish`] sets sequences and statistics;
 //! * [`control`] keeps all state in the target's `pgferry` schema;
+//! * [`startover`] replaces a lost slot and resynchronises what no longer matches;
 //! * [`validate`] compares source and target; [`status`] reports a task's state;
 //! * [`transform`] carries out transformation and filter rules in SQL;
 //! * [`progress`] exposes live counters to whatever draws them.
@@ -25,10 +26,11 @@ pub mod run;
 pub mod schema;
 pub mod session;
 pub mod snapshot;
+pub mod startover;
 pub mod status;
 pub mod transform;
 pub mod validate;
 
 pub use error::{EngineError, Result};
 pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
-pub use run::{Endpoints, RunSummary, TableSummary, run};
+pub use run::{Endpoints, RunOptions, RunSummary, TableSummary, run, run_with};

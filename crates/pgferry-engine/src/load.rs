@@ -53,6 +53,9 @@ pub struct TableJob {
     pub analyzed: bool,
     /// The dump id of the table's TABLE entry, linking it to its post-data steps.
     pub dump_id: Option<i32>,
+    /// Copied again after the task's post-data objects were built (a start-over): its
+    /// foreign keys exist, and a referenced table cannot be truncated alone.
+    pub reload: bool,
     pub progress: Arc<TableProgress>,
 }
 
@@ -62,7 +65,7 @@ impl TableJob {
     /// index builds and foreign-key checks that follow read it without first rewriting
     /// every page to set hint bits.
     pub fn loads_frozen(&self) -> bool {
-        self.progress.chunks_total == 1 && !self.existed_before
+        self.progress.chunks_total == 1 && !self.existed_before && !self.reload
     }
 }
 
@@ -150,50 +153,52 @@ pub async fn copy_chunk(
         })?;
     let chunk = CopyCounters::default();
     let source = source.raw();
-    let tx = target
-        .raw_mut()
-        .transaction()
-        .await
-        .map_err(|e| PgError::query(Side::Target, "starting a chunk transaction", e))?;
-    if freeze {
-        // Empty already (pgferry created it); TRUNCATE makes FREEZE legal in this transaction.
-        tx.batch_execute(&format!("TRUNCATE ONLY {}", table.target.quoted()))
+    let result = async {
+        let tx = target
+            .raw_mut()
+            .transaction()
             .await
-            .map_err(|e| PgError::query(Side::Target, "preparing a frozen load", e))?;
-    }
-    let piped = pipe(
-        source,
-        tx.client(),
-        &statements,
-        &[&chunk, &table.progress.in_flight],
-    )
-    .await;
-    let result = match piped {
-        Ok(outcome) => {
-            let recorded = control::finish_chunk(
-                &tx,
-                &ctx.task,
-                table.table_id,
-                job.chunk_no,
-                outcome.rows as i64,
-                outcome.bytes as i64,
-                started.elapsed().as_secs_f64(),
-            )
-            .await;
-            match recorded {
-                Ok(()) => tx
-                    .commit()
+            .map_err(|e| PgError::query(Side::Target, "starting a chunk transaction", e))?;
+        if freeze {
+            // Empty already (pgferry created it); TRUNCATE makes FREEZE legal in this
+            // transaction.
+            tx.batch_execute(&format!("TRUNCATE ONLY {}", table.target.quoted()))
+                .await
+                .map_err(|e| PgError::query(Side::Target, "preparing a frozen load", e))?;
+        }
+        let piped = pipe(
+            source,
+            tx.client(),
+            &statements,
+            &[&chunk, &table.progress.in_flight],
+        )
+        .await;
+        match piped {
+            Ok(outcome) => {
+                control::finish_chunk(
+                    &tx,
+                    &ctx.task,
+                    table.table_id,
+                    job.chunk_no,
+                    outcome.rows as i64,
+                    outcome.bytes as i64,
+                    started.elapsed().as_secs_f64(),
+                )
+                .await?;
+                tx.commit()
                     .await
-                    .map_err(|e| PgError::query(Side::Target, "committing a chunk", e).into())
-                    .map(|()| outcome),
-                Err(e) => Err(e),
+                    .map_err(|e| PgError::query(Side::Target, "committing a chunk", e))?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(EngineError::from(e))
             }
         }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e.into())
-        }
-    };
+    }
+    .await;
+    // Whatever happened, the snapshot's transaction ends: the connection serves the next
+    // chunk.
     let _ = source.batch_execute("COMMIT").await;
     // The chunk's live counts leave the in-flight tally; on success they join the totals.
     let messages = chunk.messages.load(Ordering::Relaxed);

@@ -89,11 +89,27 @@ pub struct RunSummary {
     pub warnings: Vec<String>,
 }
 
+/// How a run begins.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Replace a lost slot and resynchronise the tables first ([`crate::startover`]).
+    pub start_over: bool,
+}
+
 /// Runs the task to completion. On failure the error is also recorded with the task, for
 /// `status`.
 pub async fn run(task: &Task, progress: Arc<RunProgress>) -> Result<RunSummary> {
+    run_with(task, progress, RunOptions::default()).await
+}
+
+/// [`run`], with options.
+pub async fn run_with(
+    task: &Task,
+    progress: Arc<RunProgress>,
+    options: RunOptions,
+) -> Result<RunSummary> {
     let endpoints = Endpoints::resolve(task)?;
-    let result = run_phases(task, &endpoints, &progress).await;
+    let result = run_phases(task, &endpoints, &progress, options).await;
     if let Err(e) = &result {
         record_error(&endpoints.target, &task.name, e).await;
     }
@@ -133,6 +149,7 @@ async fn run_phases(
     task: &Task,
     endpoints: &Endpoints,
     progress: &Arc<RunProgress>,
+    options: RunOptions,
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let mut warnings = Vec::new();
@@ -161,6 +178,12 @@ async fn run_phases(
 
     let mut snapshot_holder: Option<SnapshotHolder> = None;
     let existing = control::load_task(&control_client, &task.name).await?;
+    if options.start_over && existing.is_none() {
+        return Err(EngineError::CannotStartOver {
+            task: task.name.clone(),
+            problem: "it has never run: a plain `pgferry run` starts it".to_owned(),
+        });
+    }
     if let Some(row) = &existing {
         if row.migration_type != task.migration_type.as_str() {
             return Err(EngineError::TaskChanged {
@@ -212,6 +235,19 @@ async fn run_phases(
         warnings.extend(
             plan_cdc_only(task, endpoints, &source, &source_info, &mut control_client).await?,
         );
+    }
+    if options.start_over {
+        progress.set_phase("starting over");
+        let (holder, note) = crate::startover::start_over(
+            task,
+            endpoints,
+            &source,
+            &source_info,
+            &mut control_client,
+        )
+        .await?;
+        tracing::info!("{note}");
+        snapshot_holder = Some(holder);
     }
     let row = control::load_task(&control_client, &task.name)
         .await?
@@ -434,22 +470,22 @@ async fn run_phases(
 }
 
 /// What CDC set up on the source while planning.
-struct CdcSetup {
-    slot: String,
-    publication: String,
-    publication_created: bool,
-    consistent_point: pgferry_pg::Lsn,
+pub(crate) struct CdcSetup {
+    pub slot: String,
+    pub publication: String,
+    pub publication_created: bool,
+    pub consistent_point: pgferry_pg::Lsn,
     /// Left out of both the load and the stream (`no_key_tables = "exclude"`).
-    excluded: Vec<QualifiedName>,
+    pub excluded: Vec<QualifiedName>,
     /// Loaded, but left out of the stream: unlogged tables write no WAL.
-    unlogged: Vec<QualifiedName>,
-    binary: bool,
+    pub unlogged: Vec<QualifiedName>,
+    pub binary: bool,
 }
 
 /// Sets up CDC on the source before the snapshot exists: tables without a key (so the
 /// publication never breaks the application), then the publication, then the slot, whose
 /// snapshot the full load uses (`export`) or not (CDC only).
-async fn setup_cdc(
+pub(crate) async fn setup_cdc(
     task: &Task,
     endpoints: &Endpoints,
     source: &PgClient,
@@ -553,8 +589,10 @@ async fn setup_cdc(
     ))
 }
 
-/// Records the CDC setup in the control schema, inside the planning transaction.
-async fn store_cdc_setup(
+/// Records a slot as where the task's stream starts, inside the caller's transaction: at
+/// planning, or when a start-over replaces a lost slot (then the old checkpoint, figures,
+/// snapshot filters and exclusions go with the old slot).
+pub(crate) async fn store_cdc_setup(
     tx: &tokio_postgres::Transaction<'_>,
     task: &str,
     setup: &CdcSetup,
@@ -563,7 +601,13 @@ async fn store_cdc_setup(
     tx.execute(
         "INSERT INTO pgferry.cdc_state (task, slot_name, publication, publication_created,
                                         consistent_lsn, binary_mode)
-         VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6)",
+         VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6)
+         ON CONFLICT (task) DO UPDATE SET slot_name = excluded.slot_name,
+             publication = excluded.publication,
+             publication_created = cdc_state.publication_created OR excluded.publication_created,
+             consistent_lsn = excluded.consistent_lsn, binary_mode = excluded.binary_mode,
+             applied_lsn = NULL, applied_commit_time = NULL, received_lsn = NULL,
+             wal_retained_bytes = NULL, start_over_since = NULL, updated_at = now()",
         &[
             &task,
             &setup.slot,
@@ -575,6 +619,9 @@ async fn store_cdc_setup(
     )
     .await
     .map_err(err)?;
+    tx.execute("DELETE FROM pgferry.cdc_table WHERE task = $1", &[&task])
+        .await
+        .map_err(err)?;
     // Both are left out of the stream; only `excluded` tables are left out of the load.
     for t in setup.excluded.iter().chain(&setup.unlogged) {
         tx.execute(
@@ -1031,23 +1078,7 @@ async fn resync_for_new_snapshot(
                 .await
                 .map_err(err)?;
             let ids: Vec<i32> = parts.iter().map(|p| p.table_id).collect();
-            tx.execute(
-                "UPDATE pgferry.chunk SET state = 'pending', rows = NULL, bytes = NULL,
-                        seconds = NULL, finished_at = NULL
-                 WHERE task = $1 AND table_id = ANY($2)",
-                &[&task, &ids],
-            )
-            .await
-            .map_err(err)?;
-            tx.execute(
-                "UPDATE pgferry.table_state SET chunks_done = 0, rows_copied = 0,
-                        bytes_copied = 0, state = 'pending', analyzed = false,
-                        started_at = NULL, finished_at = NULL
-                 WHERE task = $1 AND table_id = ANY($2)",
-                &[&task, &ids],
-            )
-            .await
-            .map_err(err)?;
+            mark_pending(&tx, task, &ids).await?;
             reset += 1;
         }
         tx.execute(
@@ -1066,6 +1097,34 @@ async fn resync_for_new_snapshot(
         "{reset} partly copied relation(s) are copied again from scratch, and {filtered} \
          relation(s) skip the changes the new snapshot already holds"
     ))
+}
+
+/// Marks tables (emptied by the caller, in the same transaction) as not copied yet: all
+/// their chunks pending, their counters at zero.
+pub(crate) async fn mark_pending(
+    tx: &tokio_postgres::Transaction<'_>,
+    task: &str,
+    table_ids: &[i32],
+) -> Result<()> {
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "resetting tables", e));
+    tx.execute(
+        "UPDATE pgferry.chunk SET state = 'pending', rows = NULL, bytes = NULL,
+                seconds = NULL, finished_at = NULL
+         WHERE task = $1 AND table_id = ANY($2)",
+        &[&task, &table_ids],
+    )
+    .await
+    .map_err(err)?;
+    tx.execute(
+        "UPDATE pgferry.table_state SET chunks_done = 0, rows_copied = 0,
+                bytes_copied = 0, state = 'pending', analyzed = false,
+                started_at = NULL, finished_at = NULL, last_error = NULL
+         WHERE task = $1 AND table_id = ANY($2)",
+        &[&task, &table_ids],
+    )
+    .await
+    .map_err(err)?;
+    Ok(())
 }
 
 async fn existing_tables(client: &PgClient, task: &str) -> Result<Vec<QualifiedName>> {
@@ -1087,7 +1146,9 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
             "SELECT table_id, source_schema, source_table, target_schema, target_table,
                     copy_format, columns, estimated_rows, estimated_bytes, chunks_total,
                     chunks_done, rows_copied, bytes_copied, state, existed_before, analyzed,
-                    dump_id, coalesce(target_columns, columns), row_filter
+                    dump_id, coalesce(target_columns, columns), row_filter,
+                    EXISTS (SELECT FROM pgferry.schema_step s WHERE s.task = $1
+                            AND s.section = 'post-data' AND s.state = 'done')
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )
@@ -1127,6 +1188,7 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                 existed_before: r.get(14),
                 analyzed: r.get(15),
                 dump_id: r.get(16),
+                reload: r.get(19),
                 progress: Arc::new(progress),
             })
         })

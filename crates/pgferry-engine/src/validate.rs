@@ -110,7 +110,32 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
     let started = Instant::now();
     let endpoints = Endpoints::resolve(task)?;
     let holder = SnapshotHolder::export(&endpoints.source).await?;
-    let reader = snapshot::reader(&endpoints.source, holder.name(), "pgferry validate").await?;
+    let checks = compare(task, &endpoints, holder.name(), jobs).await?;
+    drop(holder);
+    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry validate").await?;
+    store(&target, &task.name, &checks).await?;
+    let matched = checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Match)
+        .count();
+    Ok(ValidationReport {
+        task: task.name.clone(),
+        differing: checks.len() - matched,
+        matched,
+        tables: checks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Compares every selected table, the source as of `snapshot` (an exported snapshot the
+/// caller holds), sorted by table name.
+pub(crate) async fn compare(
+    task: &Task,
+    endpoints: &Endpoints,
+    snapshot: &str,
+    jobs: usize,
+) -> Result<Vec<TableCheck>> {
+    let reader = snapshot::reader(&endpoints.source, snapshot, "pgferry validate").await?;
     let all = catalog::list_tables(&reader).await?;
     let selected = plan::select_tables(&all, &task.selection);
     drop(reader);
@@ -213,7 +238,7 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
     for _ in 0..workers_wanted {
         let queue = queue.clone();
         let endpoints = endpoints.clone();
-        let snapshot = holder.name().to_owned();
+        let snapshot = snapshot.to_owned();
         workers.spawn(async move {
             let source = snapshot::reader(&endpoints.source, &snapshot, "pgferry validate").await?;
             let target =
@@ -247,23 +272,11 @@ pub async fn validate(task: &Task, jobs: usize) -> Result<ValidationReport> {
             Err(_) => queue.close(),
         }
     }
-    drop(holder);
     if let Some(e) = first_error {
         return Err(e);
     }
     checks.sort_by(|a, b| a.table.cmp(&b.table));
-    store(&target, &task.name, &checks).await?;
-    let matched = checks
-        .iter()
-        .filter(|c| c.outcome == Outcome::Match)
-        .count();
-    Ok(ValidationReport {
-        task: task.name.clone(),
-        differing: checks.len() - matched,
-        matched,
-        tables: checks,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(checks)
 }
 
 async fn check_table(source: &PgClient, target: &PgClient, job: &Job) -> TableCheck {

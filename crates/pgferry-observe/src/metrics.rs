@@ -141,6 +141,11 @@ pub const CATALOG: &[MetricInfo] = &[
         "WAL the task's replication slot holds back on the source (pg_current_wal_lsn() - restart_lsn).",
     ),
     gauge(
+        "pgferry_source_slot_wal_keep_used_ratio",
+        &[],
+        "Share of max_slot_wal_keep_size the task's slot uses (retained WAL over retained plus safe_wal_size); at 1 the source may invalidate the slot (a lost slot counts 1). 0 when the source sets no limit.",
+    ),
+    gauge(
         "pgferry_target_connections",
         &[],
         "Client connections to the target server (pg_stat_activity), as RDS's DatabaseConnections.",

@@ -70,7 +70,8 @@ pub enum Command {
 
     /// Show each alarm's state, reason and recent history, as the last or current run
     /// evaluated it. Alarms are declared in the task file; the seed's four (replication
-    /// lag, CPU, connections, storage) are there by default.
+    /// lag, CPU, connections, storage) and one on the slot nearing the source's
+    /// max_slot_wal_keep_size are there by default.
     ///
     /// Exit codes: 0 no alarm in ALARM, 1 at least one in ALARM, 2 bad usage, 3 the target
     /// cannot be reached or has no such task.
@@ -298,6 +299,13 @@ pub struct RunArgs {
     /// a bearer token in PGFERRY_HTTP_TOKEN or the task file.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
     pub http: Option<String>,
+
+    /// After the source lost the task's replication slot (max_slot_wal_keep_size, a
+    /// cleanup, a drop by hand): make a new slot, compare every table with the source as of
+    /// its snapshot, keep those that match, copy the others again, then stream from the new
+    /// slot. Refused while the slot is healthy.
+    #[arg(long)]
+    pub start_over: bool,
 }
 
 #[derive(Debug, Args)]

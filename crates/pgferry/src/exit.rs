@@ -68,7 +68,8 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             | EngineError::MissingDependency { .. }
             | EngineError::ControlSchemaTooNew { .. }
             | EngineError::UnknownTask { .. }
-            | EngineError::CannotStream { .. },
+            | EngineError::CannotStream { .. }
+            | EngineError::CannotStartOver { .. },
         ) => PREREQUISITE,
         Some(EngineError::TaskBusy { .. }) => BUSY,
         Some(EngineError::Interrupted) => INTERRUPTED,

@@ -458,6 +458,7 @@ timeout_s = 1
             "replication-lag",
             "target-connections",
             "target-storage",
+            "source-slot-wal",
             "lag"
         ],
         "the seed's alarms (but CPU) and the declared one"

@@ -175,20 +175,38 @@ async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
     })
 }
 
-/// Streams changes until a stop is requested, retrying recoverable errors.
 /// Checks that the task's slot can still give changes, before anything is touched: a slot
 /// that `cleanup` dropped, that someone else dropped, or that the source invalidated
-/// (`max_slot_wal_keep_size`) makes the task unable to stream, for good.
-async fn check_slot(task: &Task, endpoints: &Endpoints, control_client: &PgClient) -> Result<()> {
+/// (`max_slot_wal_keep_size`) makes the task unable to stream, for good; so does a
+/// start-over that began and did not finish (the slot may be the new one already, and the
+/// checkpoint belongs to the old). The WAL figure the lost slot left in `cdc_state` is
+/// cleared, so `status` no longer claims the slot holds WAL.
+pub(crate) async fn check_slot(
+    task: &Task,
+    endpoints: &Endpoints,
+    control_client: &PgClient,
+) -> Result<()> {
     let state = load_state(control_client, &task.name).await?;
+    let started: Option<String> = control_client
+        .query_one(
+            "reading the CDC state",
+            "SELECT to_char(start_over_since, 'YYYY-MM-DD HH24:MI:SS TZ')
+             FROM pgferry.cdc_state WHERE task = $1",
+            &[&task.name],
+        )
+        .await?
+        .get(0);
+    if let Some(at) = started {
+        return Err(EngineError::CannotStream {
+            task: task.name.clone(),
+            problem: format!(
+                "a start-over began at {at} and did not finish: the slot on the source may                  be the new one already, which the old checkpoint does not fit"
+            ),
+        });
+    }
     let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
     let problem = match source::slot_info(&source, &state.slot).await? {
-        Some(info) if info.wal_status.as_deref() == Some("lost") => format!(
-            "the source invalidated its replication slot \"{}\" (wal_status = lost): it \
-             removed WAL the task had not applied yet, because the slot held more than \
-             max_slot_wal_keep_size",
-            state.slot
-        ),
+        Some(info) if info.wal_status.as_deref() == Some("lost") => lost_slot(&state.slot),
         Some(_) => return Ok(()),
         None => {
             let cleaned: Option<String> = control_client
@@ -214,12 +232,53 @@ async fn check_slot(task: &Task, endpoints: &Endpoints, control_client: &PgClien
             }
         }
     };
-    Err(EngineError::CannotStream {
-        task: task.name.clone(),
-        problem,
-    })
+    Err(cannot_stream(control_client, &task.name, problem).await)
 }
 
+fn lost_slot(slot: &str) -> String {
+    format!(
+        "the source invalidated its replication slot \"{slot}\" (wal_status = lost): it \
+         removed WAL the task had not applied yet, because the slot held more than \
+         max_slot_wal_keep_size"
+    )
+}
+
+/// The error for a slot that cannot stream any more; the slot's last WAL figure is cleared
+/// first (best effort), so `status` does not claim it still holds WAL.
+async fn cannot_stream(control_client: &PgClient, task: &str, problem: String) -> EngineError {
+    let _ = control_client
+        .execute(
+            "forgetting the lost slot's WAL figure",
+            "UPDATE pgferry.cdc_state SET wal_retained_bytes = NULL WHERE task = $1",
+            &[&task],
+        )
+        .await;
+    EngineError::CannotStream {
+        task: task.to_owned(),
+        problem,
+    }
+}
+
+/// The share of `max_slot_wal_keep_size` past which streaming warns that the slot is at
+/// risk (the default alarm `source-slot-wal` uses the same figure).
+const KEEP_SIZE_WARNING: f64 = 0.5;
+
+fn at_risk_message(slot: &str, info: &source::SlotInfo) -> String {
+    format!(
+        "the replication slot {slot} holds {} of WAL, {} of what max_slot_wal_keep_size \
+         lets it keep ({} left, wal_status = {}): past that the source invalidates it and \
+         the task has to start over. Let pgferry catch up (a faster target, fewer writes) or \
+         raise max_slot_wal_keep_size on the source",
+        human_bytes(info.retained_bytes.unwrap_or(0)),
+        info.keep_size_used()
+            .map(|u| format!("{:.0}%", u * 100.0))
+            .unwrap_or_else(|| "all".to_owned()),
+        human_bytes(info.safe_wal_bytes.unwrap_or(0)),
+        info.wal_status.as_deref().unwrap_or("?"),
+    )
+}
+
+/// Streams changes until a stop is requested, retrying recoverable errors.
 pub async fn run(
     task: &Task,
     endpoints: &Endpoints,
@@ -283,6 +342,19 @@ pub async fn run(
             }
             Err(e) => Err(e),
         };
+        // The source ends the walsender of a slot it invalidates, and refuses to stream
+        // from it after: the stream sees a lost connection or PostgreSQL's refusal, and the
+        // slot's state says what happened.
+        if result.is_err() {
+            let checked =
+                tokio::time::timeout(PROBE_LIMIT, check_slot(task, endpoints, control_client))
+                    .await;
+            if let Ok(Err(lost)) = checked
+                && !lost.is_retryable()
+            {
+                return Err(lost);
+            }
+        }
         match result {
             Ok(outcome) => return Ok(outcome),
             Err(e) if e.is_retryable() => {
@@ -487,6 +559,7 @@ async fn stream_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u32 = 0;
     let mut retained_warned = false;
+    let mut risk_warned = false;
     let mut wal_retained = None;
     loop {
         let deadline = applier.deadline();
@@ -536,6 +609,28 @@ async fn stream_loop(
                 if ticks % RETENTION_EVERY_TICKS == 1
                     && let Ok(Ok(Some(info))) = tokio::time::timeout(PROBE_LIMIT, probe).await
                 {
+                    if info.wal_status.as_deref() == Some("lost") {
+                        return Err(cannot_stream(
+                            control_client,
+                            &task.name,
+                            lost_slot(&state.slot),
+                        )
+                        .await);
+                    }
+                    let at_risk = info.wal_status.as_deref() == Some("unreserved")
+                        || info
+                            .keep_size_used()
+                            .is_some_and(|used| used > KEEP_SIZE_WARNING);
+                    if at_risk && !risk_warned {
+                        control::warn(
+                            control_client,
+                            &task.name,
+                            "cdc",
+                            &at_risk_message(&state.slot, &info),
+                        )
+                        .await?;
+                    }
+                    risk_warned = at_risk;
                     wal_retained = info.retained_bytes;
                     let over = info
                         .retained_bytes

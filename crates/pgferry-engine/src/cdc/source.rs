@@ -265,6 +265,31 @@ pub struct SlotInfo {
     pub retained_bytes: Option<i64>,
     /// `reserved`, `extended`, `unreserved` or `lost` (13 and later; `None` before).
     pub wal_status: Option<String>,
+    /// WAL the source can still write before the slot is at risk of invalidation
+    /// (`safe_wal_size`, 13 and later; `None` without `max_slot_wal_keep_size`).
+    pub safe_wal_bytes: Option<i64>,
+}
+
+impl SlotInfo {
+    /// The share of `max_slot_wal_keep_size` the slot uses: at 1 the source may invalidate
+    /// it at its next checkpoint (a lost slot counts 1). 0 when the source sets no limit
+    /// (or is older than 13): nothing can invalidate the slot. `None` when the slot holds
+    /// no WAL position to measure.
+    pub fn keep_size_used(&self) -> Option<f64> {
+        let retained = self.retained_bytes?;
+        if self.wal_status.as_deref() == Some("lost") {
+            return Some(1.0);
+        }
+        let Some(safe) = self.safe_wal_bytes else {
+            return Some(0.0);
+        };
+        let budget = retained.max(0) + safe.max(0);
+        Some(if budget == 0 {
+            1.0
+        } else {
+            retained.max(0) as f64 / budget as f64
+        })
+    }
 }
 
 pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>> {
@@ -273,7 +298,7 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
             "reading the replication slot",
             "SELECT active_pid, restart_lsn::text, confirmed_flush_lsn::text,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-                    to_jsonb(s) ->> 'wal_status'
+                    to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint
              FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
@@ -284,6 +309,7 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
         confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
         retained_bytes: r.get(3),
         wal_status: r.get(4),
+        safe_wal_bytes: r.get(5),
     }))
 }
 
@@ -415,5 +441,27 @@ mod tests {
         assert!(pgferry_pg::replication::valid_slot_name(&default_name(
             &"x".repeat(80)
         )));
+    }
+
+    #[test]
+    fn the_share_of_max_slot_wal_keep_size_used() {
+        let info = |retained, safe| SlotInfo {
+            active_pid: None,
+            restart_lsn: None,
+            confirmed_flush: None,
+            retained_bytes: retained,
+            wal_status: None,
+            safe_wal_bytes: safe,
+        };
+        assert_eq!(info(Some(300), Some(100)).keep_size_used(), Some(0.75));
+        assert_eq!(info(Some(0), Some(0)).keep_size_used(), Some(1.0));
+        // Past the limit PostgreSQL reports a negative safe size.
+        assert_eq!(info(Some(500), Some(-100)).keep_size_used(), Some(1.0));
+        assert_eq!(
+            info(Some(500), None).keep_size_used(),
+            Some(0.0),
+            "no limit set"
+        );
+        assert_eq!(info(None, None).keep_size_used(), None);
     }
 }

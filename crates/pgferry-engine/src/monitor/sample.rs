@@ -317,6 +317,9 @@ impl ServerStats {
                         b as f64,
                     ));
                 }
+                if let Some(used) = info.keep_size_used() {
+                    out.push(Sample::new("pgferry_source_slot_wal_keep_used_ratio", used));
+                }
             }
             // No slot yet (planning) or any more (cleaned up): nothing to say.
             Ok(None) => {}

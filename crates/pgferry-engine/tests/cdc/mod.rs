@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgferry_config::{MigrationType, Task};
-use pgferry_engine::{EngineError, RunProgress, RunSummary};
+use pgferry_engine::{EngineError, RunOptions, RunProgress, RunSummary};
 use pgferry_testkit::Cluster;
 use tokio::task::JoinHandle;
 
@@ -25,13 +25,19 @@ pub fn cdc_task(source: &Cluster, target: &Cluster, db: &str) -> Task {
 
 /// Runs the task in the background. Logs go to the test output (`RUST_LOG` filters).
 pub fn spawn(task: &Task) -> JoinHandle<Result<RunSummary, EngineError>> {
+    spawn_with(task, RunOptions::default())
+}
+
+/// [`spawn`], with options.
+pub fn spawn_with(task: &Task, options: RunOptions) -> JoinHandle<Result<RunSummary, EngineError>> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let task = task.clone();
     tokio::spawn(async move {
-        let result = pgferry_engine::run(&task, Arc::new(RunProgress::default())).await;
+        let result =
+            pgferry_engine::run_with(&task, Arc::new(RunProgress::default()), options).await;
         if let Err(e) = &result {
             eprintln!("the run ended with an error: {e} ({e:?})");
         }

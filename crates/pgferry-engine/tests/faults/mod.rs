@@ -2,6 +2,8 @@
 //! something under a running task, repairs it, and ends with a row-for-row comparison and
 //! no change skipped.
 
+mod lost_slot;
+
 use std::time::{Duration, Instant};
 
 use pgferry_testkit::disk::SmallDisk;

@@ -19,7 +19,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         task.full_load.jobs = jobs;
     }
     let http = watch::listen_address(args.http.as_deref(), &task)?;
-    let summary = run_with_progress(&task, progress::interactive(args.no_progress), http).await?;
+    let options = pgferry_engine::RunOptions {
+        start_over: args.start_over,
+    };
+    let summary = run_with_progress(
+        &task,
+        progress::interactive(args.no_progress),
+        http,
+        options,
+    )
+    .await?;
     if args.task.json {
         output::print_json(&summary)?;
     } else {
@@ -36,6 +45,7 @@ pub async fn run_with_progress(
     task: &Task,
     interactive: bool,
     http: Option<SocketAddr>,
+    options: pgferry_engine::RunOptions,
 ) -> anyhow::Result<RunSummary> {
     let progress = Arc::new(RunProgress::default());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -47,7 +57,7 @@ pub async fn run_with_progress(
         eprintln!("Dashboard: http://{addr}/   Prometheus: http://{addr}/metrics");
     }
     let display = Display::start(progress.clone(), interactive);
-    let run = pgferry_engine::run(task, progress.clone());
+    let run = pgferry_engine::run_with(task, progress.clone(), options);
     tokio::pin!(run);
     // Without a server nothing holds the stop hook, and its channel closes at once.
     let mut stop_open = true;

@@ -467,9 +467,13 @@ async fn a_readable_pgpass_is_reported_once_not_per_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn run_after_cleanup_says_what_happened_and_leaves_nothing_on_the_source() {
+async fn run_after_cleanup_says_what_happened_leaves_nothing_and_start_over_resumes() {
     let (source, target, _dir, task) =
         crate::cdc_pair(&["CREATE TABLE t (id int PRIMARY KEY, v text)"]).await;
+    // Nothing to start over before the first run.
+    let out = run(&["run", "--task", &task, "--start-over"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("never run"), "{}", text(&out));
     let mut child = crate::pgferry()
         .args(["run", "--task", &task])
         .stdout(std::process::Stdio::null())
@@ -489,19 +493,56 @@ async fn run_after_cleanup_says_what_happened_and_leaves_nothing_on_the_source()
     assert!(stderr.contains("was cleaned up"), "{stderr}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        json["hint"].as_str().unwrap_or("").contains("new snapshot"),
+        json["hint"].as_str().unwrap_or("").contains("--start-over"),
         "{json}"
     );
     let client = source.connect("app").await.unwrap();
-    let left: i64 = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)",
-            &[],
-        )
+    let on_source = "SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)";
+    let left: i64 = client.query_one(on_source, &[]).await.unwrap().get(0);
+    assert_eq!(left, 0, "the refused run left nothing on the source");
+
+    // The way forward it names: the publication and a slot again, the table kept.
+    client
+        .execute("INSERT INTO t VALUES (1, 'after cleanup')", &[])
+        .await
+        .unwrap();
+    let mut child = crate::pgferry()
+        .args(["run", "--task", &task, "--start-over", "--no-progress"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let control = target.connect("app").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let note = loop {
+        assert!(child.try_wait().unwrap().is_none(), "the start-over exited");
+        let row = control
+            .query_opt(
+                "SELECT message FROM pgferry.event WHERE message LIKE 'started over%'
+                 AND (SELECT phase FROM pgferry.task) = 'cdc'
+                 AND (SELECT received_lsn FROM pgferry.cdc_state) IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.get::<_, String>(0);
+        }
+        assert!(std::time::Instant::now() < deadline, "never streamed again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(note.contains("0 of 1 table(s) match"), "{note}");
+    let out = run(&["stop", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    child.wait().unwrap();
+    let rows: i64 = control
+        .query_one("SELECT count(*) FROM t WHERE v = 'after cleanup'", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(left, 0, "the refused run left nothing on the source");
+    assert_eq!(rows, 1);
+    let now: i64 = client.query_one(on_source, &[]).await.unwrap().get(0);
+    assert_eq!(now, 2, "a publication and a slot");
 }
 
 #[tokio::test(flavor = "multi_thread")]
