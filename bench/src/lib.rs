@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod workload;
+
 /// How often the memory sampler looks at the process tree. Fine enough to catch the peak
 /// of a run that lasts seconds, cheap enough not to disturb it.
 const SAMPLE_EVERY: Duration = Duration::from_millis(25);

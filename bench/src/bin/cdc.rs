@@ -1,7 +1,9 @@
 //! CDC benchmark: pgferry's change streaming against native publication/subscription, on
-//! the same pgbench database, the same kind of servers and the same load, in one run.
+//! the same database, the same kind of servers and the same load, in one run. Two
+//! workloads ([`Workload`]): pgbench's narrow rows, and the inventory's jsonb, arrays and
+//! TOASTed text.
 //!
-//! For each tool, on a fresh pair of servers:
+//! For each workload and tool, on a fresh pair of servers:
 //! 1. **Steady state.** pgbench runs unthrottled on the source for `--seconds`. A probe
 //!    row is inserted on the source every 50 ms, and the target is polled every 10 ms for
 //!    it: each probe's lag is the time from its insert on the source to its visibility on
@@ -9,12 +11,12 @@
 //!    (the source's transactions over the time the target needed to have all of them),
 //!    p50/p99/max lag, and how long the target needed after pgbench stopped.
 //! 2. **Backlog.** The apply is stopped, pgbench writes about `--backlog-changes` changes
-//!    (TPC-B: 3 updates and 1 insert per transaction), and the apply starts again.
+//!    (4 per transaction in both workloads), and the apply starts again.
 //!    Reported: the catch-up time, from restart until the slot confirms the source's
 //!    position, and changes per second.
 //!
 //! Both tools end with the target checked against the source (row count and checksum of
-//! every pgbench table), so a fast wrong answer cannot pass for a result.
+//! every table of the workload), so a fast wrong answer cannot pass for a result.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,24 +26,29 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use pgferry_bench::workload::{CHANGES_PER_TXN, Workload};
 use pgferry_bench::{mib, tree_cpu_seconds, tree_rss, wait_subscription_ready};
 use pgferry_testkit::{Cluster, ClusterOptions, server_bindir};
 
 #[derive(Debug, Parser)]
-#[command(about = "Compare pgferry's CDC with native logical replication under pgbench")]
+#[command(about = "Compare pgferry's CDC with native logical replication under load")]
 struct Args {
+    /// Workloads to run, in order: pgbench (narrow rows), inventory (jsonb, arrays, TOAST).
+    #[arg(long, value_delimiter = ',', default_value = "pgbench,inventory")]
+    workloads: Vec<String>,
     /// Seconds of unthrottled pgbench for the steady state.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
     /// pgbench clients (and threads).
     #[arg(long, default_value_t = 4)]
     clients: u32,
-    /// pgbench scale (100,000 accounts per unit).
+    /// Scale: 100,000 pgbench accounts, or 2,000 inventory products, per unit.
     #[arg(long, default_value_t = 10)]
     scale: u32,
-    /// Changes written while the apply is stopped.
-    #[arg(long, default_value_t = 2_000_000)]
-    backlog_changes: u64,
+    /// Changes written while the apply is stopped (default: 2,000,000 for pgbench,
+    /// 400,000 for the inventory, whose changes are ten times bigger).
+    #[arg(long)]
+    backlog_changes: Option<u64>,
     /// Tools to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "pgferry,native")]
     tools: Vec<String>,
@@ -51,8 +58,6 @@ struct Args {
 }
 
 const DB: &str = "bench";
-/// pgbench's TPC-B-like transaction: three updates and one insert.
-const CHANGES_PER_TXN: u64 = 4;
 
 /// The same settings for every server: no checkpoint or autovacuum pauses in a
 /// measurement, and room for native replication's workers.
@@ -432,16 +437,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Row count and checksum of every pgbench table, to compare source and target.
-async fn fingerprint(c: &Cluster) -> anyhow::Result<Vec<(i64, i64)>> {
+/// Row count and checksum of every table of the workload, to compare source and target.
+async fn fingerprint(c: &Cluster, workload: Workload) -> anyhow::Result<Vec<(i64, i64)>> {
     let client = c.connect(DB).await?;
     let mut out = Vec::new();
-    for t in [
-        "pgbench_accounts",
-        "pgbench_branches",
-        "pgbench_tellers",
-        "pgbench_history",
-    ] {
+    for t in workload.tables() {
         let r = client
             .query_one(
                 &format!(
@@ -457,6 +457,7 @@ async fn fingerprint(c: &Cluster) -> anyhow::Result<Vec<(i64, i64)>> {
 }
 
 struct Outcome {
+    workload: Workload,
     tool: &'static str,
     source_tps: f64,
     apply_tps: f64,
@@ -471,6 +472,7 @@ struct Outcome {
 
 async fn bench_tool(
     name: &str,
+    workload: Workload,
     args: &Args,
     bindir: &Path,
     work: &Path,
@@ -479,26 +481,36 @@ async fn bench_tool(
     let target = Cluster::start_with(options()).context("starting the target")?;
     source.create_database(DB).await?;
     target.create_database(DB).await?;
-    run_quiet(
-        {
-            let mut c = bin(bindir, "pgbench");
-            c.args([
-                "-i",
-                "-q",
-                "-s",
-                &args.scale.to_string(),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &source.port().to_string(),
-                "-U",
-                "postgres",
-                DB,
-            ]);
-            c
-        },
-        "pgbench -i",
-    )?;
+    match workload {
+        Workload::Pgbench => {
+            run_quiet(
+                {
+                    let mut c = bin(bindir, "pgbench");
+                    c.args([
+                        "-i",
+                        "-q",
+                        "-s",
+                        &args.scale.to_string(),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &source.port().to_string(),
+                        "-U",
+                        "postgres",
+                        DB,
+                    ]);
+                    c
+                },
+                "pgbench -i",
+            )?;
+        }
+        Workload::Inventory => {
+            source
+                .execute(DB, &Workload::inventory_setup(args.scale))
+                .await?;
+        }
+    }
+    let script = workload.script_args(args.scale, work)?;
     source
         .execute(
             DB,
@@ -540,15 +552,16 @@ async fn bench_tool(
 
     // Steady state.
     println!(
-        "{}: steady state, pgbench unthrottled for {} s…",
+        "{}: steady state, {} unthrottled for {} s…",
         tool.name(),
+        workload.name(),
         args.seconds
     );
     let running = Arc::new(AtomicBool::new(true));
     let probes = probe_lag(&source, &target, running.clone());
     let load = {
         let (bindir, port) = (bindir.to_owned(), source.port());
-        let load_args = vec![
+        let mut load_args = vec![
             "-c".to_owned(),
             args.clients.to_string(),
             "-j".to_owned(),
@@ -556,6 +569,7 @@ async fn bench_tool(
             "-T".to_owned(),
             args.seconds.to_string(),
         ];
+        load_args.extend(script.iter().cloned());
         let running = running.clone();
         async move {
             let r = tokio::task::spawn_blocking(move || pgbench(&bindir, port, &load_args)).await;
@@ -579,29 +593,29 @@ async fn bench_tool(
     let apply_tps = pgb.transactions as f64 / (pgb.seconds + drain_after);
 
     // Backlog.
-    let txns = args.backlog_changes / CHANGES_PER_TXN;
+    let txns = args
+        .backlog_changes
+        .unwrap_or_else(|| workload.default_backlog())
+        / CHANGES_PER_TXN;
     println!(
-        "{}: backlog, apply stopped while pgbench writes {} transactions ({} changes)…",
+        "{}: backlog, apply stopped while {} writes {} transactions ({} changes)…",
         tool.name(),
+        workload.name(),
         txns,
         txns * CHANGES_PER_TXN
     );
     tool.pause(&target).await?;
     let per_client = (txns / u64::from(args.clients)).max(1);
-    let written = tokio::task::block_in_place(|| {
-        pgbench(
-            bindir,
-            source.port(),
-            &[
-                "-c".to_owned(),
-                args.clients.to_string(),
-                "-j".to_owned(),
-                args.clients.to_string(),
-                "-t".to_owned(),
-                per_client.to_string(),
-            ],
-        )
-    })?;
+    let mut backlog_args = vec![
+        "-c".to_owned(),
+        args.clients.to_string(),
+        "-j".to_owned(),
+        args.clients.to_string(),
+        "-t".to_owned(),
+        per_client.to_string(),
+    ];
+    backlog_args.extend(script);
+    let written = tokio::task::block_in_place(|| pgbench(bindir, source.port(), &backlog_args))?;
     source.execute(DB, "CHECKPOINT").await?;
     let cpu_before = cpu(&source, &target, &tool);
     let started = Instant::now();
@@ -614,7 +628,10 @@ async fn bench_tool(
     let backlog_cpu = [per_million(0), per_million(1), per_million(2)];
     let backlog_changes = written.transactions * CHANGES_PER_TXN;
 
-    let (a, b) = (fingerprint(&source).await?, fingerprint(&target).await?);
+    let (a, b) = (
+        fingerprint(&source, workload).await?,
+        fingerprint(&target, workload).await?,
+    );
     if a != b {
         bail!(
             "{} left the target different from the source: {a:?} vs {b:?}",
@@ -627,6 +644,7 @@ async fn bench_tool(
         Tool::Native => None,
     };
     Ok(Outcome {
+        workload,
         tool: tool.name(),
         source_tps: pgb.tps,
         apply_tps,
@@ -642,16 +660,32 @@ async fn bench_tool(
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let workloads = args
+        .workloads
+        .iter()
+        .map(|w| Workload::parse(w))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let bindir = server_bindir()?;
     let work = std::env::temp_dir().join(format!("pgferry-bench-cdc-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut outcomes = Vec::new();
-    for name in &args.tools {
-        match bench_tool(name, &args, &bindir, &work).await {
-            Ok(o) => outcomes.push(o),
-            Err(e) => println!("{name} failed: {e:#}"),
+    for &workload in &workloads {
+        for name in &args.tools {
+            match bench_tool(name, workload, &args, &bindir, &work).await {
+                Ok(o) => outcomes.push(o),
+                Err(e) => println!("{name} on {} failed: {e:#}", workload.name()),
+            }
         }
     }
+    for &workload in &workloads {
+        let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.workload == workload).collect();
+        print_results(&args, workload, &of);
+    }
+    println!("pgferry's logs: {}", work.display());
+    Ok(())
+}
+
+fn print_results(args: &Args, workload: Workload, outcomes: &[&Outcome]) {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(vec![
@@ -667,7 +701,7 @@ async fn main() -> anyhow::Result<()> {
         "catch-up CPU s per 1M changes (source / target / tool)",
         "peak memory",
     ]);
-    for o in &outcomes {
+    for o in outcomes {
         t.add_row(vec![
             o.tool.to_owned(),
             format!("{:.0}", o.source_tps),
@@ -693,12 +727,17 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| "in the server".to_owned()),
         ]);
     }
+    let backlog = outcomes.first().map(|o| o.backlog_changes).unwrap_or(0);
     println!(
-        "\nCDC under pgbench (scale {}, {} clients, {} s steady state; backlog of about {} \
+        "\nCDC under the {} workload (scale {}, {} clients, {} s steady state; backlog of {} \
          changes)\n{t}",
-        args.scale, args.clients, args.seconds, args.backlog_changes
+        workload.name(),
+        args.scale,
+        args.clients,
+        args.seconds,
+        backlog
     );
-    for o in &outcomes {
+    for o in outcomes {
         println!(
             "{}: {} lag probes; apply kept {:.0}% of the source's rate",
             o.tool,
@@ -711,13 +750,12 @@ async fn main() -> anyhow::Result<()> {
         outcomes.iter().find(|o| o.tool == "native pub/sub"),
     ) {
         println!(
-            "Backlog catch-up: pgferry {:.2}x native's speed; steady-state p99 lag {:.0} ms vs \
-             {:.0} ms",
+            "{}: backlog catch-up, pgferry {:.2}x native's speed; steady-state p99 lag {:.0} ms \
+             vs {:.0} ms",
+            workload.name(),
             n.catch_up / p.catch_up,
             p.lag.1 * 1000.0,
             n.lag.1 * 1000.0
         );
     }
-    println!("pgferry's logs: {}", work.display());
-    Ok(())
 }
