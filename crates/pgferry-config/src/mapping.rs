@@ -432,12 +432,18 @@ pub struct SourceColumn<'a> {
 }
 
 /// How a table is split for the load, by a table-settings rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkHint {
     /// Never split.
     Whole,
     /// Split into about this many parts.
     Parts(usize),
+    /// Split at these values of one key column (DMS's `ranges` on one column). The values
+    /// are the user's text: the server checks and orders them before any use.
+    Ranges {
+        column: String,
+        boundaries: Vec<String>,
+    },
 }
 
 /// Everything the rules decide for one source table.
@@ -976,12 +982,17 @@ impl Mapping {
             .iter()
             .filter(|s| matches(&s.schema, schema) && matches(&s.table, table))
             .filter_map(|s| s.parallel_load.as_ref())
-            .map(|p| match p.kind {
-                ParallelLoadKind::None => ChunkHint::Whole,
-                ParallelLoadKind::Ranges => ChunkHint::Parts(p.boundaries.len() + 1),
-                ParallelLoadKind::PartitionsAuto | ParallelLoadKind::PartitionsList => {
-                    ChunkHint::Whole
-                }
+            .filter_map(|p| match p.kind {
+                ParallelLoadKind::None => Some(ChunkHint::Whole),
+                ParallelLoadKind::Ranges => Some(match p.columns.as_slice() {
+                    [column] if p.boundaries.iter().all(|b| b.len() == 1) => ChunkHint::Ranges {
+                        column: column.clone(),
+                        boundaries: p.boundaries.iter().map(|b| b[0].clone()).collect(),
+                    },
+                    _ => ChunkHint::Parts(p.boundaries.len() + 1),
+                }),
+                // Partitions load as their own units, and big ones split like any table.
+                ParallelLoadKind::PartitionsAuto | ParallelLoadKind::PartitionsList => None,
             })
             .next_back();
         let load_order = self

@@ -209,7 +209,14 @@ fn every_rule_kind_resolves_for_a_table() {
     );
     let (pk, _) = m.primary_key.clone().unwrap();
     assert_eq!(pk.columns, ["id"], "key columns follow the column renames");
-    assert_eq!(m.chunks, Some(ChunkHint::Parts(3)));
+    assert_eq!(
+        m.chunks,
+        Some(ChunkHint::Ranges {
+            column: "id".into(),
+            boundaries: vec!["1000".into(), "2000".into()]
+        }),
+        "one column's ranges split at its boundaries"
+    );
     assert_eq!(m.load_order, 2);
     assert!(m.filters.is_empty());
 
@@ -249,7 +256,10 @@ fn every_rule_kind_resolves_for_a_table() {
         w.iter()
             .any(|w| w.setting.ends_with("lob-settings") && w.treatment == Treatment::Different)
     );
-    assert!(w.iter().any(|w| w.setting.ends_with("parallel-load")));
+    assert!(
+        !w.iter().any(|w| w.setting.ends_with("parallel-load")),
+        "one column's ranges are done as DMS does them"
+    );
 }
 
 fn mappings_error(json: &str) -> String {

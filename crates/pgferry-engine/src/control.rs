@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 use crate::error::{EngineError, Result};
 
 /// The newest layout this build understands.
-pub const CONTROL_SCHEMA_VERSION: i32 = 5;
+pub const CONTROL_SCHEMA_VERSION: i32 = 6;
 
 /// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
 pub const LOCK_CLASS: i32 = 0x7067_6672;
@@ -226,6 +226,18 @@ COMMENT ON TABLE pgferry.alarm IS
 ALTER TABLE pgferry.cdc_state ADD COLUMN start_over_since timestamptz;
 COMMENT ON COLUMN pgferry.cdc_state.start_over_since IS
     'Set while `pgferry run --start-over` replaces a lost slot: the slot on the source may already be the new one, so the checkpoint must not be used with it.';
+"#,
+    r#"
+ALTER TABLE pgferry.table_state
+    ADD COLUMN split_key jsonb,
+    ADD COLUMN split_note text;
+ALTER TABLE pgferry.chunk
+    ADD COLUMN key_lo text,
+    ADD COLUMN key_hi text;
+COMMENT ON COLUMN pgferry.table_state.split_key IS
+    'The key column of key-range chunks (chunk.key_lo <= key < chunk.key_hi, NULL for an open end).';
+COMMENT ON COLUMN pgferry.table_state.split_note IS
+    'Why a table bigger than one chunk is copied in one piece.';
 "#,
 ];
 

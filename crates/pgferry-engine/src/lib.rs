@@ -16,6 +16,7 @@ pub mod cdc;
 pub mod control;
 pub mod error;
 pub mod finish;
+mod keysplit;
 pub mod load;
 pub mod monitor;
 pub mod plan;

@@ -19,8 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pgferry_pg::copy::{BlockRange, CopyCounters, CopyFormat, CopySpec, copy_statements, pipe};
+use pgferry_pg::copy::{
+    BlockRange, ChunkRange, CopyCounters, CopyFormat, CopySpec, copy_statements, pipe,
+};
 use pgferry_pg::dump::set_snapshot_sql;
+use pgferry_pg::split::KeyRange;
 use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
 
 use crate::control;
@@ -53,6 +56,8 @@ pub struct TableJob {
     pub analyzed: bool,
     /// The dump id of the table's TABLE entry, linking it to its post-data steps.
     pub dump_id: Option<i32>,
+    /// The column of key-range chunks, for tables split by key.
+    pub split_key: Option<pgferry_pg::split::SplitKey>,
     /// Copied again after the task's post-data objects were built (a start-over): its
     /// foreign keys exist, and a referenced table cannot be truncated alone.
     pub reload: bool,
@@ -74,7 +79,7 @@ impl TableJob {
 pub struct ChunkJob {
     pub table: Arc<TableJob>,
     pub chunk_no: i32,
-    pub range: Option<BlockRange>,
+    pub range: Option<ChunkRange>,
 }
 
 /// What every worker shares.
@@ -133,15 +138,22 @@ pub async fn copy_chunk(
         target_columns: &table.target_columns,
         filter: table.filter.as_deref(),
         format: table.format,
-        range: job.range,
+        range: job.range.as_ref(),
         freeze,
     });
     source
         .batch(
             "importing the load's snapshot",
             &format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {};",
-                set_snapshot_sql(&ctx.snapshot)
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {};{}",
+                set_snapshot_sql(&ctx.snapshot),
+                // A key range is read through the key's index, never by a scan of the
+                // whole table per chunk.
+                if matches!(job.range, Some(ChunkRange::Key(_))) {
+                    " SET LOCAL enable_seqscan = off;"
+                } else {
+                    ""
+                }
             ),
         )
         .await
@@ -236,7 +248,8 @@ pub async fn pending_chunks(
     let rows = client
         .query(
             "reading pending chunks",
-            "SELECT table_id, chunk_no, start_block, end_block FROM pgferry.chunk
+            "SELECT table_id, chunk_no, start_block, end_block, key_lo, key_hi
+             FROM pgferry.chunk
              WHERE task = $1 AND state <> 'done' ORDER BY table_id, chunk_no",
             &[&task],
         )
@@ -246,13 +259,22 @@ pub async fn pending_chunks(
         .filter_map(|r| {
             let table = by_id.get(&r.get::<_, i32>(0))?;
             let start: Option<i64> = r.get(2);
+            let range = match (&table.split_key, start) {
+                (Some(key), _) => Some(ChunkRange::Key(KeyRange {
+                    key: key.clone(),
+                    lo: r.get(4),
+                    hi: r.get(5),
+                })),
+                (None, Some(start)) => Some(ChunkRange::Blocks(BlockRange {
+                    start,
+                    end: r.get(3),
+                })),
+                (None, None) => None,
+            };
             Some(ChunkJob {
                 table: (*table).clone(),
                 chunk_no: r.get(1),
-                range: start.map(|start| BlockRange {
-                    start,
-                    end: r.get(3),
-                }),
+                range,
             })
         })
         .collect())

@@ -10,7 +10,8 @@ use pgferry_config::mapping::ChunkHint;
 use pgferry_config::{Selection, TableMap};
 use pgferry_pg::QualifiedName;
 use pgferry_pg::catalog::Table;
-use pgferry_pg::copy::{BlockRange, CopyFormat};
+use pgferry_pg::copy::{BlockRange, ChunkRange, CopyFormat};
+use pgferry_pg::split::{self, SplitKey};
 use serde::Serialize;
 
 /// One table to copy.
@@ -33,7 +34,21 @@ pub struct PlannedTable {
     pub estimated_rows: Option<i64>,
     pub estimated_bytes: i64,
     /// `None` for a whole-table chunk.
-    pub chunks: Vec<Option<BlockRange>>,
+    pub chunks: Vec<Option<ChunkRange>>,
+    /// The column key-range chunks split on.
+    pub split_key: Option<SplitKey>,
+    /// Why a table bigger than one chunk is copied in one piece.
+    pub split_note: Option<String>,
+}
+
+/// What the source said about splitting a table by key ranges, read before planning
+/// (see [`key_split_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySplit {
+    /// A key and its boundaries, ascending and distinct.
+    Bounds(SplitKey, Vec<String>),
+    /// Why the table cannot be split by key.
+    Unsplittable(String),
 }
 
 /// Settings that shape the plan.
@@ -89,7 +104,7 @@ pub fn select_tables(all: &[Table], selection: &Selection) -> Selected {
 /// The number of chunks follows the table's total size (heap and TOAST), because TOASTed
 /// values are read along with their rows; the ranges split the heap, where rows live. The
 /// last range is open-ended. Without TID range scans (before PostgreSQL 14) every range
-/// would scan the whole table, so such tables are copied in one piece.
+/// would scan the whole table: such tables split by key instead ([`key_split_parts`]).
 pub fn chunk_ranges(table: &Table, settings: &PlanSettings) -> Vec<Option<BlockRange>> {
     let total = table.table_bytes.max(table.heap_bytes).max(0) as u64;
     let blocks = table.heap_bytes / settings.block_size.max(1);
@@ -111,12 +126,86 @@ pub fn chunk_ranges(table: &Table, settings: &PlanSettings) -> Vec<Option<BlockR
     ranges
 }
 
+/// How many parts a table should be split into by key ranges, when it should be: the
+/// user named boundaries (`ChunkHint::Ranges`, on every version), or the table is bigger
+/// than a chunk and the source cannot read block ranges alone (before 14). `None` when
+/// block ranges or one piece serve. The caller reads a [`KeySplit`] for these tables.
+pub fn key_split_parts(
+    table: &Table,
+    hint: Option<&ChunkHint>,
+    settings: &PlanSettings,
+) -> Option<usize> {
+    let total = table.table_bytes.max(table.heap_bytes).max(0) as u64;
+    match hint {
+        Some(ChunkHint::Whole) => None,
+        Some(ChunkHint::Ranges { boundaries, .. }) => Some(boundaries.len() + 1),
+        _ if settings.tid_range_scan => None,
+        Some(ChunkHint::Parts(n)) if *n > 1 => Some(*n),
+        _ if total > settings.chunk_size => {
+            Some(total.div_ceil(settings.chunk_size.max(1)) as usize)
+        }
+        _ => None,
+    }
+}
+
+/// A table's chunks, the key they split on and, for a big table left whole, why.
+fn plan_chunks(
+    t: &Table,
+    hint: Option<&ChunkHint>,
+    key: Option<&KeySplit>,
+    settings: &PlanSettings,
+) -> (Vec<Option<ChunkRange>>, Option<SplitKey>, Option<String>) {
+    let blocks = |ranges: Vec<Option<BlockRange>>| {
+        ranges
+            .into_iter()
+            .map(|r| r.map(ChunkRange::Blocks))
+            .collect()
+    };
+    if key_split_parts(t, hint, settings).is_some() {
+        return match key {
+            Some(KeySplit::Bounds(k, bounds)) if !bounds.is_empty() => (
+                split::ranges(k, bounds)
+                    .into_iter()
+                    .map(|r| Some(ChunkRange::Key(r)))
+                    .collect(),
+                Some(k.clone()),
+                None,
+            ),
+            Some(KeySplit::Bounds(..)) => (
+                vec![None],
+                None,
+                Some("its key has a single value".to_owned()),
+            ),
+            Some(KeySplit::Unsplittable(why)) => (vec![None], None, Some(why.clone())),
+            None => (vec![None], None, Some(split::NO_KEY.to_owned())),
+        };
+    }
+    match hint {
+        Some(ChunkHint::Whole) => (vec![None], None, None),
+        Some(ChunkHint::Parts(n)) if *n > 1 => (
+            blocks(chunk_ranges(
+                t,
+                &PlanSettings {
+                    chunk_size: (t.table_bytes.max(t.heap_bytes).max(1) as u64)
+                        .div_ceil(*n as u64)
+                        .max(1),
+                    ..*settings
+                },
+            )),
+            None,
+            None,
+        ),
+        _ => (blocks(chunk_ranges(t, settings)), None, None),
+    }
+}
+
 /// Plans the selected tables, highest load order first, then biggest first, so the
 /// longest copies start earliest. `maps` holds the rules' verdict for tables that have
 /// rules (by source OID); a table without one is copied as it is.
 pub fn plan_tables(
     tables: &[Table],
     maps: &HashMap<u32, TableMap>,
+    keys: &HashMap<u32, KeySplit>,
     settings: &PlanSettings,
 ) -> Vec<PlannedTable> {
     let mut planned: Vec<PlannedTable> = tables
@@ -133,19 +222,12 @@ pub fn plan_tables(
                     Some((c.name.clone(), target))
                 })
                 .unzip();
-            let chunks = match map.and_then(|m| m.chunks) {
-                Some(ChunkHint::Whole) => vec![None],
-                Some(ChunkHint::Parts(n)) if n > 1 => chunk_ranges(
-                    t,
-                    &PlanSettings {
-                        chunk_size: (t.table_bytes.max(t.heap_bytes).max(1) as u64)
-                            .div_ceil(n as u64)
-                            .max(1),
-                        ..*settings
-                    },
-                ),
-                _ => chunk_ranges(t, settings),
-            };
+            let (chunks, split_key, split_note) = plan_chunks(
+                t,
+                map.and_then(|m| m.chunks.as_ref()),
+                keys.get(&t.oid),
+                settings,
+            );
             PlannedTable {
                 table_id: 0,
                 source_oid: t.oid,
@@ -168,6 +250,8 @@ pub fn plan_tables(
                 estimated_rows: t.estimated_rows,
                 estimated_bytes: t.table_bytes,
                 chunks,
+                split_key,
+                split_note,
             }
         })
         .collect();
@@ -291,6 +375,57 @@ mod tests {
     }
 
     #[test]
+    fn before_14_big_tables_split_by_key_and_say_why_when_they_cannot() {
+        let old = PlanSettings {
+            tid_range_scan: false,
+            ..SETTINGS
+        };
+        let big = table("s", "t", 8192 * 1000);
+        assert_eq!(key_split_parts(&big, None, &old), Some(10));
+        assert_eq!(
+            key_split_parts(&big, None, &SETTINGS),
+            None,
+            "blocks on 14+"
+        );
+        assert_eq!(
+            key_split_parts(&table("s", "t", 8192), None, &old),
+            None,
+            "small"
+        );
+        assert_eq!(key_split_parts(&big, Some(&ChunkHint::Whole), &old), None);
+        let ranges = ChunkHint::Ranges {
+            column: "id".into(),
+            boundaries: vec!["5".into()],
+        };
+        assert_eq!(
+            key_split_parts(&big, Some(&ranges), &SETTINGS),
+            Some(2),
+            "the user's ranges on every version"
+        );
+
+        let key = SplitKey {
+            column: "id".into(),
+            type_name: "pg_catalog.int4".into(),
+            integer: true,
+        };
+        let split = KeySplit::Bounds(key.clone(), vec!["10".into(), "20".into()]);
+        let (chunks, k, note) = plan_chunks(&big, None, Some(&split), &old);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(k, Some(key.clone()));
+        assert_eq!(note, None);
+        assert!(matches!(&chunks[2], Some(ChunkRange::Key(r)) if r.hi.is_none()));
+
+        let why = KeySplit::Unsplittable("no key".into());
+        let (chunks, k, note) = plan_chunks(&big, None, Some(&why), &old);
+        assert_eq!(
+            (chunks, k, note.as_deref()),
+            (vec![None], None, Some("no key"))
+        );
+        let single = KeySplit::Bounds(key, Vec::new());
+        assert!(plan_chunks(&big, None, Some(&single), &old).2.is_some());
+    }
+
+    #[test]
     fn partitions_follow_their_root_and_extension_tables_are_left_out() {
         let mut part = table("public", "orders_2024", 10);
         part.partition_root = Some(QualifiedName::new("public", "orders"));
@@ -318,6 +453,7 @@ mod tests {
         let planned = plan_tables(
             &[table("s", "small", 1), odd, table("s", "big", 99)],
             &HashMap::new(),
+            &HashMap::new(),
             &SETTINGS,
         );
         let names: Vec<_> = planned.iter().map(|p| p.source.name.as_str()).collect();
@@ -328,6 +464,7 @@ mod tests {
         assert_eq!(planned[0].format, CopyFormat::Binary);
         let text = plan_tables(
             &[table("s", "t", 1)],
+            &HashMap::new(),
             &HashMap::new(),
             &PlanSettings {
                 force_text: true,

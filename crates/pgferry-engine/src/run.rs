@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pgferry_config::{TargetTablePrepMode, Task};
 use pgferry_pg::catalog::{self, ServerInfo};
-use pgferry_pg::copy::CopyFormat;
+use pgferry_pg::copy::{ChunkRange, CopyFormat};
 use pgferry_pg::dump::{PgTools, RenderOptions};
 use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
@@ -822,7 +822,17 @@ async fn plan_task(
             source_info.encoding, target_info.encoding
         ));
     }
-    let planned = plan::plan_tables(&selected.tables, &maps, &settings);
+    let keys = crate::keysplit::read(&reader, &selected.tables, &maps, &settings).await?;
+    let planned = plan::plan_tables(&selected.tables, &maps, &keys, &settings);
+    for t in &planned {
+        if let Some(why) = &t.split_note {
+            warnings.push(format!(
+                "{} ({} MB) is copied in one piece: {why}",
+                t.source,
+                t.estimated_bytes / (1024 * 1024)
+            ));
+        }
+    }
     let roots: HashMap<u32, QualifiedName> = selected
         .tables
         .iter()
@@ -920,16 +930,17 @@ async fn plan_task(
             "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
                  target_schema, target_table, copy_format, columns, estimated_rows,
                  estimated_bytes, chunks_total, existed_before, dump_id, root_schema,
-                 root_table, target_columns, row_filter)
+                 root_table, target_columns, row_filter, split_key, split_note)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17)",
+                     $17, $18, $19)",
         )
         .await
         .map_err(err("storing the plan"))?;
     let insert_chunk = tx
         .prepare(
-            "INSERT INTO pgferry.chunk (task, table_id, chunk_no, start_block, end_block)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO pgferry.chunk (task, table_id, chunk_no, start_block, end_block,
+                                        key_lo, key_hi)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .await
         .map_err(err("storing the plan"))?;
@@ -956,16 +967,23 @@ async fn plan_task(
                 &roots.get(&t.source_oid).map(|r| r.name.clone()),
                 &serde_json::to_value(&t.target_columns).unwrap_or_default(),
                 &t.filter,
+                &t.split_key
+                    .as_ref()
+                    .and_then(|k| serde_json::to_value(k).ok()),
+                &t.split_note,
             ],
         )
         .await
         .map_err(err("storing the plan"))?;
         for (i, range) in t.chunks.iter().enumerate() {
-            let start = range.map(|r| r.start);
-            let end = range.and_then(|r| r.end);
+            let (start, end, lo, hi) = match range {
+                Some(ChunkRange::Blocks(b)) => (Some(b.start), b.end, None, None),
+                Some(ChunkRange::Key(k)) => (None, None, k.lo.clone(), k.hi.clone()),
+                None => (None, None, None, None),
+            };
             tx.execute(
                 &insert_chunk,
-                &[&task.name, &t.table_id, &(i as i32), &start, &end],
+                &[&task.name, &t.table_id, &(i as i32), &start, &end, &lo, &hi],
             )
             .await
             .map_err(err("storing the plan"))?;
@@ -1148,7 +1166,8 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                     chunks_done, rows_copied, bytes_copied, state, existed_before, analyzed,
                     dump_id, coalesce(target_columns, columns), row_filter,
                     EXISTS (SELECT FROM pgferry.schema_step s WHERE s.task = $1
-                            AND s.section = 'post-data' AND s.state = 'done')
+                            AND s.section = 'post-data' AND s.state = 'done'),
+                    split_key
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )
@@ -1189,6 +1208,9 @@ async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>>
                 analyzed: r.get(15),
                 dump_id: r.get(16),
                 reload: r.get(19),
+                split_key: r
+                    .get::<_, Option<serde_json::Value>>(20)
+                    .and_then(|v| serde_json::from_value(v).ok()),
                 progress: Arc::new(progress),
             })
         })

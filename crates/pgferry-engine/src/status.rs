@@ -23,6 +23,10 @@ pub struct TableStatus {
     pub chunks_total: i32,
     pub seconds: Option<f64>,
     pub error: Option<String>,
+    /// How chunks split the table: `blocks`, `key <column>`, or `whole`.
+    pub split: String,
+    /// Why a table bigger than one chunk is copied in one piece.
+    pub split_note: Option<String>,
 }
 
 /// Counts over all tables.
@@ -253,7 +257,8 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
             "reading table states",
             "SELECT source_schema, source_table, target_schema, target_table, state, copy_format,
                     rows_copied, bytes_copied, estimated_rows, estimated_bytes, chunks_done,
-                    chunks_total, extract(epoch FROM finished_at - started_at)::float8, last_error
+                    chunks_total, extract(epoch FROM finished_at - started_at)::float8, last_error,
+                    split_key->>'column', split_note
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )
@@ -288,6 +293,12 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
                 chunks_total,
                 seconds: r.get(12),
                 error: r.get(13),
+                split: match r.get::<_, Option<String>>(14) {
+                    Some(column) => format!("key {column}"),
+                    None if chunks_total > 1 => "blocks".to_owned(),
+                    None => "whole".to_owned(),
+                },
+                split_note: r.get(15),
             }
         })
         .collect();

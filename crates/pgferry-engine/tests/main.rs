@@ -4,6 +4,7 @@
 mod cdc;
 mod faults;
 mod mapping;
+mod split;
 mod versions;
 
 use std::sync::Arc;

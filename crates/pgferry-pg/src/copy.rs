@@ -59,6 +59,15 @@ pub struct BlockRange {
     pub end: Option<i64>,
 }
 
+/// Which rows of a table one chunk copies.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum ChunkRange {
+    /// Heap blocks (PostgreSQL 14 and later read only those).
+    Blocks(BlockRange),
+    /// Values of one key column ([`crate::split`]).
+    Key(crate::split::KeyRange),
+}
+
 /// The statements of one pipe.
 #[derive(Debug, Clone)]
 pub struct CopyStatements {
@@ -82,7 +91,7 @@ pub struct CopySpec<'a> {
     /// A row filter over the source's columns, already rendered as SQL by the caller.
     pub filter: Option<&'a str>,
     pub format: CopyFormat,
-    pub range: Option<BlockRange>,
+    pub range: Option<&'a ChunkRange>,
     /// Load the rows already frozen and visible to all (`COPY ... FREEZE`); the caller
     /// must have created or truncated the table in the same transaction.
     pub freeze: bool,
@@ -109,11 +118,15 @@ pub fn copy_statements(spec: &CopySpec<'_>) -> CopyStatements {
     if let Some(filter) = spec.filter {
         predicates.push(format!("({filter})"));
     }
-    if let Some(BlockRange { start, end }) = spec.range {
-        predicates.push(format!("ctid >= '({start},0)'::tid"));
-        if let Some(end) = end {
-            predicates.push(format!("ctid < '({end},0)'::tid"));
+    match spec.range {
+        Some(ChunkRange::Blocks(BlockRange { start, end })) => {
+            predicates.push(format!("ctid >= '({start},0)'::tid"));
+            if let Some(end) = end {
+                predicates.push(format!("ctid < '({end},0)'::tid"));
+            }
         }
+        Some(ChunkRange::Key(range)) => predicates.extend(range.predicates()),
+        None => {}
     }
     let source = if predicates.is_empty() {
         format!(
@@ -239,10 +252,11 @@ mod tests {
         let cols = vec!["id".to_owned()];
         let mut sp = spec(&name, &name, &cols, &cols);
         sp.format = CopyFormat::Text;
-        sp.range = Some(BlockRange {
+        let range = ChunkRange::Blocks(BlockRange {
             start: 100,
             end: Some(200),
         });
+        sp.range = Some(&range);
         sp.freeze = true;
         let s = copy_statements(&sp);
         assert_eq!(
@@ -254,10 +268,11 @@ mod tests {
             s.target,
             "COPY \"public\".\"t\" (\"id\") FROM STDIN (FORMAT text, FREEZE)"
         );
-        sp.range = Some(BlockRange {
+        let open = ChunkRange::Blocks(BlockRange {
             start: 200,
             end: None,
         });
+        sp.range = Some(&open);
         assert!(
             copy_statements(&sp)
                 .source
@@ -273,10 +288,11 @@ mod tests {
         let targets = vec!["id".to_owned(), "status".to_owned()];
         let mut sp = spec(&source, &target, &cols, &targets);
         sp.filter = Some("\"Status\" = 'x'");
-        sp.range = Some(BlockRange {
+        let range = ChunkRange::Blocks(BlockRange {
             start: 0,
             end: Some(5),
         });
+        sp.range = Some(&range);
         let s = copy_statements(&sp);
         assert_eq!(
             s.source,

@@ -22,6 +22,7 @@ pub mod ident;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;
+pub mod split;
 pub mod tls;
 
 pub use connect::{PgClient, connect};

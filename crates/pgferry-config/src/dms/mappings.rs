@@ -497,10 +497,10 @@ pub fn parse_mappings(
                 }
                 if let Some(p) = &rule.parallel_load {
                     let treatment = match p.kind {
-                        ParallelLoadKind::Ranges => Some(
-                            "pgferry splits the table into as many parts as the ranges make, \
-                             by physical block ranges of one snapshot rather than by the \
-                             boundary values, so rows are never missed or doubled",
+                        ParallelLoadKind::Ranges if p.columns.len() != 1 => Some(
+                            "pgferry splits at the boundaries of one column only: this table is \
+                             split into as many parts as the ranges make, by block ranges (14+) \
+                             or by its own key ranges (12, 13)",
                         ),
                         ParallelLoadKind::PartitionsList => Some(
                             "pgferry loads every selected partition as its own unit; the list \

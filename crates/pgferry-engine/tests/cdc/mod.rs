@@ -23,6 +23,15 @@ pub fn cdc_task(source: &Cluster, target: &Cluster, db: &str) -> Task {
     t
 }
 
+/// [`cdc_task`] with 256 kB chunks, so that megabyte tables split, and keyless tables
+/// streamed with REPLICA IDENTITY FULL.
+pub fn chunked_cdc_task(source: &Cluster, target: &Cluster, db: &str) -> Task {
+    let mut t = cdc_task(source, target, db);
+    t.full_load.chunk_size = 256 * 1024;
+    t.cdc.no_key_tables = pgferry_config::NoKeyTables::ReplicaIdentityFull;
+    t
+}
+
 /// Runs the task in the background. Logs go to the test output (`RUST_LOG` filters).
 pub fn spawn(task: &Task) -> JoinHandle<Result<RunSummary, EngineError>> {
     spawn_with(task, RunOptions::default())

@@ -23,9 +23,7 @@ async fn migrate_between(source_major: u32, target_major: u32) {
     assert_eq!(p.target.major("postgres").await.unwrap(), target_major);
     datagen::create_awkward(&p.source, "app").await.unwrap();
     p.target.create_database("app").await.unwrap();
-    let mut t = cdc::cdc_task(&p.source, &p.target, "app");
-    t.full_load.chunk_size = 256 * 1024;
-    t.cdc.no_key_tables = pgferry_config::NoKeyTables::ReplicaIdentityFull;
+    let t = cdc::chunked_cdc_task(&p.source, &p.target, "app");
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
     let report = pgferry_engine::validate::validate(&t, 2).await.unwrap();

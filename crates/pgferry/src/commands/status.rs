@@ -49,7 +49,7 @@ fn print_status(s: &TaskStatus) {
         s.totals.chunks_total
     );
     let mut t = output::table(&[
-        "Table", "State", "Rows", "Copied", "Done", "Chunks", "Format",
+        "Table", "State", "Rows", "Copied", "Done", "Chunks", "Split", "Format",
     ]);
     for table in &s.tables {
         t.add_row(vec![
@@ -59,10 +59,16 @@ fn print_status(s: &TaskStatus) {
             bytes(table.bytes),
             right(format!("{:.0}%", table.percent)),
             right(format!("{}/{}", table.chunks_done, table.chunks_total)),
+            Cell::new(&table.split),
             Cell::new(&table.copy_format),
         ]);
     }
     println!("{t}");
+    for table in &s.tables {
+        if let Some(why) = &table.split_note {
+            println!("  {} is copied in one piece: {why}", table.table);
+        }
+    }
     for table in s.tables.iter().filter(|t| t.error.is_some()) {
         println!(
             "  {} failed: {}",
