@@ -27,6 +27,11 @@ struct Args {
     /// Parallelism given to every tool.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// The source's PostgreSQL majors, each measured in turn on the same dataset (the
+    /// target is always the Debian server); binaries of other majors come from
+    /// scripts/install-deps. With several, pgferry's times are also compared across them.
+    #[arg(long, value_delimiter = ',', default_value = "15")]
+    source_majors: Vec<u32>,
     /// Tools to run, in order; pgferry first so ratios are against it.
     #[arg(
         long,
@@ -55,8 +60,11 @@ const DB: &str = "bench";
 
 /// Server settings for every benchmark server. Identical for all tools: no checkpoints
 /// or autovacuum in the middle of a measurement, enough workers for native replication.
-fn options(jobs: usize) -> ClusterOptions {
-    let mut o = ClusterOptions::default();
+fn options(jobs: usize, major: Option<u32>) -> ClusterOptions {
+    let mut o = ClusterOptions {
+        major,
+        ..ClusterOptions::default()
+    };
     for (k, v) in [
         ("shared_buffers", "'512MB'".to_owned()),
         ("max_wal_size", "'16GB'".to_owned()),
@@ -242,12 +250,55 @@ async fn main() -> anyhow::Result<()> {
     let bindir = server_bindir()?;
     let work = std::env::temp_dir().join(format!("pgferry-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    let mut pgferry_times = Vec::new();
+    for &major in &args.source_majors {
+        let (rows, data_bytes) = bench_source(&args, major, &bindir, &work).await?;
+        print_ratios(
+            &format!(
+                "Full load of {:.0} MiB (3 tables, 4 indexes, 2 foreign keys) from a PostgreSQL \
+                 {major} source, {} jobs",
+                data_bytes as f64 / 1024.0 / 1024.0,
+                args.jobs
+            ),
+            data_bytes as u64,
+            &rows,
+        );
+        if let Some(m) = rows
+            .iter()
+            .find(|r| r.tool == "pgferry")
+            .and_then(|r| r.measured)
+        {
+            pgferry_times.push((major, m.seconds));
+        }
+    }
+    if let Some(&(first, base)) = pgferry_times.first() {
+        for &(major, seconds) in &pgferry_times[1..] {
+            println!(
+                "pgferry from a {major} source takes {:.2}x its time from a {first} source \
+                 ({seconds:.1} s vs {base:.1} s)",
+                seconds / base
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Every tool on a fresh pair of servers whose source runs `major`.
+async fn bench_source(
+    args: &Args,
+    major: u32,
+    bindir: &Path,
+    work: &Path,
+) -> anyhow::Result<(Vec<Row>, i64)> {
     println!(
-        "Starting two servers and generating about {} MB of table data…",
+        "Starting two servers (source PostgreSQL {major}) and generating about {} MB of table \
+         data…",
         args.size_mb
     );
-    let source = Cluster::start_with(options(args.jobs)).context("starting the source")?;
-    let target = Cluster::start_with(options(args.jobs)).context("starting the target")?;
+    let source =
+        Cluster::start_with(options(args.jobs, Some(major))).context("starting the source")?;
+    let target = Cluster::start_with(options(args.jobs, None)).context("starting the target")?;
     source.create_database(DB).await?;
     let generated = Instant::now();
     source
@@ -276,14 +327,16 @@ async fn main() -> anyhow::Result<()> {
         println!("source: {}\ntarget: {}", source.url(DB), target.url(DB));
         println!("holding; Ctrl-C stops both servers");
         tokio::signal::ctrl_c().await?;
-        return Ok(());
+        // Stopped here: the servers' drop stops them.
+        drop((source, target));
+        std::process::exit(0);
     }
     let expected = counts(&source).await?;
     if !args.no_warmup {
         print!("  warm-up run (not measured)… ");
         reset_target(&target, &source).await?;
         let first = args.tools.first().map(String::as_str).unwrap_or("pgferry");
-        let (m, _) = run_tool(first, &args, &source, &target, &work, &bindir).await?;
+        let (m, _) = run_tool(first, args, &source, &target, work, bindir).await?;
         println!("{:.1}s", m.seconds);
     }
     let mut rows = Vec::new();
@@ -293,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
         for run in 0..args.runs {
             reset_target(&target, &source).await?;
             print!("  {name} (run {})… ", run + 1);
-            let result = run_tool(name, &args, &source, &target, &work, &bindir).await;
+            let result = run_tool(name, args, &source, &target, work, bindir).await;
             match result {
                 Ok((m, in_server)) => {
                     let got = counts(&target).await?;
@@ -318,15 +371,5 @@ async fn main() -> anyhow::Result<()> {
             note,
         });
     }
-    print_ratios(
-        &format!(
-            "Full load of {:.0} MiB (3 tables, 4 indexes, 2 foreign keys), {} jobs",
-            data_bytes as f64 / 1024.0 / 1024.0,
-            args.jobs
-        ),
-        data_bytes as u64,
-        &rows,
-    );
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(())
+    Ok((rows, data_bytes))
 }

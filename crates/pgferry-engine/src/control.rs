@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 use crate::error::{EngineError, Result};
 
 /// The newest layout this build understands.
-pub const CONTROL_SCHEMA_VERSION: i32 = 6;
+pub const CONTROL_SCHEMA_VERSION: i32 = 7;
 
 /// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
 pub const LOCK_CLASS: i32 = 0x7067_6672;
@@ -238,6 +238,11 @@ COMMENT ON COLUMN pgferry.table_state.split_key IS
     'The key column of key-range chunks (chunk.key_lo <= key < chunk.key_hi, NULL for an open end).';
 COMMENT ON COLUMN pgferry.table_state.split_note IS
     'Why a table bigger than one chunk is copied in one piece.';
+"#,
+    r#"
+ALTER TABLE pgferry.chunk ADD COLUMN snapshot_filter text;
+COMMENT ON COLUMN pgferry.chunk.snapshot_filter IS
+    'For a chunk of an integer-key-split table copied from a later snapshot than the stream''s start (a resumed load): that snapshot (xmin:xmax:xip), whose transactions are not applied again to rows of the chunk''s key range.';
 "#,
 ];
 

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod queue;
+mod resume;
 pub mod run;
 pub mod schema;
 pub mod session;

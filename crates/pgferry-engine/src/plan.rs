@@ -60,6 +60,9 @@ pub struct PlanSettings {
     pub tid_range_scan: bool,
     /// Copy everything as text, e.g. because the two databases' encodings differ.
     pub force_text: bool,
+    /// Split by an integer key even where block ranges would serve: a `full-load-and-cdc`
+    /// load resumes such tables chunk by chunk after a crash ([`crate::cdc::chunks`]).
+    pub prefer_integer_keys: bool,
 }
 
 /// The tables the selection picks, and the reasons others with rows were left out.
@@ -139,7 +142,7 @@ pub fn key_split_parts(
     match hint {
         Some(ChunkHint::Whole) => None,
         Some(ChunkHint::Ranges { boundaries, .. }) => Some(boundaries.len() + 1),
-        _ if settings.tid_range_scan => None,
+        _ if settings.tid_range_scan && !settings.prefer_integer_keys => None,
         Some(ChunkHint::Parts(n)) if *n > 1 => Some(*n),
         _ if total > settings.chunk_size => {
             Some(total.div_ceil(settings.chunk_size.max(1)) as usize)
@@ -161,24 +164,31 @@ fn plan_chunks(
             .map(|r| r.map(ChunkRange::Blocks))
             .collect()
     };
+    let users_ranges = matches!(hint, Some(ChunkHint::Ranges { .. }));
     if key_split_parts(t, hint, settings).is_some() {
-        return match key {
-            Some(KeySplit::Bounds(k, bounds)) if !bounds.is_empty() => (
-                split::ranges(k, bounds)
-                    .into_iter()
-                    .map(|r| Some(ChunkRange::Key(r)))
-                    .collect(),
-                Some(k.clone()),
-                None,
-            ),
-            Some(KeySplit::Bounds(..)) => (
-                vec![None],
-                None,
-                Some("its key has a single value".to_owned()),
-            ),
-            Some(KeySplit::Unsplittable(why)) => (vec![None], None, Some(why.clone())),
-            None => (vec![None], None, Some(split::NO_KEY.to_owned())),
-        };
+        match key {
+            Some(KeySplit::Bounds(k, bounds)) if !bounds.is_empty() => {
+                return (
+                    split::ranges(k, bounds)
+                        .into_iter()
+                        .map(|r| Some(ChunkRange::Key(r)))
+                        .collect(),
+                    Some(k.clone()),
+                    None,
+                );
+            }
+            // Block ranges serve where the source has them.
+            _ if settings.tid_range_scan && !users_ranges => {}
+            Some(KeySplit::Bounds(..)) => {
+                return (
+                    vec![None],
+                    None,
+                    Some("its key has a single value".to_owned()),
+                );
+            }
+            Some(KeySplit::Unsplittable(why)) => return (vec![None], None, Some(why.clone())),
+            None => return (vec![None], None, Some(split::NO_KEY.to_owned())),
+        }
     }
     match hint {
         Some(ChunkHint::Whole) => (vec![None], None, None),
@@ -314,6 +324,7 @@ mod tests {
         block_size: 8192,
         tid_range_scan: true,
         force_text: false,
+        prefer_integer_keys: false,
     };
 
     #[test]
@@ -423,6 +434,17 @@ mod tests {
         );
         let single = KeySplit::Bounds(key, Vec::new());
         assert!(plan_chunks(&big, None, Some(&single), &old).2.is_some());
+
+        // CDC tasks prefer an integer key on 14+ too, and fall back to blocks without one.
+        let cdc = PlanSettings {
+            prefer_integer_keys: true,
+            ..SETTINGS
+        };
+        assert_eq!(key_split_parts(&big, None, &cdc), Some(10));
+        assert_eq!(plan_chunks(&big, None, Some(&split), &cdc).0.len(), 3);
+        let (chunks, k, note) = plan_chunks(&big, None, Some(&why), &cdc);
+        assert!(matches!(chunks[0], Some(ChunkRange::Blocks(_))));
+        assert_eq!((k, note), (None, None));
     }
 
     #[test]

@@ -302,7 +302,7 @@ async fn run_phases(
                     })
                     .await?;
                     let message = if task.migration_type.needs_cdc() {
-                        let notes = resync_for_new_snapshot(
+                        let notes = crate::resume::resync_for_new_snapshot(
                             &mut control_client,
                             &task.name,
                             holder.visibility().unwrap_or_default(),
@@ -814,6 +814,7 @@ async fn plan_task(
         block_size: source_info.block_size,
         tid_range_scan: source_info.has_tid_range_scan(),
         force_text: source_info.encoding != target_info.encoding,
+        prefer_integer_keys: task.migration_type.needs_cdc(),
     };
     if settings.force_text {
         warnings.push(format!(
@@ -1012,109 +1013,6 @@ async fn plan_task(
     }
     tx.commit().await.map_err(err("storing the plan"))?;
     Ok((holder, warnings))
-}
-
-/// A CDC load that lost the slot's snapshot continues from a new one. Relations whose
-/// copy was started under the old snapshot are emptied and copied again, whole, under the
-/// new one; every relation copied under the new one gets its visibility recorded as a
-/// filter, so that changes of transactions the new copy already holds are not applied a
-/// second time. The stream still starts at the slot's consistent point, so nothing
-/// between the two snapshots is lost either. Returns a note for the event log.
-async fn resync_for_new_snapshot(
-    control_client: &mut PgClient,
-    task: &str,
-    visibility: &str,
-) -> Result<String> {
-    let rows = control_client
-        .query(
-            "reading the load's state",
-            "SELECT table_id, target_schema, target_table,
-                    coalesce(root_schema, source_schema), coalesce(root_table, source_table),
-                    chunks_done, chunks_total, existed_before
-             FROM pgferry.table_state WHERE task = $1",
-            &[&task],
-        )
-        .await?;
-    struct Row {
-        table_id: i32,
-        target: QualifiedName,
-        chunks_done: i32,
-        chunks_total: i32,
-        existed_before: bool,
-    }
-    let mut relations: HashMap<QualifiedName, Vec<Row>> = HashMap::new();
-    for r in &rows {
-        relations
-            .entry(QualifiedName::new(
-                r.get::<_, String>(3),
-                r.get::<_, String>(4),
-            ))
-            .or_default()
-            .push(Row {
-                table_id: r.get(0),
-                target: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
-                chunks_done: r.get(5),
-                chunks_total: r.get(6),
-                existed_before: r.get(7),
-            });
-    }
-    let err = |e| {
-        EngineError::Pg(PgError::query(
-            Side::Target,
-            "resetting partly copied tables",
-            e,
-        ))
-    };
-    let tx = control_client.raw_mut().transaction().await.map_err(err)?;
-    let (mut reset, mut filtered) = (0, 0);
-    for (relation, parts) in &relations {
-        if parts.iter().all(|p| p.chunks_done >= p.chunks_total) {
-            continue;
-        }
-        if parts.iter().any(|p| p.chunks_done > 0) {
-            if let Some(p) = parts.iter().find(|p| p.existed_before) {
-                return Err(EngineError::Pg(PgError::Prerequisite {
-                    side: Side::Target,
-                    problem: format!(
-                        "{} existed before the load (target_table_prep_mode = do_nothing) and \
-                         was partly copied from a snapshot that is now lost; pgferry will not \
-                         empty a table it did not create",
-                        p.target
-                    ),
-                    fix: format!(
-                        "empty it yourself (TRUNCATE {}) and run again",
-                        p.target.quoted()
-                    ),
-                }));
-            }
-            let names = parts
-                .iter()
-                .map(|p| p.target.quoted())
-                .collect::<Vec<_>>()
-                .join(", ");
-            tx.batch_execute(&format!("TRUNCATE ONLY {names}"))
-                .await
-                .map_err(err)?;
-            let ids: Vec<i32> = parts.iter().map(|p| p.table_id).collect();
-            mark_pending(&tx, task, &ids).await?;
-            reset += 1;
-        }
-        tx.execute(
-            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, snapshot_filter)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (task, schema_name, table_name)
-             DO UPDATE SET snapshot_filter = excluded.snapshot_filter",
-            &[&task, &relation.schema, &relation.name, &visibility],
-        )
-        .await
-        .map_err(err)?;
-        filtered += 1;
-    }
-    tx.commit().await.map_err(err)?;
-    Ok(format!(
-        "{reset} partly copied relation(s) are copied again from scratch, and {filtered} \
-         relation(s) skip the changes the new snapshot already holds"
-    ))
 }
 
 /// Marks tables (emptied by the caller, in the same transaction) as not copied yet: all

@@ -27,6 +27,10 @@ pub struct TableStatus {
     pub split: String,
     /// Why a table bigger than one chunk is copied in one piece.
     pub split_note: Option<String>,
+    /// A `full-load-and-cdc` load that loses its snapshot keeps this table's finished
+    /// chunks (split by an integer key, not a partition); otherwise a partly copied table
+    /// is copied again whole.
+    pub resumes_by_chunk: bool,
 }
 
 /// Counts over all tables.
@@ -258,7 +262,8 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
             "SELECT source_schema, source_table, target_schema, target_table, state, copy_format,
                     rows_copied, bytes_copied, estimated_rows, estimated_bytes, chunks_done,
                     chunks_total, extract(epoch FROM finished_at - started_at)::float8, last_error,
-                    split_key->>'column', split_note
+                    split_key->>'column', split_note,
+                    coalesce((split_key->>'integer')::boolean, false) AND root_table IS NULL
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )
@@ -299,6 +304,7 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
                     None => "whole".to_owned(),
                 },
                 split_note: r.get(15),
+                resumes_by_chunk: r.get(16),
             }
         })
         .collect();

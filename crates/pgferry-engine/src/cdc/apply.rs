@@ -43,6 +43,7 @@ use pgferry_pg::pgoutput::{Message, OldImage, Relation, Tuple, Value};
 use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, describe_pg_error};
 use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 
+use crate::cdc::chunks::{ChunkFilters, Verdict};
 use crate::cdc::sql;
 use crate::cdc::stream::{Event, Positions};
 use crate::cdc::tables::{self, Resolution, Scope, SnapshotFilter, TableInfo};
@@ -132,6 +133,29 @@ impl ToSql for ArrayParam<'_> {
     }
 
     to_sql_checked!();
+}
+
+/// A column's bytes as the server sent them (binary for most types, text for `text`
+/// results), for values read back from the source.
+struct RawValue(Option<Bytes>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawValue {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(Some(Bytes::copy_from_slice(raw))))
+    }
+
+    fn from_sql_null(
+        _ty: &Type,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(None))
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -420,6 +444,8 @@ pub struct Applier {
     relations: HashMap<u32, Resolution>,
     suspended: HashSet<QualifiedName>,
     filters: HashMap<QualifiedName, SnapshotFilter>,
+    /// Tables resumed chunk by chunk ([`super::chunks`]).
+    chunk_filters: HashMap<QualifiedName, ChunkFilters>,
     statements: HashMap<String, tokio_postgres::Statement>,
     applied: Lsn,
     txn: Option<SourceTxn>,
@@ -488,6 +514,7 @@ impl Applier {
             }
         }
         positions.flushed.fetch_max(applied.0, Ordering::AcqRel);
+        let chunk_filters = super::chunks::load(&target, task).await?;
         Ok(Applier {
             task: task.to_owned(),
             target,
@@ -499,6 +526,7 @@ impl Applier {
             relations: HashMap::new(),
             suspended,
             filters,
+            chunk_filters,
             statements: HashMap::new(),
             applied,
             txn: None,
@@ -715,6 +743,9 @@ impl Applier {
             return Ok(());
         }
         let (xid, commit_lsn, commit_time) = (txn.xid, txn.final_lsn, txn.commit_time);
+        let Some(op) = self.through_chunk_filters(&table, op, xid).await? else {
+            return Ok(());
+        };
         if let Some(t) = self.txn.as_mut() {
             t.changes += 1;
         }
@@ -738,6 +769,99 @@ impl Applier {
             self.flush_changes().await?;
         }
         Ok(())
+    }
+
+    /// The part of a change that the chunk filters of its table let through ([`super::chunks`]):
+    /// all of it, nothing, the delete of the old row, or the insert of the new one (its
+    /// unchanged large values read from the source's row; nothing when the source no longer
+    /// has that row, whose later changes then come in the stream).
+    async fn through_chunk_filters(
+        &mut self,
+        table: &TableInfo,
+        op: Op,
+        xid: u32,
+    ) -> Result<Option<Op>> {
+        let Some(filters) = self.chunk_filters.get(&table.source) else {
+            return Ok(Some(op));
+        };
+        let Some(pos) = table.source_cols.iter().position(|c| *c == filters.column) else {
+            return Ok(Some(op));
+        };
+        let key = |t: &Tuple| super::chunks::integer_key(t.get(pos));
+        let (old, new) = match &op {
+            Op::Insert(new) => (key(new), key(new)),
+            Op::Delete(old) => (key(old), key(old)),
+            Op::Update { old, new } => (key(old.as_ref().map(|(_, t)| t).unwrap_or(new)), key(new)),
+        };
+        match (filters.verdict(old, new, xid), op) {
+            (Verdict::Apply, op) => Ok(Some(op)),
+            (Verdict::Skip, _) => Ok(None),
+            (
+                Verdict::DeleteOld,
+                Op::Update {
+                    old: Some((_, old)),
+                    ..
+                },
+            ) => Ok(Some(Op::Delete(old))),
+            (Verdict::InsertNew, Op::Update { new, .. }) => {
+                Ok(self.fill_unchanged(table, new, pos).await?.map(Op::Insert))
+            }
+            // Inserts and deletes have one key, and an update without an old image keeps
+            // its key: the two verdicts agree.
+            (_, op) => Ok(Some(op)),
+        }
+    }
+
+    /// `row` with its unchanged (unsent) values read from the source's current row of the
+    /// same key, in the stream's form; `None` when the source has no such row.
+    async fn fill_unchanged(
+        &self,
+        table: &TableInfo,
+        mut row: Tuple,
+        key: usize,
+    ) -> Result<Option<Tuple>> {
+        let missing: Vec<usize> = (0..row.len())
+            .filter(|i| row[*i] == Value::Unchanged)
+            .collect();
+        if missing.is_empty() {
+            return Ok(Some(row));
+        }
+        let Some(k) = super::chunks::integer_key(row.get(key)) else {
+            return Ok(None);
+        };
+        let select: Vec<String> = missing
+            .iter()
+            .map(|i| {
+                let c = pgferry_pg::quote_ident(&table.source_cols[*i]);
+                if self.binary {
+                    c
+                } else {
+                    format!("CASE WHEN {c} IS NULL THEN NULL ELSE pg_catalog.format('%s', {c}) END")
+                }
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM ONLY {} WHERE {} = $1::int8",
+            select.join(", "),
+            table.source.quoted(),
+            pgferry_pg::quote_ident(&table.source_cols[key])
+        );
+        let Some(found) = self
+            .source
+            .query_opt("reading a row's unchanged values", &sql, &[&k])
+            .await?
+        else {
+            return Ok(None);
+        };
+        for (n, i) in missing.iter().enumerate() {
+            let raw: RawValue = found.get(n);
+            row[*i] = match raw.0 {
+                None => Value::Null,
+                Some(b) if self.binary => Value::Binary(b),
+                Some(b) => Value::Text(b),
+            };
+        }
+        Ok(Some(row))
     }
 
     async fn truncate(&mut self, relations: &[u32], restart_identity: bool) -> Result<()> {
@@ -1702,6 +1826,7 @@ mod tests {
             cols: vec![col("id"), col("a"), col("b")],
             key: vec![0],
             filter: None,
+            source_cols: vec!["id".into(), "a".into(), "b".into()],
         })
     }
 

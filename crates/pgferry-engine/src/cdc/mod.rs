@@ -19,6 +19,7 @@
 //! boundary after committing what is complete.
 
 pub mod apply;
+pub mod chunks;
 pub mod source;
 pub mod sql;
 pub mod stream;

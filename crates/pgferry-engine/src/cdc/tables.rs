@@ -47,6 +47,8 @@ pub struct TableInfo {
     pub key: Vec<usize>,
     /// The table's row filter, when the rules give it one.
     pub filter: Option<RowFilter>,
+    /// The relation's column names on the source, in relation order.
+    pub source_cols: Vec<String>,
 }
 
 /// A row filter as the applier runs it: one statement that takes the filter's columns as
@@ -285,6 +287,7 @@ pub async fn resolve(
         cols,
         key,
         filter,
+        source_cols: rel.columns.iter().map(|c| c.name.clone()).collect(),
     })))
 }
 
@@ -446,6 +449,7 @@ mod tests {
             cols: vec![col("a"), None, col("c")],
             key: vec![],
             filter: None,
+            source_cols: Vec::new(),
         };
         assert_eq!(t.identity(), [0, 2], "generated columns are not compared");
         let keyed = TableInfo { key: vec![2], ..t };

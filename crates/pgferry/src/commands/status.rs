@@ -69,6 +69,21 @@ fn print_status(s: &TaskStatus) {
             println!("  {} is copied in one piece: {why}", table.table);
         }
     }
+    if s.migration_type == "full-load-and-cdc" && s.phase == "loading" {
+        let whole: Vec<&str> = s
+            .tables
+            .iter()
+            .filter(|t| !t.resumes_by_chunk && t.state != "loaded" && t.chunks_total > 1)
+            .map(|t| t.table.as_str())
+            .collect();
+        if !whole.is_empty() {
+            println!(
+                "  if this load loses its snapshot, these tables are copied again whole (not \
+                 split by an integer key): {}",
+                whole.join(", ")
+            );
+        }
+    }
     for table in s.tables.iter().filter(|t| t.error.is_some()) {
         println!(
             "  {} failed: {}",
