@@ -61,10 +61,10 @@ pub(crate) async fn read(
     let keys = split::split_keys(reader, &oids).await?;
     for (t, parts) in automatic {
         let split = match keys.get(&t.oid) {
-            // Where block ranges serve, only an integer key is worth it (it lets a CDC
-            // load resume chunk by chunk).
-            Some(key) if settings.tid_range_scan && !key.integer => {
-                KeySplit::Unsplittable("its key is not an integer".to_owned())
+            // Where block ranges serve, only a key that lets a CDC load resume chunk by
+            // chunk is worth it: an integer in the replica identity.
+            Some(key) if settings.tid_range_scan && !(key.integer && key.identity) => {
+                KeySplit::Unsplittable("no integer key in the replica identity".to_owned())
             }
             Some(key) => match split::boundaries(reader, &t.name, key, parts).await? {
                 Ok(bounds) => KeySplit::Bounds(key.clone(), bounds),

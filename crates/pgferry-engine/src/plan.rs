@@ -418,6 +418,7 @@ mod tests {
             column: "id".into(),
             type_name: "pg_catalog.int4".into(),
             integer: true,
+            identity: true,
         };
         let split = KeySplit::Bounds(key.clone(), vec!["10".into(), "20".into()]);
         let (chunks, k, note) = plan_chunks(&big, None, Some(&split), &old);

@@ -48,7 +48,8 @@ pub(crate) async fn resync_for_new_snapshot(
             "SELECT table_id, target_schema, target_table,
                     coalesce(root_schema, source_schema), coalesce(root_table, source_table),
                     chunks_done, chunks_total, existed_before,
-                    coalesce((split_key->>'integer')::boolean, false) AND root_table IS NULL
+                    coalesce((split_key->>'integer')::boolean AND (split_key->>'identity')::boolean, false)
+                    AND root_table IS NULL
              FROM pgferry.table_state WHERE task = $1",
             &[&task],
         )

@@ -263,7 +263,8 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
                     rows_copied, bytes_copied, estimated_rows, estimated_bytes, chunks_done,
                     chunks_total, extract(epoch FROM finished_at - started_at)::float8, last_error,
                     split_key->>'column', split_note,
-                    coalesce((split_key->>'integer')::boolean, false) AND root_table IS NULL
+                    coalesce((split_key->>'integer')::boolean AND (split_key->>'identity')::boolean, false)
+                    AND root_table IS NULL
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],
         )

@@ -32,6 +32,11 @@ pub struct SplitKey {
     pub type_name: String,
     /// `smallint`, `integer` or `bigint`: bounds are written as numbers.
     pub integer: bool,
+    /// Part of the table's replica identity (or the identity is the full row): every
+    /// change that alters the column sends its old value, so a change's chunk is known
+    /// before and after it.
+    #[serde(default)]
+    pub identity: bool,
 }
 
 /// One chunk's rows: `lo <= key < hi`, `None` for an open end.
@@ -93,8 +98,14 @@ pub async fn split_keys(
             "looking for split keys",
             &format!(
                 "SELECT DISTINCT ON (i.indrelid) i.indrelid, a.attname::text,
-                        'pg_catalog.' || quote_ident(t.typname), t.typname IN ('int2', 'int4', 'int8')
+                        'pg_catalog.' || quote_ident(t.typname), t.typname IN ('int2', 'int4', 'int8'),
+                        c.relreplident = 'f' OR EXISTS (
+                            SELECT FROM pg_index ri
+                            WHERE ri.indrelid = i.indrelid AND a.attnum = ANY(ri.indkey)
+                              AND (ri.indisprimary AND c.relreplident = 'd'
+                                   OR ri.indisreplident AND c.relreplident = 'i'))
                  FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indrelid
                  JOIN pg_class ic ON ic.oid = i.indexrelid
                  JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
@@ -119,6 +130,7 @@ pub async fn split_keys(
                     column: r.get(1),
                     type_name: r.get(2),
                     integer: r.get(3),
+                    identity: r.get(4),
                 },
             )
         })
@@ -170,6 +182,8 @@ pub async fn column_key(
             column: column.to_owned(),
             type_name,
             integer,
+            // The user's column: resumed whole, whatever the replica identity.
+            identity: false,
         })
     })
 }
@@ -319,6 +333,7 @@ mod tests {
                 "pg_catalog.text".into()
             },
             integer,
+            identity: true,
         }
     }
 

@@ -6,7 +6,9 @@
 //! snapshot the chunk was copied from: the first snapshot, whose position the stream starts
 //! at, or a later one. A change is applied to a row exactly when the row's chunk was copied
 //! from a snapshot that did not see the change's transaction:
-//! * a row's chunk is a function of its key, so every version of a row with a given key
+//! * a row's chunk is a function of its key, and the key column is part of the replica
+//!   identity, so a change that alters it sends the old value too (tables whose split key
+//!   is not are copied again whole); every version of a row with a given key
 //!   lives in one chunk, and the copy of that chunk holds the row exactly as the chunk's
 //!   snapshot saw it (row moves on disk do not matter, unlike with block ranges);
 //! * an insert or a delete touches one key: applied unless that key's chunk saw the
@@ -58,10 +60,13 @@ impl ChunkFilters {
         let Some(k) = key else {
             return false;
         };
-        self.ranges
-            .iter()
-            .find(|(lo, hi, _)| lo.is_none_or(|lo| k >= lo) && hi.is_none_or(|hi| k < hi))
-            .and_then(|(_, _, f)| f.as_ref())
+        // Ranges ascend and the first is open below: the chunk is the last one whose lower
+        // end is at most `k`.
+        let n = self
+            .ranges
+            .partition_point(|(lo, _, _)| lo.is_none_or(|lo| lo <= k));
+        n.checked_sub(1)
+            .and_then(|i| self.ranges[i].2.as_ref())
             .is_some_and(|f| f.saw(xid))
     }
 
@@ -103,7 +108,7 @@ pub async fn load(client: &PgClient, task: &str) -> Result<HashMap<QualifiedName
                     array_agg(c.snapshot_filter ORDER BY c.chunk_no)
              FROM pgferry.table_state t JOIN pgferry.chunk c USING (task, table_id)
              WHERE t.task = $1 AND (t.split_key->>'integer')::boolean
-               AND t.root_table IS NULL
+               AND (t.split_key->>'identity')::boolean AND t.root_table IS NULL
              GROUP BY t.source_schema, t.source_table, t.split_key
              HAVING bool_or(c.snapshot_filter IS NOT NULL)",
             &[&task],

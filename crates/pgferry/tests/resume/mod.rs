@@ -102,11 +102,19 @@ async fn a_cdc_load_killed_mid_table_keeps_its_finished_chunks_and_loses_nothing
         finished.len()
     );
     let split: Option<String> = control
-        .query_one("SELECT split_key->>'column' FROM pgferry.table_state", &[])
+        .query_one(
+            "SELECT split_key->>'column' || ' ' || (split_key->>'identity')
+             FROM pgferry.table_state",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(split.as_deref(), Some("id"), "split by its integer key");
+    assert_eq!(
+        split.as_deref(),
+        Some("id true"),
+        "split by its integer key, which is its replica identity"
+    );
 
     let mut child = pgferry()
         .args(["run", "--task", &task])
