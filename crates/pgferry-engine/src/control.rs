@@ -511,6 +511,30 @@ pub async fn advance_phase(client: &mut PgClient, task: &str, phase: Phase) -> R
         .map_err(target_err("recording the task's phase"))
 }
 
+/// Marks tables (emptied by the caller, in the same transaction) as not copied yet: all
+/// their chunks pending, their counters at zero.
+pub async fn mark_pending(tx: &impl GenericClient, task: &str, table_ids: &[i32]) -> Result<()> {
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "resetting tables", e));
+    tx.execute(
+        "UPDATE pgferry.chunk SET state = 'pending', rows = NULL, bytes = NULL,
+                seconds = NULL, finished_at = NULL
+         WHERE task = $1 AND table_id = ANY($2)",
+        &[&task, &table_ids],
+    )
+    .await
+    .map_err(err)?;
+    tx.execute(
+        "UPDATE pgferry.table_state SET chunks_done = 0, rows_copied = 0,
+                bytes_copied = 0, state = 'pending', analyzed = false,
+                started_at = NULL, finished_at = NULL, last_error = NULL
+         WHERE task = $1 AND table_id = ANY($2)",
+        &[&task, &table_ids],
+    )
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
 /// Moves the task to `phase` inside the caller's transaction, stamping the matching times.
 /// The caller commits, synchronously (see [`advance_phase`]).
 pub async fn set_phase(client: &impl GenericClient, task: &str, phase: Phase) -> Result<()> {

@@ -1,7 +1,10 @@
 //! The pgferry migration engine.
 //!
 //! * [`run`] drives a task through its phases: plan, schema, load, post-data, finish;
-//! * [`plan`] decides tables, formats and chunks; [`schema`] decides schema objects and
+//!   `planning` creates a new task's CDC setup and stores its plan in one transaction;
+//!   `resume` carries a CDC load across a lost snapshot;
+//! * [`plan`] decides tables, formats and chunks (`keysplit` reads key bounds for it);
+//!   [`schema`] decides schema objects and
 //!   creates the pre-data ones; [`build`] copies chunks ([`load`]) and creates post-data
 //!   objects as one graph; [`finish`] sets sequences and statistics;
 //! * [`control`] keeps all state in the target's `pgferry` schema;
@@ -20,6 +23,7 @@ mod keysplit;
 pub mod load;
 pub mod monitor;
 pub mod plan;
+mod planning;
 pub mod preflight;
 pub mod progress;
 pub mod queue;

@@ -135,7 +135,7 @@ pub(crate) async fn resync_for_new_snapshot(
                 .await
                 .map_err(err)?;
             let ids: Vec<i32> = parts.iter().map(|p| p.table_id).collect();
-            crate::run::mark_pending(&tx, task, &ids).await?;
+            crate::control::mark_pending(&tx, task, &ids).await?;
             reset += 1;
         }
         tx.execute(

@@ -34,7 +34,8 @@ use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 
 use crate::control::{self, Level, Phase};
 use crate::error::{EngineError, Result};
-use crate::run::{self, CdcSetup, Endpoints};
+use crate::planning::{self, CdcSetup};
+use crate::run::Endpoints;
 use crate::snapshot::SnapshotHolder;
 use crate::validate::{self, Outcome};
 
@@ -72,7 +73,7 @@ pub(crate) async fn start_over(
             .await?;
     }
     let (setup, holder, _) =
-        run::setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
+        planning::setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
     let holder = holder.ok_or_else(|| {
         EngineError::Pg(PgError::Protocol {
             side: Side::Source,
@@ -310,9 +311,9 @@ async fn commit(
             .await
             .map_err(err)?;
         let ids: Vec<i32> = reset.iter().map(|t| t.table_id).collect();
-        run::mark_pending(&tx, task, &ids).await?;
+        control::mark_pending(&tx, task, &ids).await?;
     }
-    run::store_cdc_setup(&tx, task, setup).await?;
+    planning::store_cdc_setup(&tx, task, setup).await?;
     // The load's times become the second load's.
     tx.execute(
         "UPDATE pgferry.task SET load_started_at = NULL, load_finished_at = NULL

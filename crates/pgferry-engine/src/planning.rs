@@ -1,0 +1,573 @@
+//! Planning a new task: what CDC sets up on the source, what the load copies, and the one
+//! target transaction that records it all.
+//!
+//! Order matters for consistency and for the source's safety:
+//! * tables in the way and bad mapping expressions are refused before anything is created
+//!   on the source;
+//! * for CDC, the publication and then the slot are created first, and the slot exports the
+//!   snapshot the plan and the load read, so the stream starts exactly where the copy ends;
+//! * the plan, the schema archive, the chunks and the CDC setup commit in one target
+//!   transaction. A crash before it leaves at most a slot of the task's name and no task
+//!   row: the next run drops that slot (it was never used) and plans again.
+
+use std::collections::{HashMap, HashSet};
+
+use pgferry_config::{TargetTablePrepMode, Task};
+use pgferry_pg::catalog::{self, ServerInfo};
+use pgferry_pg::copy::ChunkRange;
+use pgferry_pg::dump::{PgTools, RenderOptions};
+use pgferry_pg::replication::ReplicationClient;
+use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
+
+use crate::control::{self, Level};
+use crate::error::{EngineError, Result};
+use crate::plan::{self, PlanSettings};
+use crate::run::Endpoints;
+use crate::snapshot::{self, SnapshotHolder};
+use crate::{cdc, preflight, schema, transform};
+
+/// What CDC set up on the source while planning.
+pub(crate) struct CdcSetup {
+    pub slot: String,
+    pub publication: String,
+    pub publication_created: bool,
+    pub consistent_point: pgferry_pg::Lsn,
+    /// Left out of both the load and the stream (`no_key_tables = "exclude"`).
+    pub excluded: Vec<QualifiedName>,
+    /// Loaded, but left out of the stream: unlogged tables write no WAL.
+    pub unlogged: Vec<QualifiedName>,
+    pub binary: bool,
+}
+
+/// Sets up CDC on the source before the snapshot exists: tables without a key (so the
+/// publication never breaks the application), then the publication, then the slot, whose
+/// snapshot the full load uses (`export`) or not (CDC only).
+pub(crate) async fn setup_cdc(
+    task: &Task,
+    endpoints: &Endpoints,
+    source: &PgClient,
+    source_info: &ServerInfo,
+    control_client: &PgClient,
+    export: bool,
+) -> Result<(CdcSetup, Option<SnapshotHolder>, Vec<String>)> {
+    let live = catalog::list_tables(source).await?;
+    let selected = plan::select_tables(&live, &task.selection);
+    if selected.tables.is_empty() && selected.parents.is_empty() {
+        return Err(EngineError::NothingSelected);
+    }
+    preflight::check_source_tables(source_info, &selected.tables)?;
+    // Unlogged tables write no WAL, so no publication can carry their changes: they are
+    // full-loaded like any other table and left out of the stream.
+    let (unlogged, logged): (Vec<catalog::Table>, Vec<catalog::Table>) =
+        selected.tables.iter().cloned().partition(|t| t.unlogged);
+    let no_key =
+        cdc::source::handle_tables_without_key(source, control_client, task, &logged).await?;
+    let kept: Vec<catalog::Table> = logged
+        .into_iter()
+        .filter(|t| !no_key.excluded.contains(&t.name))
+        .collect();
+    let (publication, publication_created) = cdc::source::ensure_publication(
+        source,
+        task,
+        &kept,
+        &selected.parents,
+        source_info.version_num >= 130000,
+    )
+    .await?;
+    let slot = task
+        .cdc
+        .slot_name
+        .clone()
+        .unwrap_or_else(|| cdc::source::default_name(&task.name));
+    // A slot of this name without a task row is the leftover of a planning that died
+    // before it was recorded: it was never used, so it is dropped and made again.
+    if cdc::source::slot_info(source, &slot).await?.is_some() {
+        cdc::source::free_slot(source, &slot).await?;
+        source
+            .execute(
+                "dropping an unused replication slot",
+                "SELECT pg_drop_replication_slot($1)",
+                &[&slot],
+            )
+            .await?;
+    }
+    let mut repl =
+        ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry slot").await?;
+    let created = repl.create_slot(&slot, export).await?;
+    let holder = match (export, created.snapshot.clone()) {
+        (true, Some(name)) => Some(SnapshotHolder::from_slot(repl, name)),
+        (true, None) => {
+            return Err(EngineError::Pg(PgError::Protocol {
+                side: Side::Source,
+                message: "the new replication slot exported no snapshot".to_owned(),
+            }));
+        }
+        (false, _) => None,
+    };
+    // Binary tuple data (PostgreSQL 14+) when every column can travel in binary between
+    // two servers.
+    let binary = task.cdc.binary
+        && source_info.version_num >= 140000
+        && kept
+            .iter()
+            .chain(&selected.parents)
+            .all(|t| t.binary_copy_safe);
+    let mut warnings = Vec::new();
+    for t in &no_key.changed {
+        warnings.push(format!(
+            "set REPLICA IDENTITY FULL on {t}; `pgferry cleanup` restores it"
+        ));
+    }
+    for t in &no_key.excluded {
+        warnings.push(format!(
+            "{t} has no key and is left out (no_key_tables = \"exclude\")"
+        ));
+    }
+    for t in &unlogged {
+        warnings.push(format!(
+            "{} is UNLOGGED: it is copied by the full load, but its later changes write no \
+             WAL and cannot be streamed. Make it logged (ALTER TABLE ... SET LOGGED) before \
+             planning if its changes matter",
+            t.name
+        ));
+    }
+    Ok((
+        CdcSetup {
+            slot,
+            publication,
+            publication_created,
+            consistent_point: created.consistent_point,
+            excluded: no_key.excluded,
+            unlogged: unlogged.iter().map(|t| t.name.clone()).collect(),
+            binary,
+        },
+        holder,
+        warnings,
+    ))
+}
+
+/// Records a slot as where the task's stream starts, inside the caller's transaction: at
+/// planning, or when a start-over replaces a lost slot (then the old checkpoint, figures,
+/// snapshot filters and exclusions go with the old slot).
+pub(crate) async fn store_cdc_setup(
+    tx: &tokio_postgres::Transaction<'_>,
+    task: &str,
+    setup: &CdcSetup,
+) -> Result<()> {
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "storing the CDC setup", e));
+    tx.execute(
+        "INSERT INTO pgferry.cdc_state (task, slot_name, publication, publication_created,
+                                        consistent_lsn, binary_mode)
+         VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6)
+         ON CONFLICT (task) DO UPDATE SET slot_name = excluded.slot_name,
+             publication = excluded.publication,
+             publication_created = cdc_state.publication_created OR excluded.publication_created,
+             consistent_lsn = excluded.consistent_lsn, binary_mode = excluded.binary_mode,
+             applied_lsn = NULL, applied_commit_time = NULL, received_lsn = NULL,
+             wal_retained_bytes = NULL, start_over_since = NULL, updated_at = now()",
+        &[
+            &task,
+            &setup.slot,
+            &setup.publication,
+            &setup.publication_created,
+            &setup.consistent_point.to_string(),
+            &setup.binary,
+        ],
+    )
+    .await
+    .map_err(err)?;
+    tx.execute("DELETE FROM pgferry.cdc_table WHERE task = $1", &[&task])
+        .await
+        .map_err(err)?;
+    // Both are left out of the stream; only `excluded` tables are left out of the load.
+    for t in setup.excluded.iter().chain(&setup.unlogged) {
+        tx.execute(
+            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, excluded)
+             VALUES ($1, $2, $3, true)",
+            &[&task, &t.schema, &t.name],
+        )
+        .await
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Plans a CDC-only task: the target already holds the tables (loaded some other way), and
+/// the stream starts when the slot is created.
+pub(crate) async fn plan_cdc_only(
+    task: &Task,
+    endpoints: &Endpoints,
+    source: &PgClient,
+    source_info: &ServerInfo,
+    control_client: &mut PgClient,
+) -> Result<Vec<String>> {
+    let live = catalog::list_tables(source).await?;
+    let selected = plan::select_tables(&live, &task.selection);
+    let names: Vec<QualifiedName> = selected
+        .tables
+        .iter()
+        .filter(|t| t.partition_root.is_none())
+        .chain(&selected.parents)
+        .map(|t| t.name.clone())
+        .collect();
+    let present = catalog::existing_relations(control_client, &names).await?;
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !present.contains(n))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(EngineError::Pg(PgError::Prerequisite {
+            side: Side::Target,
+            problem: format!(
+                "migration_type = \"cdc\" streams changes into existing tables, and {} are \
+                 missing on the target: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+            fix: "create and load them first, or use migration_type = \"full-load-and-cdc\", \
+                  which does both without a gap"
+                .to_owned(),
+        }));
+    }
+    let (setup, _, warnings) =
+        setup_cdc(task, endpoints, source, source_info, control_client, false).await?;
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "storing the plan", e));
+    let tx = control_client.raw_mut().transaction().await.map_err(err)?;
+    tx.execute(
+        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target)
+         VALUES ($1, $2, $3, 'cdc', $4, $5)",
+        &[
+            &task.name,
+            &task.migration_type.as_str(),
+            &task.settings_json(),
+            &endpoints.source.describe(),
+            &endpoints.target.describe(),
+        ],
+    )
+    .await
+    .map_err(err)?;
+    store_cdc_setup(&tx, &task.name, &setup).await?;
+    control::event(
+        &tx,
+        &task.name,
+        Level::Info,
+        "plan",
+        &format!(
+            "CDC starts at {} (slot {}, publication {})",
+            setup.consistent_point, setup.slot, setup.publication
+        ),
+        None,
+    )
+    .await?;
+    tx.commit().await.map_err(err)?;
+    Ok(warnings)
+}
+
+/// Plans a new task and stores the plan, the schema and the task row in one target
+/// transaction. Returns the snapshot the load reads, and warnings for the user.
+pub(crate) async fn plan_task(
+    task: &Task,
+    tools: &PgTools,
+    endpoints: &Endpoints,
+    source: &PgClient,
+    source_info: &ServerInfo,
+    target_info: &ServerInfo,
+    control_client: &mut PgClient,
+) -> Result<(SnapshotHolder, Vec<String>)> {
+    let mut warnings = Vec::new();
+    if task.mapping.has_expressions() {
+        let live = catalog::list_tables(source).await?;
+        let selected = plan::select_tables(&live, &task.selection);
+        let tables = || selected.tables.iter().chain(&selected.parents);
+        let maps = transform::table_maps(&task.mapping, tables())?;
+        transform::check_expressions_on_source(source, tables(), &maps).await?;
+    }
+    let (holder, cdc_setup) = if task.migration_type.needs_cdc() {
+        // Fail on tables in the way before anything is created on the source.
+        let live = catalog::list_tables(source).await?;
+        let selected = plan::select_tables(&live, &task.selection);
+        let maps = transform::table_maps(
+            &task.mapping,
+            selected.tables.iter().chain(&selected.parents),
+        )?;
+        let names: Vec<QualifiedName> = selected
+            .tables
+            .iter()
+            .chain(&selected.parents)
+            .map(|t| transform::target_of(&maps, t))
+            .collect();
+        let existing = catalog::existing_relations(control_client, &names).await?;
+        if !existing.is_empty()
+            && task.full_load.target_table_prep_mode == TargetTablePrepMode::Fail
+        {
+            return Err(EngineError::TablesInTheWay { tables: existing });
+        }
+        let (setup, holder, w) =
+            setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
+        warnings.extend(w);
+        let holder = holder.ok_or_else(|| {
+            EngineError::Pg(PgError::Protocol {
+                side: Side::Source,
+                message: "the replication slot exported no snapshot".to_owned(),
+            })
+        })?;
+        (holder, Some(setup))
+    } else {
+        (SnapshotHolder::export(&endpoints.source).await?, None)
+    };
+    let snapshot = holder.name().to_owned();
+    let reader = snapshot::reader(&endpoints.source, &snapshot, "pgferry plan").await?;
+    let all = catalog::list_tables(&reader).await?;
+    let large_objects = crate::blobs::count(&reader).await?;
+    if large_objects > 0 && task.migration_type.needs_cdc() {
+        warnings.push(format!(
+            "the source has {large_objects} large object(s): they are copied as of the load's \
+             snapshot, and logical decoding does not carry their later changes; copy them \
+             again at cutover if the application changes them"
+        ));
+    }
+    let mut selected = plan::select_tables(&all, &task.selection);
+    if let Some(setup) = &cdc_setup {
+        selected
+            .tables
+            .retain(|t| !setup.excluded.contains(&t.name));
+    }
+    warnings.extend(selected.warnings.iter().cloned());
+    if selected.tables.is_empty() && selected.parents.is_empty() {
+        return Err(EngineError::NothingSelected);
+    }
+    preflight::check_source_tables(source_info, &selected.tables)?;
+    let maps = transform::table_maps(
+        &task.mapping,
+        selected.tables.iter().chain(&selected.parents),
+    )?;
+
+    let names: Vec<QualifiedName> = selected
+        .tables
+        .iter()
+        .chain(&selected.parents)
+        .map(|t| transform::target_of(&maps, t))
+        .collect();
+    let existing = catalog::existing_relations(control_client, &names).await?;
+    let prep = task.full_load.target_table_prep_mode;
+    if !existing.is_empty() && prep == TargetTablePrepMode::Fail {
+        return Err(EngineError::TablesInTheWay { tables: existing });
+    }
+    let existing_set: HashSet<&QualifiedName> = existing.iter().collect();
+    let kept_existing: HashSet<u32> = match prep {
+        TargetTablePrepMode::Truncate | TargetTablePrepMode::DoNothing => selected
+            .tables
+            .iter()
+            .chain(&selected.parents)
+            .filter(|t| existing_set.contains(&transform::target_of(&maps, t)))
+            .map(|t| t.oid)
+            .collect(),
+        _ => HashSet::new(),
+    };
+
+    let settings = PlanSettings {
+        chunk_size: task.full_load.chunk_size,
+        block_size: source_info.block_size,
+        tid_range_scan: source_info.has_tid_range_scan(),
+        force_text: source_info.encoding != target_info.encoding,
+        prefer_integer_keys: task.migration_type.needs_cdc(),
+    };
+    if settings.force_text {
+        warnings.push(format!(
+            "the source's encoding is {} and the target's {}: every table is copied as text, \
+             which converts it",
+            source_info.encoding, target_info.encoding
+        ));
+    }
+    let keys = crate::keysplit::read(&reader, &selected.tables, &maps, &settings).await?;
+    let planned = plan::plan_tables(&selected.tables, &maps, &keys, &settings);
+    for t in &planned {
+        if let Some(why) = &t.split_note {
+            warnings.push(format!(
+                "{} ({} MB) is copied in one piece: {why}",
+                t.source,
+                t.estimated_bytes / (1024 * 1024)
+            ));
+        }
+    }
+    let roots: HashMap<u32, QualifiedName> = selected
+        .tables
+        .iter()
+        .filter_map(|t| Some((t.oid, t.partition_root.clone()?)))
+        .collect();
+
+    let archive = tempfile::NamedTempFile::new().map_err(|e| PgError::Io {
+        context: "creating a file for the schema dump".to_owned(),
+        source: e,
+    })?;
+    tools
+        .dump_schema(&endpoints.source, Some(&snapshot), archive.path())
+        .await?;
+    let all_oids: HashSet<u32> = all.iter().map(|t| t.oid).collect();
+    let selected_oids: HashSet<u32> = selected
+        .tables
+        .iter()
+        .chain(&selected.parents)
+        .map(|t| t.oid)
+        .collect();
+    let schema_plan = schema::plan_schema(
+        tools,
+        archive.path(),
+        &reader,
+        &task.selection,
+        &all_oids,
+        &selected_oids,
+        &kept_existing,
+        &all.iter().map(|t| (t.oid, t.table_bytes)).collect(),
+        &RenderOptions {
+            keep_owners: task.full_load.keep_owners,
+            keep_privileges: task.full_load.keep_privileges,
+        },
+    )
+    .await?;
+    let mut schema_plan = schema_plan;
+    // A pg_dump newer than the target writes settings the target does not know.
+    let known: HashSet<String> = control_client
+        .query(
+            "reading the target's settings",
+            "SELECT name FROM pg_settings",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0).to_ascii_lowercase())
+        .collect();
+    schema_plan.preamble = pgferry_pg::dump::drop_unknown_settings(&schema_plan.preamble, &known);
+    for step in &mut schema_plan.steps {
+        step.sql = pgferry_pg::dump::drop_unknown_settings(&step.sql, &known);
+    }
+    transform::apply_to_schema(
+        &mut schema_plan,
+        &selected
+            .tables
+            .iter()
+            .chain(&selected.parents)
+            .collect::<Vec<_>>(),
+        &maps,
+        &kept_existing,
+    );
+    warnings.extend(schema_plan.warnings.iter().cloned());
+    let archive_bytes = std::fs::read(archive.path()).map_err(|e| PgError::Io {
+        context: "reading the schema dump".to_owned(),
+        source: e,
+    })?;
+
+    let err =
+        |context: &'static str| move |e| EngineError::Pg(PgError::query(Side::Target, context, e));
+    let existing_json = serde_json::to_value(&existing).unwrap_or_default();
+    let tx = control_client
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(err("storing the plan"))?;
+    tx.execute(
+        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target,
+                                   schema_archive, schema_preamble, existing_tables)
+         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8)",
+        &[
+            &task.name,
+            &task.migration_type.as_str(),
+            &task.settings_json(),
+            &endpoints.source.describe(),
+            &endpoints.target.describe(),
+            &archive_bytes,
+            &schema_plan.preamble,
+            &existing_json,
+        ],
+    )
+    .await
+    .map_err(err("storing the plan"))?;
+    let insert_table = tx
+        .prepare(
+            "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
+                 target_schema, target_table, copy_format, columns, estimated_rows,
+                 estimated_bytes, chunks_total, existed_before, dump_id, root_schema,
+                 root_table, target_columns, row_filter, split_key, split_note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $19)",
+        )
+        .await
+        .map_err(err("storing the plan"))?;
+    let insert_chunk = tx
+        .prepare(
+            "INSERT INTO pgferry.chunk (task, table_id, chunk_no, start_block, end_block,
+                                        key_lo, key_hi)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(err("storing the plan"))?;
+    let mut chunk_count = 0;
+    for t in &planned {
+        let columns = serde_json::to_value(&t.columns).unwrap_or_default();
+        tx.execute(
+            &insert_table,
+            &[
+                &task.name,
+                &t.table_id,
+                &t.source.schema,
+                &t.source.name,
+                &t.target.schema,
+                &t.target.name,
+                &t.format.as_str(),
+                &columns,
+                &t.estimated_rows,
+                &t.estimated_bytes,
+                &(t.chunks.len() as i32),
+                &existing_set.contains(&t.target),
+                &schema_plan.table_entries.get(&t.source_oid),
+                &roots.get(&t.source_oid).map(|r| r.schema.clone()),
+                &roots.get(&t.source_oid).map(|r| r.name.clone()),
+                &serde_json::to_value(&t.target_columns).unwrap_or_default(),
+                &t.filter,
+                &t.split_key
+                    .as_ref()
+                    .and_then(|k| serde_json::to_value(k).ok()),
+                &t.split_note,
+            ],
+        )
+        .await
+        .map_err(err("storing the plan"))?;
+        for (i, range) in t.chunks.iter().enumerate() {
+            let (start, end, lo, hi) = match range {
+                Some(ChunkRange::Blocks(b)) => (Some(b.start), b.end, None, None),
+                Some(ChunkRange::Key(k)) => (None, None, k.lo.clone(), k.hi.clone()),
+                None => (None, None, None, None),
+            };
+            tx.execute(
+                &insert_chunk,
+                &[&task.name, &t.table_id, &(i as i32), &start, &end, &lo, &hi],
+            )
+            .await
+            .map_err(err("storing the plan"))?;
+            chunk_count += 1;
+        }
+    }
+    schema::store_steps(&tx, &task.name, &schema_plan.steps).await?;
+    if let Some(setup) = &cdc_setup {
+        store_cdc_setup(&tx, &task.name, setup).await?;
+    }
+    control::event(
+        &tx,
+        &task.name,
+        Level::Info,
+        "plan",
+        &format!(
+            "planned {} tables in {chunk_count} chunks and {} schema objects",
+            planned.len(),
+            schema_plan.steps.len()
+        ),
+        None,
+    )
+    .await?;
+    for w in &warnings {
+        control::event(&tx, &task.name, Level::Warning, "plan", w, None).await?;
+    }
+    tx.commit().await.map_err(err("storing the plan"))?;
+    Ok((holder, warnings))
+}
