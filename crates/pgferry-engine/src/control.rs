@@ -535,6 +535,88 @@ pub async fn mark_pending(tx: &impl GenericClient, task: &str, table_ids: &[i32]
     Ok(())
 }
 
+/// Records the planned tables and their chunks, inside the planning transaction. Returns
+/// how many chunks. `existing` are the targets that were there before the load, `dump_ids`
+/// the TABLE entries of the schema dump, `roots` the partitioned table of each partition.
+pub async fn store_tables(
+    tx: &impl GenericClient,
+    task: &str,
+    planned: &[crate::plan::PlannedTable],
+    existing: &std::collections::HashSet<&pgferry_pg::QualifiedName>,
+    dump_ids: &std::collections::HashMap<u32, i32>,
+    roots: &std::collections::HashMap<u32, pgferry_pg::QualifiedName>,
+) -> Result<usize> {
+    const CONTEXT: &str = "storing the plan";
+    let insert_table = tx
+        .prepare(
+            "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
+                 target_schema, target_table, copy_format, columns, estimated_rows,
+                 estimated_bytes, chunks_total, existed_before, dump_id, root_schema,
+                 root_table, target_columns, row_filter, split_key, split_note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $19)",
+        )
+        .await
+        .map_err(target_err(CONTEXT))?;
+    let insert_chunk = tx
+        .prepare(
+            "INSERT INTO pgferry.chunk (task, table_id, chunk_no, start_block, end_block,
+                                        key_lo, key_hi)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(target_err(CONTEXT))?;
+    let mut chunk_count = 0;
+    for t in planned {
+        let columns = serde_json::to_value(&t.columns).unwrap_or_default();
+        tx.execute(
+            &insert_table,
+            &[
+                &task,
+                &t.table_id,
+                &t.source.schema,
+                &t.source.name,
+                &t.target.schema,
+                &t.target.name,
+                &t.format.as_str(),
+                &columns,
+                &t.estimated_rows,
+                &t.estimated_bytes,
+                &(t.chunks.len() as i32),
+                &existing.contains(&t.target),
+                &dump_ids.get(&t.source_oid),
+                &roots.get(&t.source_oid).map(|r| r.schema.clone()),
+                &roots.get(&t.source_oid).map(|r| r.name.clone()),
+                &serde_json::to_value(&t.target_columns).unwrap_or_default(),
+                &t.filter,
+                &t.split_key
+                    .as_ref()
+                    .and_then(|k| serde_json::to_value(k).ok()),
+                &t.split_note,
+            ],
+        )
+        .await
+        .map_err(target_err(CONTEXT))?;
+        for (i, range) in t.chunks.iter().enumerate() {
+            let (start, end, lo, hi) = match range {
+                Some(pgferry_pg::copy::ChunkRange::Blocks(b)) => (Some(b.start), b.end, None, None),
+                Some(pgferry_pg::copy::ChunkRange::Key(k)) => {
+                    (None, None, k.lo.clone(), k.hi.clone())
+                }
+                None => (None, None, None, None),
+            };
+            tx.execute(
+                &insert_chunk,
+                &[&task, &t.table_id, &(i as i32), &start, &end, &lo, &hi],
+            )
+            .await
+            .map_err(target_err(CONTEXT))?;
+            chunk_count += 1;
+        }
+    }
+    Ok(chunk_count)
+}
+
 /// Moves the task to `phase` inside the caller's transaction, stamping the matching times.
 /// The caller commits, synchronously (see [`advance_phase`]).
 pub async fn set_phase(client: &impl GenericClient, task: &str, phase: Phase) -> Result<()> {

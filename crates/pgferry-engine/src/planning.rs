@@ -14,7 +14,6 @@ use std::collections::{HashMap, HashSet};
 
 use pgferry_config::{TargetTablePrepMode, Task};
 use pgferry_pg::catalog::{self, ServerInfo};
-use pgferry_pg::copy::ChunkRange;
 use pgferry_pg::dump::{PgTools, RenderOptions};
 use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
@@ -291,13 +290,7 @@ pub(crate) async fn plan_task(
             &task.mapping,
             selected.tables.iter().chain(&selected.parents),
         )?;
-        let names: Vec<QualifiedName> = selected
-            .tables
-            .iter()
-            .chain(&selected.parents)
-            .map(|t| transform::target_of(&maps, t))
-            .collect();
-        let existing = catalog::existing_relations(control_client, &names).await?;
+        let existing = in_the_way(control_client, &selected, &maps).await?;
         if !existing.is_empty()
             && task.full_load.target_table_prep_mode == TargetTablePrepMode::Fail
         {
@@ -342,14 +335,7 @@ pub(crate) async fn plan_task(
         &task.mapping,
         selected.tables.iter().chain(&selected.parents),
     )?;
-
-    let names: Vec<QualifiedName> = selected
-        .tables
-        .iter()
-        .chain(&selected.parents)
-        .map(|t| transform::target_of(&maps, t))
-        .collect();
-    let existing = catalog::existing_relations(control_client, &names).await?;
+    let existing = in_the_way(control_client, &selected, &maps).await?;
     let prep = task.full_load.target_table_prep_mode;
     if !existing.is_empty() && prep == TargetTablePrepMode::Fail {
         return Err(EngineError::TablesInTheWay { tables: existing });
@@ -483,71 +469,15 @@ pub(crate) async fn plan_task(
     )
     .await
     .map_err(err("storing the plan"))?;
-    let insert_table = tx
-        .prepare(
-            "INSERT INTO pgferry.table_state (task, table_id, source_schema, source_table,
-                 target_schema, target_table, copy_format, columns, estimated_rows,
-                 estimated_bytes, chunks_total, existed_before, dump_id, root_schema,
-                 root_table, target_columns, row_filter, split_key, split_note)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $19)",
-        )
-        .await
-        .map_err(err("storing the plan"))?;
-    let insert_chunk = tx
-        .prepare(
-            "INSERT INTO pgferry.chunk (task, table_id, chunk_no, start_block, end_block,
-                                        key_lo, key_hi)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .await
-        .map_err(err("storing the plan"))?;
-    let mut chunk_count = 0;
-    for t in &planned {
-        let columns = serde_json::to_value(&t.columns).unwrap_or_default();
-        tx.execute(
-            &insert_table,
-            &[
-                &task.name,
-                &t.table_id,
-                &t.source.schema,
-                &t.source.name,
-                &t.target.schema,
-                &t.target.name,
-                &t.format.as_str(),
-                &columns,
-                &t.estimated_rows,
-                &t.estimated_bytes,
-                &(t.chunks.len() as i32),
-                &existing_set.contains(&t.target),
-                &schema_plan.table_entries.get(&t.source_oid),
-                &roots.get(&t.source_oid).map(|r| r.schema.clone()),
-                &roots.get(&t.source_oid).map(|r| r.name.clone()),
-                &serde_json::to_value(&t.target_columns).unwrap_or_default(),
-                &t.filter,
-                &t.split_key
-                    .as_ref()
-                    .and_then(|k| serde_json::to_value(k).ok()),
-                &t.split_note,
-            ],
-        )
-        .await
-        .map_err(err("storing the plan"))?;
-        for (i, range) in t.chunks.iter().enumerate() {
-            let (start, end, lo, hi) = match range {
-                Some(ChunkRange::Blocks(b)) => (Some(b.start), b.end, None, None),
-                Some(ChunkRange::Key(k)) => (None, None, k.lo.clone(), k.hi.clone()),
-                None => (None, None, None, None),
-            };
-            tx.execute(
-                &insert_chunk,
-                &[&task.name, &t.table_id, &(i as i32), &start, &end, &lo, &hi],
-            )
-            .await
-            .map_err(err("storing the plan"))?;
-            chunk_count += 1;
-        }
-    }
+    let chunk_count = control::store_tables(
+        &tx,
+        &task.name,
+        &planned,
+        &existing_set,
+        &schema_plan.table_entries,
+        &roots,
+    )
+    .await?;
     schema::store_steps(&tx, &task.name, &schema_plan.steps).await?;
     if let Some(setup) = &cdc_setup {
         store_cdc_setup(&tx, &task.name, setup).await?;
@@ -570,4 +500,19 @@ pub(crate) async fn plan_task(
     }
     tx.commit().await.map_err(err("storing the plan"))?;
     Ok((holder, warnings))
+}
+
+/// The selected tables' target names that already exist on the target.
+async fn in_the_way(
+    target: &PgClient,
+    selected: &plan::Selected,
+    maps: &HashMap<u32, pgferry_config::TableMap>,
+) -> Result<Vec<QualifiedName>> {
+    let names: Vec<QualifiedName> = selected
+        .tables
+        .iter()
+        .chain(&selected.parents)
+        .map(|t| transform::target_of(maps, t))
+        .collect();
+    Ok(catalog::existing_relations(target, &names).await?)
 }
