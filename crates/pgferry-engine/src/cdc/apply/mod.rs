@@ -31,7 +31,7 @@
 //! takes the careful path, in source order.
 //!
 //! Where each part lives: this file holds the applier's state, the stream's messages and
-//! the batch and checkpoint; [`coalesce`] folds changes into net effects, `bulk` is the
+//! the batch and checkpoint; `coalesce` folds changes into net effects, `bulk` is the
 //! fast path, `careful` the change-by-change path with the error policies, `filters` the
 //! row and chunk filters, and `params` the parameter encodings.
 
