@@ -16,6 +16,10 @@
 //! * a table not started at all is copied from the new snapshot with the same table-wide
 //!   filter; a table finished under the first snapshot is kept as it is.
 //!
+//! A recorded snapshot is its visibility and the source's WAL position when it was taken:
+//! a transaction that commits after that position was not seen, so a stream that runs for
+//! days never mistakes a new transaction for a seen one when 32-bit xids wrap around.
+//!
 //! Everything is decided and recorded in one target transaction: a crash before it
 //! commits leaves the state as it was, and the next run does the same again.
 

@@ -59,7 +59,12 @@ impl SnapshotHolder {
         let row = client
             .query_one(
                 "exporting a snapshot",
-                "SELECT pg_export_snapshot(), txid_current_snapshot()::text",
+                // The WAL position after the snapshot: every transaction it sees committed
+                // before it (see `SnapshotFilter::saw_commit`).
+                "SELECT pg_export_snapshot(), txid_current_snapshot()::text ||
+                        coalesce('@' || CASE WHEN pg_is_in_recovery()
+                                             THEN pg_last_wal_replay_lsn()
+                                             ELSE pg_current_wal_insert_lsn() END::text, '')",
                 &[],
             )
             .await?;

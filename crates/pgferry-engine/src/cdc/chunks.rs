@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 
 use pgferry_pg::pgoutput::Value;
-use pgferry_pg::{PgClient, QualifiedName};
+use pgferry_pg::{Lsn, PgClient, QualifiedName};
 
 use crate::cdc::tables::SnapshotFilter;
 use crate::error::Result;
@@ -56,7 +56,7 @@ pub enum Verdict {
 impl ChunkFilters {
     /// Whether the chunk holding `key` was copied from a snapshot that saw `xid`. A key
     /// that could not be read counts as not seen (the change is applied).
-    pub fn saw(&self, key: Option<i64>, xid: u32) -> bool {
+    pub fn saw(&self, key: Option<i64>, xid: u32, commit_lsn: Lsn) -> bool {
         let Some(k) = key else {
             return false;
         };
@@ -67,13 +67,13 @@ impl ChunkFilters {
             .partition_point(|(lo, _, _)| lo.is_none_or(|lo| lo <= k));
         n.checked_sub(1)
             .and_then(|i| self.ranges[i].2.as_ref())
-            .is_some_and(|f| f.saw(xid))
+            .is_some_and(|f| f.saw_commit(xid, commit_lsn))
     }
 
     /// The verdict for a change whose row had key `old` before it and `new` after it
     /// (the same for an insert or a delete).
-    pub fn verdict(&self, old: Option<i64>, new: Option<i64>, xid: u32) -> Verdict {
-        match (self.saw(old, xid), self.saw(new, xid)) {
+    pub fn verdict(&self, old: Option<i64>, new: Option<i64>, xid: u32, lsn: Lsn) -> Verdict {
+        match (self.saw(old, xid, lsn), self.saw(new, xid, lsn)) {
             (false, false) => Verdict::Apply,
             (true, true) => Verdict::Skip,
             (false, true) => Verdict::DeleteOld,
@@ -166,16 +166,22 @@ mod tests {
     #[test]
     fn a_change_applies_unless_its_rows_chunk_saw_it() {
         let f = filters();
-        assert!(!f.saw(Some(5), 45), "first-snapshot chunk");
-        assert!(f.saw(Some(150), 45));
-        assert!(!f.saw(Some(150), 60), "after the later snapshot");
-        assert!(f.saw(Some(10_000), 45), "open last range");
-        assert!(!f.saw(None, 45), "an unreadable key is applied");
-        assert_eq!(f.verdict(Some(150), Some(150), 45), Verdict::Skip);
-        assert_eq!(f.verdict(Some(5), Some(5), 45), Verdict::Apply);
-        assert_eq!(f.verdict(Some(5), Some(150), 45), Verdict::DeleteOld);
-        assert_eq!(f.verdict(Some(150), Some(5), 45), Verdict::InsertNew);
-        assert_eq!(f.verdict(Some(150), Some(5), 60), Verdict::Apply);
+        assert!(!f.saw(Some(5), 45, Lsn(1)), "first-snapshot chunk");
+        assert!(f.saw(Some(150), 45, Lsn(1)));
+        assert!(!f.saw(Some(150), 60, Lsn(1)), "after the later snapshot");
+        assert!(f.saw(Some(10_000), 45, Lsn(1)), "open last range");
+        assert!(!f.saw(None, 45, Lsn(1)), "an unreadable key is applied");
+        assert_eq!(f.verdict(Some(150), Some(150), 45, Lsn(1)), Verdict::Skip);
+        assert_eq!(f.verdict(Some(5), Some(5), 45, Lsn(1)), Verdict::Apply);
+        assert_eq!(
+            f.verdict(Some(5), Some(150), 45, Lsn(1)),
+            Verdict::DeleteOld
+        );
+        assert_eq!(
+            f.verdict(Some(150), Some(5), 45, Lsn(1)),
+            Verdict::InsertNew
+        );
+        assert_eq!(f.verdict(Some(150), Some(5), 60, Lsn(1)), Verdict::Apply);
     }
 
     #[test]

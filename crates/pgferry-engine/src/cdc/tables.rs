@@ -383,11 +383,20 @@ async fn primary_key(target: &PgClient, table: &QualifiedName) -> Result<Vec<Str
 pub struct SnapshotFilter {
     xmax: u32,
     in_progress: HashSet<u32>,
+    /// The source's WAL insert position when the snapshot was taken: a transaction whose
+    /// commit comes after it was not seen, whatever its xid (32-bit xids wrap around in a
+    /// long stream). `None` for filters recorded without it.
+    until: Option<pgferry_pg::Lsn>,
 }
 
 impl SnapshotFilter {
-    /// Parses `txid_current_snapshot()`'s text form: `xmin:xmax:xip,xip,...` (64-bit).
+    /// Parses `txid_current_snapshot()`'s text form, `xmin:xmax:xip,xip,...` (64-bit),
+    /// optionally followed by `@` and the WAL position at the snapshot.
     pub fn parse(s: &str) -> Option<SnapshotFilter> {
+        let (s, until) = match s.trim().split_once('@') {
+            Some((snapshot, lsn)) => (snapshot, Some(lsn.trim().parse().ok()?)),
+            None => (s, None),
+        };
         let mut parts = s.trim().split(':');
         let _xmin: u64 = parts.next()?.parse().ok()?;
         let xmax: u64 = parts.next()?.parse().ok()?;
@@ -401,6 +410,7 @@ impl SnapshotFilter {
         Some(SnapshotFilter {
             xmax: xmax as u32,
             in_progress,
+            until,
         })
     }
 
@@ -408,6 +418,12 @@ impl SnapshotFilter {
     /// sends it): it did when `xid` precedes `xmax` and was not in progress.
     pub fn saw(&self, xid: u32) -> bool {
         (xid.wrapping_sub(self.xmax) as i32) < 0 && !self.in_progress.contains(&xid)
+    }
+
+    /// [`saw`](Self::saw), for a transaction that committed at `commit_lsn`: one that
+    /// committed after the snapshot's WAL position was never seen.
+    pub fn saw_commit(&self, xid: u32, commit_lsn: pgferry_pg::Lsn) -> bool {
+        self.until.is_none_or(|until| commit_lsn <= until) && self.saw(xid)
     }
 }
 
@@ -428,6 +444,13 @@ mod tests {
         // 64-bit xids: only the low 32 bits travel in pgoutput.
         let wide = SnapshotFilter::parse("4294967390:4294967400:").unwrap();
         assert!(wide.saw(100) && !wide.saw(104));
+        // With the WAL position, a far later transaction whose xid wrapped is not seen.
+        let at = SnapshotFilter::parse("100:110:103@0/5000").unwrap();
+        let wrapped = 110u32.wrapping_add(3_000_000_000);
+        assert!(at.saw(wrapped), "32-bit xids alone cannot tell");
+        assert!(!at.saw_commit(wrapped, pgferry_pg::Lsn(0x9000)));
+        assert!(at.saw_commit(104, pgferry_pg::Lsn(0x4000)));
+        assert!(SnapshotFilter::parse("1:2:@nonsense").is_none());
         assert!(SnapshotFilter::parse("garbage").is_none());
     }
 

@@ -13,6 +13,7 @@ impl Applier {
         table: &TableInfo,
         op: Op,
         xid: u32,
+        commit_lsn: Lsn,
     ) -> Result<Option<Op>> {
         let Some(filters) = self.chunk_filters.get(&table.source) else {
             return Ok(Some(op));
@@ -26,7 +27,7 @@ impl Applier {
             Op::Delete(old) => (key(old), key(old)),
             Op::Update { old, new } => (key(old.as_ref().map(|(_, t)| t).unwrap_or(new)), key(new)),
         };
-        match (filters.verdict(old, new, xid), op) {
+        match (filters.verdict(old, new, xid, commit_lsn), op) {
             (Verdict::Apply, op) => Ok(Some(op)),
             (Verdict::Skip, _) => Ok(None),
             (

@@ -519,8 +519,10 @@ impl Applier {
     }
 
     /// Whether this transaction's changes to `table` are already in the target's copy.
-    fn filtered(&self, table: &QualifiedName, xid: u32) -> bool {
-        self.filters.get(table).is_some_and(|f| f.saw(xid))
+    fn filtered(&self, table: &QualifiedName, xid: u32, commit_lsn: Lsn) -> bool {
+        self.filters
+            .get(table)
+            .is_some_and(|f| f.saw_commit(xid, commit_lsn))
     }
 
     async fn change(&mut self, relation: u32, op: Op) -> Result<()> {
@@ -536,11 +538,16 @@ impl Applier {
         let Some(table) = self.table(relation)? else {
             return Ok(());
         };
-        if self.suspended.contains(&table.source) || self.filtered(&table.source, txn.xid) {
+        if self.suspended.contains(&table.source)
+            || self.filtered(&table.source, txn.xid, txn.final_lsn)
+        {
             return Ok(());
         }
         let (xid, commit_lsn, commit_time) = (txn.xid, txn.final_lsn, txn.commit_time);
-        let Some(op) = self.through_chunk_filters(&table, op, xid).await? else {
+        let Some(op) = self
+            .through_chunk_filters(&table, op, xid, commit_lsn)
+            .await?
+        else {
             return Ok(());
         };
         if let Some(t) = self.txn.as_mut() {
@@ -575,12 +582,12 @@ impl Applier {
         if txn.skip {
             return Ok(());
         }
-        let xid = txn.xid;
+        let (xid, lsn) = (txn.xid, txn.final_lsn);
         let mut targets = Vec::new();
         for r in relations {
             if let Some(t) = self.table(*r)?
                 && !self.suspended.contains(&t.source)
-                && !self.filtered(&t.source, xid)
+                && !self.filtered(&t.source, xid, lsn)
             {
                 targets.push(t);
             }
