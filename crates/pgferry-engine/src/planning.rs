@@ -80,16 +80,7 @@ pub(crate) async fn setup_cdc(
         .unwrap_or_else(|| cdc::source::default_name(&task.name));
     // A slot of this name without a task row is the leftover of a planning that died
     // before it was recorded: it was never used, so it is dropped and made again.
-    if cdc::source::slot_info(source, &slot).await?.is_some() {
-        cdc::source::free_slot(source, &slot).await?;
-        source
-            .execute(
-                "dropping an unused replication slot",
-                "SELECT pg_drop_replication_slot($1)",
-                &[&slot],
-            )
-            .await?;
-    }
+    cdc::source::drop_slot(source, &slot).await?;
     let mut repl =
         ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry slot").await?;
     let created = repl.create_slot(&slot, export).await?;

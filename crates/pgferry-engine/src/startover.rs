@@ -59,19 +59,7 @@ pub(crate) async fn start_over(
         .get(0);
     mark_started(control_client, &task.name).await?;
 
-    if crate::cdc::source::slot_info(source, &old_slot)
-        .await?
-        .is_some()
-    {
-        crate::cdc::source::free_slot(source, &old_slot).await?;
-        source
-            .execute(
-                "dropping the lost replication slot",
-                "SELECT pg_drop_replication_slot($1)",
-                &[&old_slot],
-            )
-            .await?;
-    }
+    crate::cdc::source::drop_slot(source, &old_slot).await?;
     let (setup, holder, _) =
         planning::setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
     let holder = holder.ok_or_else(|| {

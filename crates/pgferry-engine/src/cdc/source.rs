@@ -313,6 +313,23 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
     }))
 }
 
+/// Drops `slot` if it exists, first ending a backend that still holds it. Returns whether
+/// there was one.
+pub async fn drop_slot(source: &PgClient, slot: &str) -> Result<bool> {
+    if slot_info(source, slot).await?.is_none() {
+        return Ok(false);
+    }
+    free_slot(source, slot).await?;
+    source
+        .execute(
+            "dropping the replication slot",
+            "SELECT pg_drop_replication_slot($1)",
+            &[&slot],
+        )
+        .await?;
+    Ok(true)
+}
+
 /// Ends a backend still attached to the slot (a pgferry process that died without the
 /// server noticing yet), instead of waiting for `wal_sender_timeout`. The task lock
 /// guarantees no live pgferry process runs this task.
@@ -366,15 +383,7 @@ pub async fn cleanup(source: &PgClient, control_client: &PgClient, task: &str) -
     if let Some(row) = state {
         let (slot, publication, created): (String, String, bool) =
             (row.get(0), row.get(1), row.get(2));
-        if slot_info(source, &slot).await?.is_some() {
-            free_slot(source, &slot).await?;
-            source
-                .execute(
-                    "dropping the replication slot",
-                    "SELECT pg_drop_replication_slot($1)",
-                    &[&slot],
-                )
-                .await?;
+        if drop_slot(source, &slot).await? {
             cleaned.slot_dropped = Some(slot);
         }
         if created {
