@@ -5,14 +5,18 @@
 //! the load's parallelism. Everything here is pure data and validation: no I/O beyond reading
 //! the file, so every rule can be unit tested without a database.
 
+pub mod alarm;
 mod cdc;
 pub mod convert;
 pub mod dms;
 mod error;
 pub mod explain;
 pub mod mapping;
+pub mod metrics;
 pub mod monitoring;
+pub mod notifier;
 mod pattern;
+pub mod retry;
 mod selection;
 mod suggest;
 mod task;

@@ -1,16 +1,16 @@
 //! The task file's monitoring sections: `[monitoring]`, `[http]`, `[[alarm]]`,
 //! `[[command_metric]]` and `[[notifier]]`.
 //!
-//! Alarm and notifier fields are pgferry-observe's types, so the file and the evaluator share
-//! one definition.
+//! Alarm and notifier declarations are this crate's types ([`crate::alarm`],
+//! [`crate::notifier`]); pgferry-observe evaluates and delivers through the same ones.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgferry_observe::notify::NotifierConfig;
-use pgferry_observe::{AlarmRule, Comparison, MissingData, Statistic};
+use crate::alarm::{AlarmRule, Comparison, MissingData, Statistic};
+use crate::notifier::NotifierConfig;
 use serde::Deserialize;
 
 use crate::task::PasswordSource;
@@ -237,8 +237,8 @@ pub(crate) fn build(
                 format!("two alarms are named {:?}; names must differ", rule.name),
             ));
         }
-        if pgferry_observe::metrics::info(&rule.metric).is_none() {
-            let names: Vec<&str> = pgferry_observe::CATALOG.iter().map(|m| m.name).collect();
+        if crate::metrics::info(&rule.metric).is_none() {
+            let names: Vec<&str> = crate::metrics::CATALOG.iter().map(|m| m.name).collect();
             let hint = crate::suggest::did_you_mean(&rule.metric, &names);
             return Err(invalid(
                 "alarm",
@@ -386,7 +386,7 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// How an email notifier's password is found, if it has one.
-pub fn email_password(e: &pgferry_observe::notify::EmailConfig) -> Option<PasswordSource> {
+pub fn email_password(e: &crate::notifier::EmailConfig) -> Option<PasswordSource> {
     if let Some(v) = &e.password_env {
         return Some(PasswordSource::Env(v.clone()));
     }
@@ -452,7 +452,7 @@ mod tests {
         );
         for a in default_alarms() {
             a.check().unwrap();
-            assert!(pgferry_observe::metrics::info(&a.metric).is_some());
+            assert!(crate::metrics::info(&a.metric).is_some());
         }
     }
 }

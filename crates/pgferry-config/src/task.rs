@@ -23,6 +23,8 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 256 * 1024 * 1024;
 /// Smallest accepted chunk size (1MB as written in a task file); below this the per-chunk
 /// transaction dominates.
 const MIN_CHUNK_SIZE: u64 = 1_000_000;
+/// Less than this per task would make every index build spill to disk.
+const MIN_INDEX_MEMORY: u64 = 1_000_000;
 /// Beyond a terabyte a chunk is no longer a piece of a table.
 const MAX_CHUNK_SIZE: u64 = 1_000_000_000_000;
 
@@ -134,6 +136,9 @@ pub struct FullLoadSettings {
     pub jobs: usize,
     /// Tables bigger than this (in bytes on disk) are split into chunks of about this size.
     pub chunk_size: u64,
+    /// Memory shared by the index builds that run at once (`maintenance_work_mem` times
+    /// `jobs`); `None` lets pgferry size it from the target's `effective_cache_size`.
+    pub index_memory: Option<u64>,
     pub target_table_prep_mode: TargetTablePrepMode,
     /// Restore object owners (`ALTER ... OWNER TO`); the roles must exist on the target.
     pub keep_owners: bool,
@@ -185,6 +190,7 @@ struct RawTask {
     target: RawEndpoint,
     jobs: Option<usize>,
     chunk_size: Option<Size>,
+    index_memory: Option<Size>,
     target_table_prep_mode: Option<TargetTablePrepMode>,
     #[serde(default)]
     keep_owners: bool,
@@ -213,11 +219,11 @@ struct RawTask {
     monitoring: Option<RawMonitoring>,
     http: Option<RawHttp>,
     #[serde(default)]
-    alarm: Vec<pgferry_observe::AlarmRule>,
+    alarm: Vec<crate::alarm::AlarmRule>,
     #[serde(default)]
     command_metric: Vec<CommandMetric>,
     #[serde(default)]
-    notifier: Vec<pgferry_observe::notify::NotifierConfig>,
+    notifier: Vec<crate::notifier::NotifierConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +375,17 @@ impl Task {
                 "chunk_size",
                 format!("is {chunk_size} bytes; it must be at least 1MB"),
             ));
+        }
+        let index_memory = raw.index_memory.map(|b| b.0);
+        match index_memory {
+            Some(b) if b < MIN_INDEX_MEMORY => {
+                return Err(invalid(
+                    "index_memory",
+                    format!("is {b} bytes; it must be at least 1MB"),
+                ));
+            }
+            Some(b) => explanation.set("index_memory", b, Origin::Toml, None),
+            None => explanation.set("index_memory", "auto", Origin::Default, None),
         }
         let target_table_prep_mode = pick(
             &mut explanation,
@@ -653,6 +670,7 @@ impl Task {
             full_load: FullLoadSettings {
                 jobs,
                 chunk_size,
+                index_memory,
                 target_table_prep_mode,
                 keep_owners: raw.keep_owners,
                 keep_privileges: raw.keep_privileges,
@@ -684,6 +702,7 @@ impl Task {
             full_load: FullLoadSettings {
                 jobs: default_jobs(),
                 chunk_size: DEFAULT_CHUNK_SIZE,
+                index_memory: None,
                 target_table_prep_mode: TargetTablePrepMode::Fail,
                 keep_owners: false,
                 keep_privileges: false,

@@ -33,8 +33,8 @@ use crate::load::{self, ChunkJob, LoadContext, TableJob};
 use crate::progress::{RunProgress, TableState};
 use crate::queue::WorkQueue;
 use crate::schema::{self, DUPLICATE_OBJECT, RETRY_SQLSTATES, STEP_ATTEMPTS, StoredStep, sqlstate};
-use crate::session;
 use crate::snapshot::SnapshotHolder;
+use crate::{retry, session};
 
 /// A node of the build graph.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +69,8 @@ pub struct BuildInput {
     pub preamble: String,
     pub skip_duplicates: bool,
     pub jobs: usize,
+    /// The task's `index_memory`: shared by the workers' index builds.
+    pub index_memory: Option<u64>,
     /// Held until the last chunk is copied, then released.
     pub snapshot: Option<SnapshotHolder>,
 }
@@ -92,6 +94,8 @@ struct Shared {
     tables: Vec<Arc<TableJob>>,
     preamble: String,
     skip_duplicates: bool,
+    index_memory: Option<u64>,
+    jobs: usize,
     snapshot: Mutex<Option<SnapshotHolder>>,
     progress: Arc<RunProgress>,
 }
@@ -167,6 +171,8 @@ pub async fn run(input: BuildInput, progress: Arc<RunProgress>) -> Result<BuildO
         tables: input.tables.clone(),
         preamble: input.preamble,
         skip_duplicates: input.skip_duplicates,
+        index_memory: input.index_memory,
+        jobs,
         snapshot: Mutex::new(input.snapshot),
         progress,
     });
@@ -318,6 +324,10 @@ async fn open_target(shared: &Shared, n: usize) -> Result<PgClient> {
     target
         .batch("setting up a target session", &shared.preamble)
         .await?;
+    let memory = session::index_memory(&target, shared.index_memory, shared.jobs).await?;
+    if n == 0 {
+        tracing::info!("index builds use maintenance_work_mem = {memory} each");
+    }
     Ok(target)
 }
 
@@ -416,8 +426,8 @@ async fn copy(
             }
             // Not this table's fault, and no retry helps: the build ends, `run` goes on.
             Err(EngineError::SnapshotLost) => return Err(EngineError::SnapshotLost),
-            Err(e) if e.is_retryable() && attempt < load::CHUNK_ATTEMPTS => {
-                let wait = load::backoff(attempt);
+            Err(e) if retry::again(&e, attempt) => {
+                let wait = retry::backoff(attempt);
                 tracing::warn!(
                     table = %table.source,
                     chunk = job.chunk_no,
@@ -529,8 +539,8 @@ async fn load_done(
         .await;
         let lost = match result {
             Ok(lost) => lost,
-            Err(e) if e.is_retryable() && attempt < load::CHUNK_ATTEMPTS => {
-                let wait = load::backoff(attempt);
+            Err(e) if retry::again(&e, attempt) => {
+                let wait = retry::backoff(attempt);
                 tracing::warn!(attempt, error = %e, "ending the load failed; retrying in {} s",
                     wait.as_secs());
                 *conns = None;

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pgferry_pg::copy::{
     BlockRange, ChunkRange, CopyCounters, CopyFormat, CopySpec, copy_statements, pipe,
@@ -29,14 +29,6 @@ use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
 use crate::control;
 use crate::error::{EngineError, Result};
 use crate::progress::TableProgress;
-
-/// Attempts per chunk before its table is given up for this run. With the backoff below
-/// a chunk rides out about a minute of network or server trouble.
-pub const CHUNK_ATTEMPTS: u32 = 6;
-
-/// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A table as the workers see it.
 #[derive(Debug)]
@@ -90,33 +82,6 @@ pub struct LoadContext {
     pub target: ConnInfo,
     /// The snapshot chunks read; empty when no chunk is left to copy.
     pub snapshot: String,
-}
-
-/// Runs `op` until it succeeds, fails for good, or has failed [`CHUNK_ATTEMPTS`] times,
-/// waiting [`backoff`] between attempts: for a server that is coming back from a restart.
-pub(crate) async fn retried<T, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> Result<T>
-where
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match op().await {
-            Err(e) if e.is_retryable() && attempt < CHUNK_ATTEMPTS => {
-                let wait = backoff(attempt);
-                tracing::warn!(error = %e, "{what} failed; retrying in {} s", wait.as_secs());
-                tokio::time::sleep(wait).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// How long to wait before retry `attempt` (1-based): doubling from one second, capped.
-pub fn backoff(attempt: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << attempt.min(10).saturating_sub(1))
-        .min(MAX_BACKOFF)
 }
 
 /// Copies one chunk in one target transaction that also marks it done, reading the
@@ -278,17 +243,4 @@ pub async fn pending_chunks(
             })
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(4), Duration::from_secs(8));
-        assert_eq!(backoff(9), MAX_BACKOFF);
-    }
 }

@@ -8,38 +8,11 @@ use std::collections::HashMap;
 
 use pgferry_config::mapping::ChunkHint;
 use pgferry_config::{Selection, TableMap};
-use pgferry_pg::QualifiedName;
 use pgferry_pg::catalog::Table;
 use pgferry_pg::copy::{BlockRange, ChunkRange, CopyFormat};
 use pgferry_pg::split::{self, SplitKey};
-use serde::Serialize;
 
-/// One table to copy.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlannedTable {
-    /// Stable within a task; orders tables in the control schema.
-    pub table_id: i32,
-    pub source_oid: u32,
-    pub source: QualifiedName,
-    pub target: QualifiedName,
-    /// Columns COPY moves, in source order; generated and removed columns are left out.
-    pub columns: Vec<String>,
-    /// The target column each of `columns` goes into.
-    pub target_columns: Vec<String>,
-    /// The rows to copy, as a predicate over the source's columns; `None` for all.
-    pub filter: Option<String>,
-    /// Tables with a higher order load first (DMS's `load-order`).
-    pub load_order: i64,
-    pub format: CopyFormat,
-    pub estimated_rows: Option<i64>,
-    pub estimated_bytes: i64,
-    /// `None` for a whole-table chunk.
-    pub chunks: Vec<Option<ChunkRange>>,
-    /// The column key-range chunks split on.
-    pub split_key: Option<SplitKey>,
-    /// Why a table bigger than one chunk is copied in one piece.
-    pub split_note: Option<String>,
-}
+pub use crate::control::PlannedTable;
 
 /// What the source said about splitting a table by key ranges, read before planning
 /// (see [`key_split_parts`]).
@@ -280,6 +253,7 @@ pub fn plan_tables(
 #[cfg(test)]
 mod tests {
     use pgferry_config::TableRule;
+    use pgferry_pg::QualifiedName;
     use pgferry_pg::catalog::Column;
 
     use super::*;

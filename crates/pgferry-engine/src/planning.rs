@@ -19,9 +19,9 @@ use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 
 use crate::control::{self, Level};
+use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::plan::{self, PlanSettings};
-use crate::run::Endpoints;
 use crate::snapshot::{self, SnapshotHolder};
 use crate::{cdc, preflight, schema, transform};
 

@@ -145,7 +145,7 @@ pub struct RunProgress {
     pub tables: RwLock<Vec<Arc<TableProgress>>>,
     pub steps_total: AtomicU32,
     pub steps_done: AtomicU32,
-    cdc: Mutex<Option<crate::cdc::CdcLive>>,
+    cdc: Mutex<Option<crate::cdc::live::CdcLive>>,
 }
 
 impl Default for RunProgress {
@@ -196,11 +196,11 @@ impl RunProgress {
     }
 
     /// Live CDC figures, once streaming.
-    pub fn cdc(&self) -> Option<crate::cdc::CdcLive> {
+    pub fn cdc(&self) -> Option<crate::cdc::live::CdcLive> {
         self.cdc.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set_cdc(&self, live: crate::cdc::CdcLive) {
+    pub fn set_cdc(&self, live: crate::cdc::live::CdcLive) {
         *self.cdc.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
     }
 

@@ -22,39 +22,16 @@ use pgferry_config::{TargetTablePrepMode, Task};
 use pgferry_pg::catalog::{self, ServerInfo};
 use pgferry_pg::copy::CopyFormat;
 use pgferry_pg::dump::PgTools;
-use pgferry_pg::{ConnInfo, PgClient, PgError, QualifiedName, Side};
+use pgferry_pg::{ConnInfo, PgClient, QualifiedName, Side};
 use serde::Serialize;
 
 use crate::control::{self, Level, Phase};
+use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::load::{LoadContext, TableJob};
 use crate::progress::{PhaseTime, RunProgress, TableProgress, TableState};
 use crate::snapshot::SnapshotHolder;
 use crate::{build, cdc, finish, load, preflight, schema};
-
-/// Both sides' connection details, resolved from the task.
-#[derive(Debug, Clone)]
-pub struct Endpoints {
-    pub source: ConnInfo,
-    pub target: ConnInfo,
-}
-
-impl Endpoints {
-    pub fn resolve(task: &Task) -> Result<Self> {
-        let resolve = |side, endpoint: &pgferry_config::Endpoint| {
-            let info = ConnInfo::resolve(&endpoint.url, endpoint.password.as_ref())
-                .map_err(|source| EngineError::Pg(PgError::ConnInfo { side, source }))?;
-            for ignored in &info.ignored {
-                tracing::warn!(side = %side, option = %ignored, "connection option ignored");
-            }
-            Ok::<_, EngineError>(info)
-        };
-        Ok(Endpoints {
-            source: resolve(Side::Source, &task.source)?,
-            target: resolve(Side::Target, &task.target)?,
-        })
-    }
-}
 
 /// One table in the final summary.
 #[derive(Debug, Clone, Serialize)]
@@ -302,7 +279,7 @@ async fn run_phases(
                 Some(h) if h.is_alive() => h,
                 _ => {
                     // Waiting for a source that is coming back.
-                    let holder = load::retried("exporting a snapshot", || {
+                    let holder = crate::retry::retried("exporting a snapshot", || {
                         SnapshotHolder::export(&endpoints.source)
                     })
                     .await?;
@@ -357,6 +334,7 @@ async fn run_phases(
             preamble: preamble.clone(),
             skip_duplicates: task.full_load.target_table_prep_mode != TargetTablePrepMode::Fail,
             jobs: task.full_load.jobs,
+            index_memory: task.full_load.index_memory,
             snapshot,
         };
         let outcome = match build::run(input, progress.clone()).await {

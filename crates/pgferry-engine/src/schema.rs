@@ -70,6 +70,12 @@ pub(crate) const DUPLICATE_OBJECT: &[&str] =
 /// Lock conflicts between parallel DDL: retried.
 pub(crate) const RETRY_SQLSTATES: &[&str] = &["40P01", "40001", "55P03"];
 
+/// The kind of the pre-data steps that carry out transformation rules, one statement each.
+pub const TRANSFORM_KIND: &str = "TRANSFORM";
+/// The kind of the parse-only steps that check an `add-column` expression: parsed by the
+/// target, never run.
+pub const EXPRESSION_CHECK_KIND: &str = "EXPRESSION CHECK";
+
 /// How many times a post-data step is retried after a deadlock with a concurrent step.
 pub(crate) const STEP_ATTEMPTS: u32 = 4;
 
@@ -594,7 +600,7 @@ pub async fn restore_pre_data(
         tx.batch_execute("SAVEPOINT pgferry_step")
             .await
             .map_err(err("setting a savepoint"))?;
-        let ran = if step.kind == crate::transform::EXPRESSION_CHECK_KIND {
+        let ran = if step.kind == EXPRESSION_CHECK_KIND {
             check_expression(&tx, step).await?;
             Ok(())
         } else {

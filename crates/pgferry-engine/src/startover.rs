@@ -33,9 +33,9 @@ use pgferry_pg::catalog::ServerInfo;
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 
 use crate::control::{self, Level, Phase};
+use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::planning::{self, CdcSetup};
-use crate::run::Endpoints;
 use crate::snapshot::SnapshotHolder;
 use crate::validate::{self, Outcome};
 

@@ -17,6 +17,7 @@ use pgferry_pg::catalog::Table;
 use pgferry_pg::{QualifiedName, quote_ident, quote_literal};
 
 use crate::error::{EngineError, Result};
+use crate::schema::{EXPRESSION_CHECK_KIND, TRANSFORM_KIND};
 
 /// Resolves the task's rules for one source table.
 pub fn map_table(mapping: &Mapping, table: &Table) -> Result<TableMap> {
@@ -613,11 +614,6 @@ pub fn target_of(maps: &HashMap<u32, TableMap>, table: &Table) -> QualifiedName 
         .map(target_name)
         .unwrap_or_else(|| table.name.clone())
 }
-
-/// The kind of the pre-data steps that carry out the rules, one statement each.
-pub const TRANSFORM_KIND: &str = "TRANSFORM";
-/// The kind of the parse-only steps that check an `add-column` expression.
-pub const EXPRESSION_CHECK_KIND: &str = "EXPRESSION CHECK";
 
 /// Carries the rules into a schema plan: last pre-data steps with every table's `ALTER`s,
 /// one statement a step (negative dump ids, so `schema::execute_step` sends each alone),

@@ -19,10 +19,10 @@ use pgferry_pg::{PgClient, QualifiedName, Side, describe_pg_error, quote_ident};
 use serde::Serialize;
 
 use crate::control;
+use crate::endpoints::Endpoints;
 use crate::error::Result;
 use crate::plan;
 use crate::queue::WorkQueue;
-use crate::run::Endpoints;
 use crate::session;
 use crate::snapshot::{self, SnapshotHolder};
 

@@ -20,6 +20,7 @@
 
 pub mod apply;
 pub mod chunks;
+pub mod live;
 pub mod source;
 pub mod sql;
 pub mod stream;
@@ -34,13 +35,14 @@ use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{ConnInfo, Lsn, PgClient, PgError, QualifiedName, Side};
 use serde::Serialize;
 
-use crate::cdc::apply::{Applier, HEARTBEAT_PREFIX, Lag, OpCounts};
+use crate::cdc::apply::{Applier, HEARTBEAT_PREFIX};
+pub use crate::cdc::live::{CdcLive, Lag, OpCounts};
 use crate::cdc::stream::{LastHeard, Positions, Stream};
 use crate::cdc::tables::Scope;
 use crate::control::{self, Level};
+use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::progress::RunProgress;
-use crate::run::Endpoints;
 use crate::session;
 
 /// How often live figures are saved and the stop flag is read: fast enough that
@@ -52,20 +54,6 @@ const PROBE_LIMIT: Duration = Duration::from_secs(3);
 
 /// WAL retention is checked every this many ticks (it queries the source).
 const RETENTION_EVERY_TICKS: u32 = 15;
-
-/// Live CDC figures, for progress displays and status.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CdcLive {
-    pub applied_lsn: Option<String>,
-    pub received_lsn: Option<String>,
-    pub lag: Lag,
-    /// Changes applied (committed on the target).
-    pub totals: OpCounts,
-    /// Changes received for tables in scope.
-    pub incoming: OpCounts,
-    pub wal_retained_bytes: Option<i64>,
-    pub binary: bool,
-}
 
 /// How a CDC run ended.
 #[derive(Debug, Clone, Serialize)]
@@ -369,13 +357,11 @@ pub async fn run(
                 {
                     return Err(e);
                 }
-                let wait = Duration::from_secs(
-                    errors
-                        .recoverable_error_interval
-                        .max(1)
-                        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-                        .min(errors.recoverable_error_throttling_max.max(1)),
-                );
+                let wait = pgferry_config::retry::Backoff {
+                    first: Duration::from_secs(errors.recoverable_error_interval.max(1)),
+                    max: Duration::from_secs(errors.recoverable_error_throttling_max.max(1)),
+                }
+                .wait(attempt);
                 let message = format!(
                     "recoverable error (attempt {attempt}): {e}; retrying in {} s",
                     wait.as_secs()

@@ -20,8 +20,8 @@ use pgferry_observe::{Alarm, Observer, Sample, Transition};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::endpoints::Endpoints;
 use crate::progress::RunProgress;
-use crate::run::Endpoints;
 use sample::ServerStats;
 
 pub use sample::progress_samples;

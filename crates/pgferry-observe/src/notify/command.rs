@@ -3,34 +3,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use pgferry_config::notifier::CommandConfig;
 
 use super::Notification;
 use crate::alarm::number;
-
-fn thirty() -> u64 {
-    30
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandConfig {
-    pub name: Option<String>,
-    /// Run by `sh -c`.
-    pub command: String,
-    /// Seconds before the command is killed and counted as failed.
-    #[serde(default = "thirty")]
-    pub timeout_s: u64,
-}
-
-impl CommandConfig {
-    pub fn check(&self) -> Result<(), String> {
-        if self.command.trim().is_empty() {
-            return Err("command notifier: `command` is empty".to_owned());
-        }
-        Ok(())
-    }
-}
 
 pub(super) struct Command {
     config: CommandConfig,

@@ -17,9 +17,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-pub use command::CommandConfig;
-pub use email::{EmailConfig, SmtpTls};
-pub use webhook::{WebhookConfig, WebhookFormat};
+pub use pgferry_config::notifier::{
+    CommandConfig, EmailConfig, NotifierConfig, SmtpTls, WebhookConfig, WebhookFormat,
+};
 
 use crate::alarm::{AlarmState, Transition, number};
 
@@ -80,39 +80,6 @@ impl Notification {
             number(self.threshold)
         ));
         lines.join("\n")
-    }
-}
-
-/// One notifier as the task file declares it: `[[notifier]]` with `kind = "webhook"`,
-/// `"email"` or `"command"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum NotifierConfig {
-    Webhook(WebhookConfig),
-    Email(EmailConfig),
-    Command(CommandConfig),
-}
-
-impl NotifierConfig {
-    /// The name in logs and metrics: the configured one, else the kind and a number.
-    pub fn name(&self, index: usize) -> String {
-        let (given, kind) = match self {
-            NotifierConfig::Webhook(c) => (&c.name, "webhook"),
-            NotifierConfig::Email(c) => (&c.name, "email"),
-            NotifierConfig::Command(c) => (&c.name, "command"),
-        };
-        given
-            .clone()
-            .unwrap_or_else(|| format!("{kind}-{}", index + 1))
-    }
-
-    /// Why the notifier cannot work, if it cannot (checked when the task file is read).
-    pub fn check(&self) -> Result<(), String> {
-        match self {
-            NotifierConfig::Webhook(c) => c.check(),
-            NotifierConfig::Email(c) => c.check(),
-            NotifierConfig::Command(c) => c.check(),
-        }
     }
 }
 
@@ -241,18 +208,12 @@ impl Notifiers {
 
 /// Waits before retry `attempt` (1, 2, ...): 1 s, 2 s, 4 s, ... at most 30 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs((1u64 << attempt.saturating_sub(1).min(5)).min(30))
+    pgferry_config::retry::Backoff::DEFAULT.wait(attempt)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        let waits: Vec<u64> = (1..=8).map(|a| backoff(a).as_secs()).collect();
-        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
-    }
 
     #[test]
     fn notifier_kinds_parse_from_the_task_file_shape() {

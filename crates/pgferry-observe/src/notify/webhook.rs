@@ -2,59 +2,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use pgferry_config::notifier::{WebhookConfig, WebhookFormat};
 
 use super::{Notification, backoff};
 use crate::alarm::AlarmState;
-
-/// What the POST body looks like.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// The [`Notification`] itself, with `"version": 1`.
-    #[default]
-    Json,
-    /// `{"text": ...}`, which Slack, Mattermost and Rocket.Chat incoming webhooks show.
-    Slack,
-}
-
-fn ten() -> u64 {
-    10
-}
-
-fn three() -> u32 {
-    3
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub name: Option<String>,
-    pub url: String,
-    #[serde(default)]
-    pub format: WebhookFormat,
-    /// Seconds each attempt may take.
-    #[serde(default = "ten")]
-    pub timeout_s: u64,
-    /// Attempts after the first, for network errors, 429 and 5xx answers.
-    #[serde(default = "three")]
-    pub retries: u32,
-}
-
-impl WebhookConfig {
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "webhook url {:?} must start with http:// or https://",
-                self.url
-            ));
-        }
-        if self.timeout_s == 0 {
-            return Err("webhook timeout_s must be at least 1".to_owned());
-        }
-        Ok(())
-    }
-}
 
 pub(super) struct Webhook {
     config: WebhookConfig,

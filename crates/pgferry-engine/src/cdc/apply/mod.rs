@@ -49,6 +49,7 @@ use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, describe_pg_error}
 use tokio_postgres::types::ToSql;
 
 use crate::cdc::chunks::{ChunkFilters, Verdict};
+use crate::cdc::live::{Lag, OpCounts};
 use crate::cdc::sql;
 use crate::cdc::stream::{Event, Positions};
 use crate::cdc::tables::{self, Resolution, Scope, SnapshotFilter, TableInfo};
@@ -135,61 +136,12 @@ impl Change {
     }
 }
 
-/// Counts by operation.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct OpCounts {
-    pub inserts: i64,
-    pub updates: i64,
-    pub deletes: i64,
-    pub truncates: i64,
-    pub exceptions: i64,
-    pub transactions: i64,
-}
-
 impl OpCounts {
-    fn add(&mut self, o: &OpCounts) {
-        self.inserts += o.inserts;
-        self.updates += o.updates;
-        self.deletes += o.deletes;
-        self.truncates += o.truncates;
-        self.exceptions += o.exceptions;
-        self.transactions += o.transactions;
-    }
-
     fn count(&mut self, op: &Op) {
         match op {
             Op::Insert(_) => self.inserts += 1,
             Op::Update { .. } => self.updates += 1,
             Op::Delete(_) => self.deletes += 1,
-        }
-    }
-}
-
-/// Live lag figures, shared with status reporting.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Lag {
-    /// Milliseconds from a change's commit on the source to its arrival here.
-    pub source_ms: Option<i64>,
-    /// Milliseconds from a change's commit on the source to its commit on the target.
-    pub target_ms: Option<i64>,
-}
-
-/// Silence longer than this is no longer the ordinary gap between a source's messages
-/// (heartbeats every few seconds, keepalives asked for every two).
-const SILENCE_GRACE_MS: i64 = 5_000;
-
-impl Lag {
-    /// The lag after `silence_ms` without a word from the source: at least the silence,
-    /// once it outlasts the ordinary gaps. A stream that hears nothing falls behind by at
-    /// least that much, so the figure (and the lag alarm) grows through a network cut or
-    /// an outage instead of showing the last good value.
-    pub fn through_silence(self, silence_ms: Option<i64>) -> Lag {
-        match silence_ms {
-            Some(s) if s > SILENCE_GRACE_MS => Lag {
-                source_ms: Some(self.source_ms.unwrap_or(0).max(s)),
-                target_ms: Some(self.target_ms.unwrap_or(0).max(s)),
-            },
-            _ => self,
         }
     }
 }

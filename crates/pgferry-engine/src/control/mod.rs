@@ -1,0 +1,126 @@
+//! The control schema: all of a task's state, in the target database.
+//!
+//! The target is the source of truth. Any process (`run`, `status`, a second run after a
+//! crash) reads the same state, and nothing that matters lives only in memory. The layout
+//! is versioned in `pgferry.meta`; [`ensure_schema`] applies missing migrations in order,
+//! under a transaction-level advisory lock so two processes never migrate at once.
+//!
+//! Invariants:
+//! * A chunk is done exactly when its `pgferry.chunk` row says so, and that row is written
+//!   in the same target transaction as the chunk's rows. A crash leaves either both or
+//!   neither.
+//! * A schema step is done exactly when its `pgferry.schema_step` row says so, written in the
+//!   same transaction as the step's DDL (all pre-data steps share one transaction).
+//! * Only one process runs a task at a time: `run` holds a session-level advisory lock on
+//!   the task's name for its whole life; the lock dies with the connection.
+
+mod chunks;
+mod events;
+mod migrate;
+mod tables;
+mod task;
+
+pub use chunks::{fail_chunk, finish_chunk};
+pub use events::{Event, Level, event, recent_events, warn};
+pub use migrate::{CONTROL_SCHEMA_VERSION, ensure_schema, schema_exists};
+pub use tables::{PlannedTable, mark_pending, store_tables};
+pub use task::{Phase, TaskRow, advance_phase, load_task, set_last_error, set_phase};
+
+use pgferry_pg::{ConnInfo, PgClient, PgError, Side};
+
+use crate::error::{EngineError, Result};
+
+/// Advisory lock class for pgferry: "pgfr" in ASCII. The second key is the task name's hash.
+pub const LOCK_CLASS: i32 = 0x7067_6672;
+
+/// Maps an error of a statement on the control schema, which always lives on the target.
+fn target_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> EngineError + use<> {
+    let context = context.to_owned();
+    move |e| EngineError::Pg(PgError::query(Side::Target, context, e))
+}
+
+/// The application name of a control connection: `pgferry control PID@HOST`, so that a
+/// second process can say which pgferry holds a task (not just the server's backend).
+pub fn control_application_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let mut name = format!("pgferry control {}@{host}", std::process::id());
+    // application_name holds 63 bytes.
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// Takes the task's lock for `wanted` (`run`, `cleanup`), or says who holds it.
+pub async fn lock_task(client: &PgClient, task: &str, wanted: &'static str) -> Result<()> {
+    let row = client
+        .query_one(
+            "taking the task lock",
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&LOCK_CLASS, &task],
+        )
+        .await?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    let holder = client
+        .query_opt(
+            "finding who runs the task",
+            "SELECT CASE WHEN a.application_name LIKE 'pgferry control %@%'
+                         THEN format('pgferry pid %s on %s',
+                                     split_part(substr(a.application_name, 17), '@', 1),
+                                     split_part(substr(a.application_name, 17), '@', 2))
+                         ELSE format('%s (server pid %s)',
+                                     coalesce(nullif(a.application_name, ''), 'a session'),
+                                     a.pid)
+                    END
+                    || coalesce(' connected from ' || host(a.client_addr), '')
+                    || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ')
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.classid::int = $1
+               AND l.objid::int = hashtext($2) AND l.granted
+             LIMIT 1",
+            &[&LOCK_CLASS, &task],
+        )
+        .await?
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_else(|| "another pgferry process".to_owned());
+    Err(EngineError::TaskBusy {
+        task: task.to_owned(),
+        holder,
+        wanted,
+    })
+}
+
+/// Whether a `run` holds the task's lock right now.
+pub async fn is_running(client: &PgClient, task: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "checking whether the task runs",
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                            AND classid::int = $1 AND objid::int = hashtext($2) AND granted)",
+            &[&LOCK_CLASS, &task],
+        )
+        .await?
+        .get(0))
+}
+
+/// After the target went away (a restart, a failover), a new control connection, which
+/// takes the task lock again: the old one died with its session. The target is given
+/// about a minute to come back; if another process took the task meanwhile, that is an
+/// error that is not retried. Does nothing while the connection is alive.
+pub async fn reconnect(task: &str, target: &ConnInfo, client: &mut PgClient) -> Result<()> {
+    if !client.is_closed() {
+        return Ok(());
+    }
+    *client = crate::retry::retried("reconnecting to the target", || async {
+        let fresh = pgferry_pg::connect(Side::Target, target, &control_application_name()).await?;
+        lock_task(&fresh, task, "run").await?;
+        Ok(fresh)
+    })
+    .await?;
+    tracing::info!("reconnected to the target and took the task lock again");
+    Ok(())
+}
