@@ -1,45 +1,44 @@
-//! The pgferry migration engine.
+//! The pgferry migration engine. Its modules are private; this facade is the whole API the
+//! command line, the HTTP server and the tests use.
 //!
-//! * [`run`] drives a task through its phases: plan, schema, load, post-data, finish;
-//!   `planning` creates a new task's CDC setup and stores its plan in one transaction;
-//!   `resume` carries a CDC load across a lost snapshot;
-//! * [`plan`] decides tables, formats and chunks (`keysplit` reads key bounds for it);
-//!   [`schema`] decides schema objects and
-//!   creates the pre-data ones; [`build`] copies chunks ([`load`]) and creates post-data
-//!   objects as one graph; [`finish`] sets sequences and statistics;
-//! * [`control`] keeps all state in the target's `pgferry` schema;
-//! * [`startover`] replaces a lost slot and resynchronises what no longer matches;
-//! * [`validate`] compares source and target; [`status`] reports a task's state;
-//! * [`transform`] carries out transformation and filter rules in SQL;
-//! * [`progress`] exposes live counters to whatever draws them.
+//! * `run` drives a task through its phases (a phase machine: plan, schema, load,
+//!   post-data, finish, CDC); `load/` is the full load, `cdc/` the change stream;
+//! * `control/` keeps all state in the target's `pgferry` schema, one file per record;
+//! * `startover` replaces a lost slot and resynchronises what no longer matches;
+//! * `validate` compares source and target; `status` reports a task's state;
+//! * `transform` carries out transformation and filter rules in SQL;
+//! * `monitor` samples metrics and evaluates alarms; `progress` exposes live counters.
+//!
+//! `docs/architecture.md` draws the map.
 
-pub mod blobs;
-pub mod build;
-pub mod cdc;
-pub mod control;
+mod cdc;
+mod control;
 mod endpoints;
-pub mod error;
-pub mod finish;
-mod keysplit;
-pub mod load;
-pub mod monitor;
-pub mod plan;
-mod planning;
-pub mod preflight;
-pub mod progress;
-pub mod queue;
-mod resume;
+mod error;
+mod load;
+mod monitor;
+mod preflight;
+mod progress;
+mod queue;
 mod retry;
-pub mod run;
-pub mod schema;
-pub mod session;
-pub mod snapshot;
-pub mod startover;
-pub mod status;
-pub mod transform;
-pub mod validate;
+mod run;
+mod session;
+mod startover;
+mod status;
+mod transform;
+mod validate;
 
+pub use cdc::source::{Cleaned, default_name as slot_name};
+pub use cdc::{CdcLive, Lag, OpCounts, cleanup, request_stop, signal_stop, wait_caught_up};
+pub use control::{Event, Level, recent_events};
 pub use endpoints::Endpoints;
 pub use error::{EngineError, Result};
+pub use monitor::Monitor;
+pub use monitor::alarms::{AlarmsReport, report as alarms_report};
 pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
 pub use run::{RunOptions, RunSummary, TableSummary, run, run_with};
+pub use status::{
+    CdcStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus, Totals,
+    ValidationStatus, status,
+};
+pub use validate::{Outcome, TableCheck, ValidationReport, validate};

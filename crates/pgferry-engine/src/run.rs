@@ -28,10 +28,11 @@ use serde::Serialize;
 use crate::control::{self, Level, Phase};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
-use crate::load::{LoadContext, TableJob};
+use crate::load::copy::{LoadContext, TableJob};
+use crate::load::snapshot::SnapshotHolder;
+use crate::load::{copy, finish, graph, schema};
 use crate::progress::{PhaseTime, RunProgress, TableProgress, TableState};
-use crate::snapshot::SnapshotHolder;
-use crate::{build, cdc, finish, load, preflight, schema};
+use crate::{cdc, preflight};
 
 /// One table in the final summary.
 #[derive(Debug, Clone, Serialize)]
@@ -193,7 +194,7 @@ async fn run_phases(
     } else if task.migration_type.needs_full_load() {
         progress.set_phase("planning");
         let tools = PgTools::locate(source_info.major()).await?;
-        let (holder, planned) = crate::planning::plan_task(
+        let (holder, planned) = crate::load::planning::plan_task(
             task,
             &tools,
             endpoints,
@@ -208,7 +209,7 @@ async fn run_phases(
     } else {
         progress.set_phase("planning");
         warnings.extend(
-            crate::planning::plan_cdc_only(
+            crate::load::planning::plan_cdc_only(
                 task,
                 endpoints,
                 &source,
@@ -265,12 +266,12 @@ async fn run_phases(
     while phase == Phase::Loading || phase == Phase::PostData {
         passes += 1;
         let mut chunks = if phase == Phase::Loading {
-            load::pending_chunks(&control_client, &task.name, &tables).await?
+            copy::pending_chunks(&control_client, &task.name, &tables).await?
         } else {
             Vec::new()
         };
         // A load that is not recorded done needs its snapshot even with every chunk copied:
-        // the large objects are copied from it before the load ends (`build::load_done`).
+        // the large objects are copied from it before the load ends (`graph::load_done`).
         let snapshot = if chunks.is_empty() && phase != Phase::Loading {
             None
         } else {
@@ -284,7 +285,7 @@ async fn run_phases(
                     })
                     .await?;
                     let message = if task.migration_type.needs_cdc() {
-                        let notes = crate::resume::resync_for_new_snapshot(
+                        let notes = crate::load::resume::resync_for_new_snapshot(
                             &mut control_client,
                             &task.name,
                             holder.visibility().unwrap_or_default(),
@@ -293,7 +294,7 @@ async fn run_phases(
                         // Resets change which chunks remain.
                         tables = table_jobs(&control_client, &task.name).await?;
                         progress.set_tables(tables.iter().map(|t| t.progress.clone()).collect());
-                        chunks = load::pending_chunks(&control_client, &task.name, &tables).await?;
+                        chunks = copy::pending_chunks(&control_client, &task.name, &tables).await?;
                         format!(
                             "the load resumes from a new snapshot (the slot's was lost); {notes}"
                         )
@@ -324,7 +325,7 @@ async fn run_phases(
             .difference(&post_ids)
             .copied()
             .collect();
-        let input = build::BuildInput {
+        let input = graph::BuildInput {
             ctx,
             tables: tables.clone(),
             chunks,
@@ -337,7 +338,7 @@ async fn run_phases(
             index_memory: task.full_load.index_memory,
             snapshot,
         };
-        let outcome = match build::run(input, progress.clone()).await {
+        let outcome = match graph::run(input, progress.clone()).await {
             // The source restarted (or the exporting session died): the same run goes on
             // from a new snapshot, as a new run would.
             Err(EngineError::SnapshotLost) if passes < 4 => {

@@ -35,8 +35,8 @@ use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 use crate::control::{self, Level, Phase};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
-use crate::planning::{self, CdcSetup};
-use crate::snapshot::SnapshotHolder;
+use crate::load::planning::{self, CdcSetup};
+use crate::load::snapshot::SnapshotHolder;
 use crate::validate::{self, Outcome};
 
 /// Starts CDC over from a new slot: returns the new slot's snapshot, which the load that

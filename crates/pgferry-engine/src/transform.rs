@@ -17,7 +17,7 @@ use pgferry_pg::catalog::Table;
 use pgferry_pg::{QualifiedName, quote_ident, quote_literal};
 
 use crate::error::{EngineError, Result};
-use crate::schema::{EXPRESSION_CHECK_KIND, TRANSFORM_KIND};
+use crate::load::schema::{EXPRESSION_CHECK_KIND, TRANSFORM_KIND};
 
 /// Resolves the task's rules for one source table.
 pub fn map_table(mapping: &Mapping, table: &Table) -> Result<TableMap> {
@@ -621,7 +621,7 @@ pub fn target_of(maps: &HashMap<u32, TableMap>, table: &Table) -> QualifiedName 
 /// column), and a defined primary key in place of the source's.
 /// `kept_existing` tables already have their target shape and get no `ALTER`.
 pub fn apply_to_schema(
-    plan: &mut crate::schema::SchemaPlan,
+    plan: &mut crate::load::schema::SchemaPlan,
     tables: &[&Table],
     maps: &HashMap<u32, TableMap>,
     kept_existing: &std::collections::HashSet<u32>,
@@ -692,7 +692,7 @@ pub fn apply_to_schema(
             Reshape::Run(sql) => (TRANSFORM_KIND, sql),
             Reshape::Parse(sql) => (EXPRESSION_CHECK_KIND, sql),
         };
-        plan.steps.push(crate::schema::Step {
+        plan.steps.push(crate::load::schema::Step {
             dump_id: own_id,
             section: Section::PreData,
             ordinal,
@@ -711,7 +711,7 @@ pub fn apply_to_schema(
         };
         ordinal += 1;
         own_id -= 1;
-        plan.steps.push(crate::schema::Step {
+        plan.steps.push(crate::load::schema::Step {
             dump_id: own_id,
             section: Section::PostData,
             ordinal,

@@ -21,10 +21,10 @@ use serde::Serialize;
 use crate::control;
 use crate::endpoints::Endpoints;
 use crate::error::Result;
-use crate::plan;
+use crate::load::plan;
+use crate::load::snapshot::{self, SnapshotHolder};
 use crate::queue::WorkQueue;
 use crate::session;
-use crate::snapshot::{self, SnapshotHolder};
 
 /// The verdict on one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use pgferry_config::{
     MigrationType, PasswordSource, Selection, TableRule, TargetTablePrepMode, Task,
 };
-use pgferry_engine::validate::Outcome;
+use pgferry_engine::Outcome;
 use pgferry_engine::{EngineError, RunProgress};
 use pgferry_pg::catalog::object_counts;
 use pgferry_pg::{PgClient, PgError, Side};

@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use pgferry_engine::status::{TableStatus, TaskStatus};
 use pgferry_engine::{EngineError, TableState};
+use pgferry_engine::{TableStatus, TaskStatus};
 use pgferry_observe::AlarmState;
 use pgferry_pg::{PgClient, Side};
 use serde::{Deserialize, Serialize};
@@ -131,7 +131,7 @@ impl State {
             return Ok(s.clone());
         }
         let client = self.client(&mut control).await?;
-        match pgferry_engine::status::status(client, &self.sources.task.name).await {
+        match pgferry_engine::status(client, &self.sources.task.name).await {
             Ok(s) => {
                 control.last = Some((Instant::now(), s.clone()));
                 Ok(s)
@@ -409,7 +409,7 @@ struct EventsQuery {
 async fn events(
     Extract(state): Extract<Shared>,
     Query(q): Query<EventsQuery>,
-) -> Result<Json<Vec<pgferry_engine::control::Event>>, ApiError> {
+) -> Result<Json<Vec<pgferry_engine::Event>>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -418,7 +418,7 @@ async fn events(
     }
     let mut control = state.control.lock().await;
     let client = state.client(&mut control).await?;
-    match pgferry_engine::control::recent_events(client, &state.sources.task.name, limit).await {
+    match pgferry_engine::recent_events(client, &state.sources.task.name, limit).await {
         Ok(e) => Ok(Json(e)),
         Err(e) => {
             control.client = None;

@@ -117,7 +117,7 @@ fn lag_text(ms: Option<i64>) -> String {
 }
 
 /// One line of CDC figures: lag, changes applied, WAL held on the source.
-fn cdc_line(live: &pgferry_engine::cdc::CdcLive) -> String {
+fn cdc_line(live: &pgferry_engine::CdcLive) -> String {
     let t = &live.totals;
     let mut line = format!(
         "lag source {} · target {} · {} ins · {} upd · {} del · {} txns",

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pgferry_config::{ConfigError, PasswordSource, Task};
+use pgferry_engine::Monitor;
 use pgferry_engine::RunProgress;
-use pgferry_engine::monitor::Monitor;
 use pgferry_observe::notify::{NotifierConfig, Notifiers, Secrets};
 use pgferry_server::{Server, Sources, StopHook};
 use secrecy::SecretString;

@@ -259,7 +259,6 @@ pub async fn ensure_publication(
 #[derive(Debug, Clone)]
 pub struct SlotInfo {
     pub active_pid: Option<i32>,
-    pub restart_lsn: Option<Lsn>,
     pub confirmed_flush: Option<Lsn>,
     /// WAL the slot holds back on the source.
     pub retained_bytes: Option<i64>,
@@ -296,7 +295,7 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
     let row = source
         .query_opt(
             "reading the replication slot",
-            "SELECT active_pid, restart_lsn::text, confirmed_flush_lsn::text,
+            "SELECT active_pid, confirmed_flush_lsn::text,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
                     to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint
              FROM pg_replication_slots s WHERE slot_name = $1",
@@ -305,11 +304,10 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
         .await?;
     Ok(row.map(|r| SlotInfo {
         active_pid: r.get(0),
-        restart_lsn: r.get::<_, Option<String>>(1).and_then(|s| s.parse().ok()),
-        confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
-        retained_bytes: r.get(3),
-        wal_status: r.get(4),
-        safe_wal_bytes: r.get(5),
+        confirmed_flush: r.get::<_, Option<String>>(1).and_then(|s| s.parse().ok()),
+        retained_bytes: r.get(2),
+        wal_status: r.get(3),
+        safe_wal_bytes: r.get(4),
     }))
 }
 
@@ -456,7 +454,6 @@ mod tests {
     fn the_share_of_max_slot_wal_keep_size_used() {
         let info = |retained, safe| SlotInfo {
             active_pid: None,
-            restart_lsn: None,
             confirmed_flush: None,
             retained_bytes: retained,
             wal_status: None,

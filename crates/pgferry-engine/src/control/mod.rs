@@ -22,9 +22,9 @@ mod task;
 
 pub use chunks::{fail_chunk, finish_chunk};
 pub use events::{Event, Level, event, recent_events, warn};
-pub use migrate::{CONTROL_SCHEMA_VERSION, ensure_schema, schema_exists};
+pub use migrate::{ensure_schema, schema_exists};
 pub use tables::{PlannedTable, mark_pending, store_tables};
-pub use task::{Phase, TaskRow, advance_phase, load_task, set_last_error, set_phase};
+pub use task::{Phase, advance_phase, load_task, set_last_error, set_phase};
 
 use pgferry_pg::{ConnInfo, PgClient, PgError, Side};
 

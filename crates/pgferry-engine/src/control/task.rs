@@ -55,8 +55,6 @@ pub struct TaskRow {
     pub name: String,
     pub migration_type: String,
     pub phase: Phase,
-    pub settings: serde_json::Value,
-    pub schema_archive: Option<Vec<u8>>,
     pub schema_preamble: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
@@ -72,9 +70,8 @@ pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>>
     let row = client
         .query_opt(
             "reading the task",
-            "SELECT name, migration_type, phase, settings, schema_archive, schema_preamble,
-                    created_at, updated_at, load_started_at, load_finished_at, finished_at,
-                    last_error, source, target
+            "SELECT name, migration_type, phase, schema_preamble, created_at, updated_at,
+                    load_started_at, load_finished_at, finished_at, last_error, source, target
              FROM pgferry.task WHERE name = $1",
             &[&task],
         )
@@ -83,17 +80,15 @@ pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>>
         name: r.get(0),
         migration_type: r.get(1),
         phase: Phase::parse(r.get::<_, &str>(2)).unwrap_or(Phase::Planned),
-        settings: r.get(3),
-        schema_archive: r.get(4),
-        schema_preamble: r.get(5),
-        created_at: r.get(6),
-        updated_at: r.get(7),
-        load_started_at: r.get(8),
-        load_finished_at: r.get(9),
-        finished_at: r.get(10),
-        last_error: r.get(11),
-        source: r.get(12),
-        target: r.get(13),
+        schema_preamble: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
+        load_started_at: r.get(6),
+        load_finished_at: r.get(7),
+        finished_at: r.get(8),
+        last_error: r.get(9),
+        source: r.get(10),
+        target: r.get(11),
     }))
 }
 

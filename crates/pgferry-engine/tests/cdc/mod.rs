@@ -130,7 +130,7 @@ pub async fn finish_and_compare(
     task: &str,
     run: JoinHandle<Result<RunSummary, EngineError>>,
 ) {
-    let slot = pgferry_engine::cdc::source::default_name(task);
+    let slot = pgferry_engine::slot_name(task);
     wait_caught_up(&p.source, db, &slot).await;
     stop(&p.target, db, task, run).await;
     crate::assert_identical(p, db).await;

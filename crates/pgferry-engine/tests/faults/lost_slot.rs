@@ -91,7 +91,7 @@ async fn streaming() -> (Pair, Task, String) {
     p.source.execute("app", SCHEMA).await.unwrap();
     p.target.create_database("app").await.unwrap();
     let t = cdc::cdc_task(&p.source, &p.target, "app");
-    let slot = pgferry_engine::cdc::source::default_name(&t.name);
+    let slot = pgferry_engine::slot_name(&t.name);
     (p, t, slot)
 }
 

@@ -208,7 +208,7 @@ async fn a_frozen_source_connection_is_noticed_its_lag_grows_and_streaming_comes
     t.cdc.receive_timeout = Duration::from_secs(6);
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
-    let slot = pgferry_engine::cdc::source::default_name(&t.name);
+    let slot = pgferry_engine::slot_name(&t.name);
     cdc::wait_caught_up(&p.source, "app", &slot).await;
     // Streaming has begun (its loop has saved a position).
     let deadline = Instant::now() + Duration::from_secs(60);

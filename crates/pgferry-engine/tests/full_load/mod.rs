@@ -16,7 +16,7 @@ async fn full_load_copies_every_type_and_awkward_identifier_row_for_row() {
     assert_identical(&p, "app").await;
 
     // pgferry's own validation agrees with the independent comparison.
-    let report = pgferry_engine::validate::validate(&t, 2).await.unwrap();
+    let report = pgferry_engine::validate(&t, 2).await.unwrap();
     assert!(report.all_match(), "{report:#?}");
     assert!(report.tables.len() >= 12);
 
@@ -97,7 +97,7 @@ async fn a_finished_task_is_not_run_twice() {
     assert!(again.already_done);
     assert_identical(&p, "inv").await;
     let status =
-        pgferry_engine::status::status(&pg_client(&p.target, "inv", Side::Target).await, "default")
+        pgferry_engine::status(&pg_client(&p.target, "inv", Side::Target).await, "default")
             .await
             .unwrap();
     assert_eq!(status.phase, "done");
@@ -144,7 +144,7 @@ async fn selection_rules_leave_out_tables_schemas_and_what_depends_on_them() {
         "a view over an excluded table is reported: {:?}",
         summary.warnings
     );
-    let report = pgferry_engine::validate::validate(&t, 2).await.unwrap();
+    let report = pgferry_engine::validate(&t, 2).await.unwrap();
     assert!(report.all_match(), "{report:#?}");
 }
 
@@ -166,7 +166,7 @@ async fn validate_reports_changed_and_missing_rows_per_table() {
         )
         .await
         .unwrap();
-    let report = pgferry_engine::validate::validate(&t, 2).await.unwrap();
+    let report = pgferry_engine::validate(&t, 2).await.unwrap();
     assert!(!report.all_match());
     let outcome = |name: &str| {
         report
@@ -183,7 +183,7 @@ async fn validate_reports_changed_and_missing_rows_per_table() {
     assert_eq!(report.differing, 3);
     // The results are kept with the task for `status`.
     let status =
-        pgferry_engine::status::status(&pg_client(&p.target, "inv", Side::Target).await, "default")
+        pgferry_engine::status(&pg_client(&p.target, "inv", Side::Target).await, "default")
             .await
             .unwrap();
     assert_eq!(
@@ -340,7 +340,7 @@ async fn a_second_process_is_told_which_pgferry_holds_the_task_and_what_to_do() 
         "{e}"
     );
     assert!(e.hint().unwrap().contains("pgferry stop"), "{:?}", e.hint());
-    let e = pgferry_engine::cdc::cleanup(&t).await.unwrap_err();
+    let e = pgferry_engine::cleanup(&t).await.unwrap_err();
     let hint = e.hint().unwrap();
     assert!(
         hint.contains("stop it first") && !hint.contains("twice"),

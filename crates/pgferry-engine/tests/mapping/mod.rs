@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgferry_config::Task;
-use pgferry_engine::validate::Outcome;
+use pgferry_engine::Outcome;
 use pgferry_testkit::{Cluster, datagen, workload};
 
 use crate::cdc::{spawn, stop, wait_caught_up, wait_for_phase};
@@ -222,7 +222,7 @@ async fn every_rule_kind_holds_through_the_load_and_the_stream() {
     );
 
     // validate compares through the same rules.
-    let report = pgferry_engine::validate::validate(&task, 2).await.unwrap();
+    let report = pgferry_engine::validate(&task, 2).await.unwrap();
     assert!(
         report.tables.iter().all(|c| c.outcome == Outcome::Match),
         "{:#?}",
@@ -241,7 +241,7 @@ async fn every_rule_kind_holds_through_the_load_and_the_stream() {
         )
         .await
         .unwrap();
-    let report = pgferry_engine::validate::validate(&task, 2).await.unwrap();
+    let report = pgferry_engine::validate(&task, 2).await.unwrap();
     assert!(
         report
             .tables
@@ -343,7 +343,7 @@ async fn the_three_tier_guide_task_moves_only_public() {
         )
         .await
     );
-    let report = pgferry_engine::validate::validate(&task, 2).await.unwrap();
+    let report = pgferry_engine::validate(&task, 2).await.unwrap();
     assert!(report.all_match(), "{:#?}", report.tables);
     assert_eq!(
         rows(&p.source, "inv", "SELECT * FROM products").await,

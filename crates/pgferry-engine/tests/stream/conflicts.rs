@@ -114,7 +114,7 @@ async fn suspend_table_stops_one_table_and_stop_task_stops_the_run_until_fixed()
     let b1001: String = scalar(&p.target, "app", "SELECT v FROM b WHERE id = 1001").await;
     assert_eq!(b1001, "still streams");
     let status =
-        pgferry_engine::status::status(&pg_client(&p.target, "app", Side::Target).await, "default")
+        pgferry_engine::status(&pg_client(&p.target, "app", Side::Target).await, "default")
             .await
             .unwrap();
     assert_eq!(status.cdc.unwrap().suspended_tables, vec!["public.a"]);

@@ -57,7 +57,7 @@ async fn cdc_roundtrip(
     for sql in changes {
         p.source.execute("app", sql).await.unwrap();
     }
-    let slot = pgferry_engine::cdc::source::default_name(&t.name);
+    let slot = pgferry_engine::slot_name(&t.name);
     cdc::wait_caught_up(&p.source, "app", &slot).await;
     let summary = cdc::stop(&p.target, "app", &t.name, run).await;
     (p, summary)
@@ -353,7 +353,7 @@ async fn replica_identity_full_is_set_for_keyless_tables_and_restored_by_cleanup
     assert_eq!(identity, "f");
     let mut t = cdc::cdc_task(&p.source, &p.target, "app");
     t.cdc.no_key_tables = pgferry_config::NoKeyTables::ReplicaIdentityFull;
-    let cleaned = pgferry_engine::cdc::cleanup(&t).await.unwrap();
+    let cleaned = pgferry_engine::cleanup(&t).await.unwrap();
     assert_eq!(cleaned.slot_dropped.as_deref(), Some("pgferry_default"));
     assert_eq!(
         cleaned.publication_dropped.as_deref(),
@@ -421,7 +421,7 @@ async fn retained_wal_is_reported_and_warned_about_past_the_threshold() {
     .await;
     assert!(warned);
     let status =
-        pgferry_engine::status::status(&pg_client(&p.target, "app", Side::Target).await, "default")
+        pgferry_engine::status(&pg_client(&p.target, "app", Side::Target).await, "default")
             .await
             .unwrap();
     assert!(status.cdc.unwrap().wal_retained_bytes.is_some());
@@ -553,7 +553,7 @@ async fn an_idle_slot_moves_past_other_databases_wal_and_lag_is_still_measured()
     // Lag is measured from the heartbeats, though no row changed.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let status =
-        pgferry_engine::status::status(&pg_client(&p.target, "app", Side::Target).await, "default")
+        pgferry_engine::status(&pg_client(&p.target, "app", Side::Target).await, "default")
             .await
             .unwrap();
     let cdc = status.cdc.unwrap();

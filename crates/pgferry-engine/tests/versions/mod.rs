@@ -3,7 +3,7 @@
 //! under writes on the awkward-types database, and ends with a row-for-row comparison.
 //! `scripts/test-versions` runs [`matrix_pair_from_the_environment`] over every pair.
 
-use pgferry_engine::validate::Outcome;
+use pgferry_engine::Outcome;
 use pgferry_testkit::{Cluster, ClusterOptions, datagen};
 
 use crate::{Pair, cdc};
@@ -26,7 +26,7 @@ async fn migrate_between(source_major: u32, target_major: u32) {
     let t = cdc::chunked_cdc_task(&p.source, &p.target, "app");
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
-    let report = pgferry_engine::validate::validate(&t, 2).await.unwrap();
+    let report = pgferry_engine::validate(&t, 2).await.unwrap();
     assert!(
         report.tables.iter().all(|c| c.outcome == Outcome::Match),
         "{source_major} to {target_major}: {:#?}",

@@ -1,8 +1,8 @@
 //! `pgferry alarms`.
 
 use comfy_table::Cell;
+use pgferry_engine::AlarmsReport;
 use pgferry_engine::Endpoints;
-use pgferry_engine::monitor::alarms::AlarmsReport;
 use pgferry_observe::alarm::number;
 use pgferry_pg::Side;
 
@@ -13,7 +13,7 @@ pub async fn alarms(args: TaskArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task)?;
     let endpoints = Endpoints::resolve(&task)?;
     let client = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry alarms").await?;
-    let report = pgferry_engine::monitor::alarms::report(&client, &task).await?;
+    let report = pgferry_engine::alarms_report(&client, &task).await?;
     if args.json {
         output::print_json(&report)?;
     } else {

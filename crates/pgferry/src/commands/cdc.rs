@@ -7,7 +7,7 @@ use crate::{commands, exit, output};
 
 pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task.task)?;
-    let stopped = pgferry_engine::cdc::request_stop(&task, Duration::from_secs(args.wait)).await?;
+    let stopped = pgferry_engine::request_stop(&task, Duration::from_secs(args.wait)).await?;
     if args.task.json {
         output::print_json(&serde_json::json!({ "task": task.name, "stopped": stopped }))?;
     } else if stopped {
@@ -23,7 +23,7 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
 
 pub async fn cleanup(args: TaskArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task)?;
-    let cleaned = pgferry_engine::cdc::cleanup(&task).await?;
+    let cleaned = pgferry_engine::cleanup(&task).await?;
     if args.json {
         output::print_json(&cleaned)?;
     } else {

@@ -145,19 +145,19 @@ async fn story(
         fenced
     ));
     let draining = Instant::now();
-    let drained = pgferry_engine::cdc::wait_caught_up(&task, Duration::from_secs(300)).await?;
+    let drained = pgferry_engine::wait_caught_up(&task, Duration::from_secs(300)).await?;
     progress::say(&format!(
         "  the target has applied everything up to {drained} ({:.1} s)",
         draining.elapsed().as_secs_f64()
     ));
-    pgferry_engine::cdc::request_stop(&task, Duration::from_secs(60)).await?;
+    pgferry_engine::request_stop(&task, Duration::from_secs(60)).await?;
     let summary = running.await?;
     display.finish().await;
     let summary = summary?;
     run::print_summary(&summary);
 
     println!("\nValidating every table on both servers (row count and checksum)…");
-    let report = pgferry_engine::validate::validate(&task, task.full_load.jobs).await?;
+    let report = pgferry_engine::validate(&task, task.full_load.jobs).await?;
     validate::print_report(&report);
     if report.all_match() {
         println!(

@@ -75,7 +75,7 @@ pub async fn run_with_progress(
                     // A clean stop: the stream commits what is complete and the run
                     // returns its summary.
                     tracing::info!("stop requested over HTTP; stopping at a transaction boundary");
-                    if let Err(e) = pgferry_engine::cdc::signal_stop(task).await {
+                    if let Err(e) = pgferry_engine::signal_stop(task).await {
                         tracing::warn!("cannot set the stop flag: {e}");
                     }
                 } else {

@@ -2,7 +2,7 @@
 
 use comfy_table::Cell;
 use pgferry_engine::Endpoints;
-use pgferry_engine::status::TaskStatus;
+use pgferry_engine::TaskStatus;
 use pgferry_pg::Side;
 
 use crate::cli::TaskArgs;
@@ -13,7 +13,7 @@ pub async fn status(args: TaskArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task)?;
     let endpoints = Endpoints::resolve(&task)?;
     let client = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry status").await?;
-    let status = pgferry_engine::status::status(&client, &task.name).await?;
+    let status = pgferry_engine::status(&client, &task.name).await?;
     if args.json {
         output::print_json(&status)?;
     } else {
@@ -141,7 +141,7 @@ fn ms(v: Option<i64>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-fn print_cdc(c: &pgferry_engine::status::CdcStatus) {
+fn print_cdc(c: &pgferry_engine::CdcStatus) {
     println!(
         "CDC: slot {} (publication {}, {} tuples), started at {}",
         c.slot,

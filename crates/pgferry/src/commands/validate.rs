@@ -1,7 +1,7 @@
 //! `pgferry validate`.
 
 use comfy_table::Cell;
-use pgferry_engine::validate::ValidationReport;
+use pgferry_engine::ValidationReport;
 
 use crate::cli::ValidateArgs;
 use crate::output::{self, num};
@@ -13,7 +13,7 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         .jobs
         .or(task.validation_jobs)
         .unwrap_or(task.full_load.jobs);
-    let report = pgferry_engine::validate::validate(&task, jobs).await?;
+    let report = pgferry_engine::validate(&task, jobs).await?;
     if args.task.json {
         output::print_json(&report)?;
     } else {

@@ -21,9 +21,10 @@ use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 use crate::control::{self, Level};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
-use crate::plan::{self, PlanSettings};
-use crate::snapshot::{self, SnapshotHolder};
-use crate::{cdc, preflight, schema, transform};
+use crate::load::plan::{self, PlanSettings};
+use crate::load::schema;
+use crate::load::snapshot::{self, SnapshotHolder};
+use crate::{cdc, preflight, transform};
 
 /// What CDC set up on the source while planning.
 pub(crate) struct CdcSetup {
@@ -303,7 +304,7 @@ pub(crate) async fn plan_task(
     let snapshot = holder.name().to_owned();
     let reader = snapshot::reader(&endpoints.source, &snapshot, "pgferry plan").await?;
     let all = catalog::list_tables(&reader).await?;
-    let large_objects = crate::blobs::count(&reader).await?;
+    let large_objects = crate::load::blobs::count(&reader).await?;
     if large_objects > 0 && task.migration_type.needs_cdc() {
         warnings.push(format!(
             "the source has {large_objects} large object(s): they are copied as of the load's \
@@ -357,7 +358,7 @@ pub(crate) async fn plan_task(
             source_info.encoding, target_info.encoding
         ));
     }
-    let keys = crate::keysplit::read(&reader, &selected.tables, &maps, &settings).await?;
+    let keys = crate::load::keysplit::read(&reader, &selected.tables, &maps, &settings).await?;
     let planned = plan::plan_tables(&selected.tables, &maps, &keys, &settings);
     for t in &planned {
         if let Some(why) = &t.split_note {

@@ -15,7 +15,7 @@
 use pgferry_pg::{ConnInfo, PgClient, PgError, Side};
 
 use crate::error::{EngineError, Result};
-use crate::snapshot;
+use crate::load::snapshot;
 
 /// Bytes read and written at a time.
 const PIECE: i64 = 1024 * 1024;

@@ -29,11 +29,13 @@ use pgferry_pg::{PgClient, PgError, QualifiedName, Side, describe_pg_error};
 
 use crate::control::{self, Level, Phase};
 use crate::error::{EngineError, Result};
-use crate::load::{self, ChunkJob, LoadContext, TableJob};
+use crate::load::copy::{self, ChunkJob, LoadContext, TableJob};
+use crate::load::schema::{
+    self, DUPLICATE_OBJECT, RETRY_SQLSTATES, STEP_ATTEMPTS, StoredStep, sqlstate,
+};
+use crate::load::snapshot::SnapshotHolder;
 use crate::progress::{RunProgress, TableState};
 use crate::queue::WorkQueue;
-use crate::schema::{self, DUPLICATE_OBJECT, RETRY_SQLSTATES, STEP_ATTEMPTS, StoredStep, sqlstate};
-use crate::snapshot::SnapshotHolder;
 use crate::{retry, session};
 
 /// A node of the build graph.
@@ -406,7 +408,7 @@ async fn copy(
                 c.source = Some(open_source(shared, n).await?);
             }
             let source = c.source.as_ref().expect("just opened");
-            load::copy_chunk(&shared.ctx, source, &mut c.target, job).await
+            copy::copy_chunk(&shared.ctx, source, &mut c.target, job).await
         }
         .await;
         match result {
@@ -525,12 +527,16 @@ async fn load_done(
         attempt += 1;
         let result = async {
             let c = connections(n, shared, conns).await?;
-            let lost = load::pending_chunks(&c.target, task, &shared.tables).await?;
+            let lost = copy::pending_chunks(&c.target, task, &shared.tables).await?;
             if lost.is_empty() {
                 // Large objects, from the same snapshot; none when resuming after it.
                 if !shared.ctx.snapshot.is_empty() {
-                    crate::blobs::copy_all(&shared.ctx.source, &shared.ctx.snapshot, &mut c.target)
-                        .await?;
+                    crate::load::blobs::copy_all(
+                        &shared.ctx.source,
+                        &shared.ctx.snapshot,
+                        &mut c.target,
+                    )
+                    .await?;
                 }
                 control::advance_phase(&mut c.target, task, Phase::PostData).await?;
             }

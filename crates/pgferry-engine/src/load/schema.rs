@@ -10,7 +10,7 @@
 //! functions, tables, views) run in one target transaction before the load, together with
 //! the marks that record them done. Post-data steps (indexes and keys, then foreign keys,
 //! then triggers, rules, policies and materialized view contents) run as soon as the tables
-//! they touch are loaded, in parallel with the rest of the load ([`crate::build`]), each in
+//! they touch are loaded, in parallel with the rest of the load ([`crate::load::graph`]), each in
 //! its own transaction with its mark. A crash at any point leaves every step either done
 //! and marked, or neither; the next run does the rest.
 

@@ -11,7 +11,7 @@ use pgferry_pg::split;
 use pgferry_pg::{PgClient, PgError, Side};
 
 use crate::error::{EngineError, Result};
-use crate::plan::{self, KeySplit, PlanSettings};
+use crate::load::plan::{self, KeySplit, PlanSettings};
 
 /// The key split of every table that should split by key. A `ranges` rule that cannot be
 /// used (no such column, a nullable one, a boundary that is not a value of its type) is

@@ -1,6 +1,6 @@
 //! Copying one chunk.
 //!
-//! The build stage ([`crate::build`]) hands chunks to workers, biggest tables first. For
+//! The build stage ([`crate::load::graph`]) hands chunks to workers, biggest tables first. For
 //! each chunk a worker:
 //!
 //! 1. starts a read-only transaction on the source that imports the load's snapshot;
