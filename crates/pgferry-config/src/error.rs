@@ -28,7 +28,36 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Config errors are the user's to fix: retrying never helps.
-    pub fn is_retryable(&self) -> bool {
-        false
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Usage
+    }
+}
+
+/// What kind of failure an error is, for every error type in pgferry. Whether a retry loop
+/// tries again and which exit code a command ends with both follow from it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// The command line or the task file cannot work: fix it.
+    Usage,
+    /// The environment is missing something (a privilege, a setting, a reachable server
+    /// that accepts the password): fix it, then run again.
+    Prerequisite,
+    /// A connection dropped or a server is restarting: the same work may succeed if tried
+    /// again, and retry loops do so.
+    Transient,
+    /// The work itself failed (a table that could not be loaded, a change the target
+    /// rejects under STOP_TASK); the state is kept and a later run resumes.
+    Failed,
+    /// Another process holds the task.
+    Busy,
+    /// A signal stopped it; running the same command again resumes.
+    Interrupted,
+}
+
+impl ErrorKind {
+    /// Whether trying the same work again, unchanged, may succeed.
+    pub fn is_retryable(self) -> bool {
+        self == ErrorKind::Transient
     }
 }

@@ -22,7 +22,7 @@ mod suggest;
 mod task;
 
 pub use cdc::{CdcSettings, ErrorBehavior, ErrorPolicy, NoKeyTables};
-pub use error::ConfigError;
+pub use error::{ConfigError, ErrorKind};
 pub use mapping::{Mapping, MappingError, TableMap};
 pub use monitoring::{CommandMetric, HttpSettings, InactiveAlarm, Monitoring};
 pub use pattern::NamePattern;

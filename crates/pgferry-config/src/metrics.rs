@@ -119,6 +119,11 @@ pub const CATALOG: &[MetricInfo] = &[
         "Source transactions committed on the target.",
     ),
     counter(
+        "pgferry_cdc_bulk_fallbacks_total",
+        &["reason"],
+        "Sub-batches applied change by change instead of in bulk, by reason (triggers_fire, not_coalescable, key_not_mapped, row_missing, unsent_value, key_exists, keyless_mismatch, statement_failed).",
+    ),
+    counter(
         "pgferry_cdc_apply_exceptions_total",
         &[],
         "Changes that failed to apply and were handled by an error policy (logged in pgferry.apply_exceptions).",

@@ -1,7 +1,9 @@
 //! Errors of the engine. Each says what failed and on which object; [`EngineError::hint`]
 //! says what to do.
 
-use pgferry_pg::{PgError, QualifiedName};
+use pgferry_config::ErrorKind;
+use pgferry_config::MappingError;
+use pgferry_pg::{PgError, QualifiedName, describe_pg_error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -20,8 +22,8 @@ pub enum EngineError {
 
     /// A transformation or filter rule cannot be carried out on the source's tables, or
     /// two rules contradict each other.
-    #[error("{0}")]
-    Mapping(String),
+    #[error(transparent)]
+    Mapping(Box<MappingProblem>),
 
     #[error("{table} is selected, but it depends on {dependency}, which the selection leaves out")]
     MissingDependency { table: String, dependency: String },
@@ -88,6 +90,55 @@ pub enum EngineError {
 
     #[error("interrupted")]
     Interrupted,
+}
+
+/// Why the task's transformation and filter rules cannot be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingProblem {
+    /// A rule does not fit a table (a column it names is missing, say).
+    #[error(transparent)]
+    Rule(#[from] MappingError),
+    /// The source's parser rejects an `add-column` expression.
+    #[error(
+        "{origin}: the expression of column {column:?} is not valid SQL for {table}: {}",
+        describe_pg_error(.source)
+    )]
+    Expression {
+        origin: String,
+        column: String,
+        table: QualifiedName,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An `add-column` expression is a list, not one value.
+    #[error("{origin}: the expression of column {column:?} parses as {values} values, not one")]
+    NotOneValue {
+        origin: String,
+        column: String,
+        values: usize,
+    },
+    /// Two source tables would land in the same target table.
+    #[error(
+        "{first} and {second} would both become {target} on the target; change one of the \
+         rules that rename them"
+    )]
+    SameTarget {
+        first: QualifiedName,
+        second: QualifiedName,
+        target: QualifiedName,
+    },
+    /// Row filters are evaluated on text values, and the stream is binary.
+    #[error(
+        "a filter needs changes in text form, but this task's stream was set up in binary; \
+         set cdc.binary = false, run `pgferry cleanup`, and start the task again"
+    )]
+    FilterNeedsText,
+}
+
+impl From<MappingProblem> for EngineError {
+    fn from(p: MappingProblem) -> Self {
+        EngineError::Mapping(Box::new(p))
+    }
 }
 
 fn list(names: &[QualifiedName]) -> String {
@@ -194,12 +245,31 @@ impl EngineError {
         }
     }
 
-    /// Whether running again without changing anything may succeed.
+    /// Whether the same work, tried again unchanged, may succeed: only a transient failure.
     pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// What kind of failure this is; the exit code follows from it.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            EngineError::Pg(e) => e.is_retryable(),
-            EngineError::TaskBusy { .. } | EngineError::Interrupted => true,
-            _ => false,
+            EngineError::Pg(e) => e.kind(),
+            EngineError::NothingSelected
+            | EngineError::TaskChanged { .. }
+            | EngineError::Mapping(_) => ErrorKind::Usage,
+            EngineError::TablesInTheWay { .. }
+            | EngineError::MissingDependency { .. }
+            | EngineError::ControlSchemaTooNew { .. }
+            | EngineError::UnknownTask { .. }
+            | EngineError::CannotStream { .. }
+            | EngineError::CannotStartOver { .. } => ErrorKind::Prerequisite,
+            EngineError::TaskBusy { .. } => ErrorKind::Busy,
+            EngineError::Interrupted => ErrorKind::Interrupted,
+            EngineError::SchemaRestore { .. }
+            | EngineError::LoadFailed { .. }
+            | EngineError::PostDataFailed { .. }
+            | EngineError::SnapshotLost
+            | EngineError::ApplyStopped { .. } => ErrorKind::Failed,
         }
     }
 }

@@ -16,7 +16,7 @@ use pgferry_config::{Mapping, TableMap};
 use pgferry_pg::catalog::Table;
 use pgferry_pg::{QualifiedName, quote_ident, quote_literal};
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, MappingProblem, Result};
 use crate::load::schema::{EXPRESSION_CHECK_KIND, TRANSFORM_KIND};
 
 /// Resolves the task's rules for one source table.
@@ -37,7 +37,7 @@ pub fn map_table(mapping: &Mapping, table: &Table) -> Result<TableMap> {
             (&rule_name.schema, &rule_name.name),
             &columns,
         )
-        .map_err(|e| EngineError::Mapping(e.to_string()))
+        .map_err(|e| EngineError::from(MappingProblem::Rule(e)))
 }
 
 /// The target name of a mapped table.
@@ -248,22 +248,21 @@ pub async fn check_expressions_on_source<'a>(
                 .raw()
                 .prepare(&sql)
                 .await
-                .map_err(|e| {
-                    EngineError::Mapping(format!(
-                        "{}: the expression of column {:?} is not valid SQL for {}: {}",
-                        a.origin,
-                        a.name,
-                        t.name,
-                        pgferry_pg::describe_pg_error(&e)
-                    ))
+                .map_err(|source| MappingProblem::Expression {
+                    origin: a.origin.clone(),
+                    column: a.name.clone(),
+                    table: t.name.clone(),
+                    source,
                 })?
                 .columns()
                 .len();
             if columns != 1 {
-                return Err(EngineError::Mapping(format!(
-                    "{}: the expression of column {:?} parses as {columns} values, not one",
-                    a.origin, a.name
-                )));
+                return Err(MappingProblem::NotOneValue {
+                    origin: a.origin.clone(),
+                    column: a.name.clone(),
+                    values: columns,
+                }
+                .into());
             }
         }
     }
@@ -597,11 +596,12 @@ pub fn table_maps<'a>(
         if let Some(other) = seen.insert(target.clone(), t.name.clone())
             && other != t.name
         {
-            return Err(EngineError::Mapping(format!(
-                "{other} and {} would both become {target} on the target; change one of the \
-                 rules that rename them",
-                t.name
-            )));
+            return Err(MappingProblem::SameTarget {
+                first: other,
+                second: t.name.clone(),
+                target,
+            }
+            .into());
         }
         maps.insert(t.oid, map);
     }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use pgferry_config::ErrorKind;
 use serde::Serialize;
 
 /// Why a sync or verify could not run at all. Each names what is wrong and what to do.
@@ -40,10 +41,14 @@ impl FilesError {
         }
     }
 
-    /// Whether the error is about the environment (unreachable endpoint, credentials, a
-    /// missing bucket) rather than the command line.
-    pub fn is_prerequisite(&self) -> bool {
-        matches!(self, FilesError::Store { .. } | FilesError::Source { .. })
+    /// An unreadable source or a destination that refuses (unreachable endpoint,
+    /// credentials, a missing bucket) is the environment's; a bad value is the command
+    /// line's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FilesError::BadInput { .. } => ErrorKind::Usage,
+            FilesError::Store { .. } | FilesError::Source { .. } => ErrorKind::Prerequisite,
+        }
     }
 
     pub(crate) fn bad_input(message: impl Into<String>, hint: Option<&str>) -> Self {

@@ -5,6 +5,7 @@
 //! formats a password or a row value: connection strings appear only through
 //! [`crate::ConnInfo::describe`].
 
+use pgferry_config::ErrorKind;
 use std::fmt;
 
 use crate::conninfo::ConnInfoError;
@@ -175,18 +176,33 @@ impl PgError {
     /// restarting, lock conflicts. Bad credentials, missing privileges and bad input are
     /// definite.
     pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// A lost connection, a restarting server or a conflict between sessions is transient;
+    /// what the environment lacks (a password, a privilege, TLS, a tool) is a
+    /// prerequisite; a connection string that cannot work is the user's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        let transient_if = |yes: bool| {
+            if yes {
+                ErrorKind::Transient
+            } else {
+                ErrorKind::Failed
+            }
+        };
         match self {
-            PgError::Unreachable { .. } | PgError::TooManyConnections { .. } => true,
-            PgError::Query { source, .. } => is_transient(source),
-            PgError::Protocol { .. } => true,
-            PgError::Server { code, .. } => sqlstate_is_transient(code),
-            PgError::Io { .. } => true,
-            PgError::ConnInfo { .. }
-            | PgError::AuthFailed { .. }
+            PgError::ConnInfo { .. } => ErrorKind::Usage,
+            PgError::Unreachable { .. }
+            | PgError::TooManyConnections { .. }
+            | PgError::Protocol { .. }
+            | PgError::Io { .. } => ErrorKind::Transient,
+            PgError::Query { source, .. } => transient_if(is_transient(source)),
+            PgError::Server { code, .. } => transient_if(sqlstate_is_transient(code)),
+            PgError::AuthFailed { .. }
             | PgError::DatabaseMissing { .. }
             | PgError::Tls { .. }
             | PgError::Prerequisite { .. }
-            | PgError::Tool { .. } => false,
+            | PgError::Tool { .. } => ErrorKind::Prerequisite,
         }
     }
 

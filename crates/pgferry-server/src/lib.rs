@@ -50,6 +50,17 @@ pub enum ServerError {
     },
 }
 
+impl ServerError {
+    /// A token the address needs is the user's to give; a port that cannot be bound is the
+    /// environment's.
+    pub fn kind(&self) -> pgferry_config::ErrorKind {
+        match self {
+            ServerError::TokenNeeded(_) => pgferry_config::ErrorKind::Usage,
+            ServerError::Bind { .. } => pgferry_config::ErrorKind::Prerequisite,
+        }
+    }
+}
+
 /// Everything the server shows, and how to reach the target for the control schema.
 pub struct Sources {
     pub task: pgferry_config::Task,

@@ -1,6 +1,6 @@
 //! Exit codes, decided in one place so scripts can rely on them.
 
-use pgferry_config::ConfigError;
+use pgferry_config::{ConfigError, ErrorKind};
 use pgferry_engine::EngineError;
 use pgferry_files::FilesError;
 use pgferry_pg::PgError;
@@ -10,7 +10,8 @@ pub const OK: u8 = 0;
 pub const DIFFERENCES: u8 = 1;
 /// Bad usage or an invalid task file (clap also exits 2 on usage errors).
 pub const USAGE: u8 = 2;
-/// Cannot connect, or a prerequisite is missing: fix the environment, then run again.
+/// Cannot connect (or the connection was lost and did not come back within the retries),
+/// or a prerequisite is missing: fix the environment, then run again.
 pub const PREREQUISITE: u8 = 3;
 /// The migration failed; its state is kept and `run` resumes.
 pub const FAILED: u8 = 4;
@@ -19,68 +20,35 @@ pub const BUSY: u8 = 5;
 /// Interrupted by a signal; `run` resumes.
 pub const INTERRUPTED: u8 = 130;
 
-fn pg_code(e: &PgError) -> u8 {
-    match e {
-        PgError::ConnInfo { .. } => USAGE,
-        PgError::Unreachable { .. }
-        | PgError::TooManyConnections { .. }
-        | PgError::AuthFailed { .. }
-        | PgError::DatabaseMissing { .. }
-        | PgError::Tls { .. }
-        | PgError::Prerequisite { .. }
-        | PgError::Tool { .. } => PREREQUISITE,
-        PgError::Query { .. }
-        | PgError::Server { .. }
-        | PgError::Protocol { .. }
-        | PgError::Io { .. } => FAILED,
-    }
+/// The kind of the first typed pgferry error in the chain; anything else failed.
+fn kind_of(error: &anyhow::Error) -> ErrorKind {
+    error
+        .chain()
+        .find_map(|e| {
+            if let Some(e) = e.downcast_ref::<ConfigError>() {
+                Some(e.kind())
+            } else if let Some(e) = e.downcast_ref::<EngineError>() {
+                Some(e.kind())
+            } else if let Some(e) = e.downcast_ref::<PgError>() {
+                Some(e.kind())
+            } else if let Some(e) = e.downcast_ref::<FilesError>() {
+                Some(e.kind())
+            } else {
+                e.downcast_ref::<pgferry_server::ServerError>()
+                    .map(|e| e.kind())
+            }
+        })
+        .unwrap_or(ErrorKind::Failed)
 }
 
+/// The exit code of a command that ended with `error`.
 pub fn code_for(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<ConfigError>().is_some() {
-        return USAGE;
-    }
-    if let Some(e) = error.downcast_ref::<PgError>() {
-        return pg_code(e);
-    }
-    if let Some(e) = error.downcast_ref::<pgferry_server::ServerError>() {
-        return match e {
-            pgferry_server::ServerError::TokenNeeded(_) => USAGE,
-            pgferry_server::ServerError::Bind { .. } => PREREQUISITE,
-        };
-    }
-    if let Some(e) = error.downcast_ref::<FilesError>() {
-        return if e.is_prerequisite() {
-            PREREQUISITE
-        } else {
-            USAGE
-        };
-    }
-    match error.downcast_ref::<EngineError>() {
-        Some(EngineError::Pg(e)) => pg_code(e),
-        Some(
-            EngineError::NothingSelected
-            | EngineError::TaskChanged { .. }
-            | EngineError::Mapping(_),
-        ) => USAGE,
-        Some(
-            EngineError::TablesInTheWay { .. }
-            | EngineError::MissingDependency { .. }
-            | EngineError::ControlSchemaTooNew { .. }
-            | EngineError::UnknownTask { .. }
-            | EngineError::CannotStream { .. }
-            | EngineError::CannotStartOver { .. },
-        ) => PREREQUISITE,
-        Some(EngineError::TaskBusy { .. }) => BUSY,
-        Some(EngineError::Interrupted) => INTERRUPTED,
-        Some(
-            EngineError::SchemaRestore { .. }
-            | EngineError::LoadFailed { .. }
-            | EngineError::PostDataFailed { .. }
-            | EngineError::SnapshotLost
-            | EngineError::ApplyStopped { .. },
-        ) => FAILED,
-        None => FAILED,
+    match kind_of(error) {
+        ErrorKind::Usage => USAGE,
+        ErrorKind::Prerequisite | ErrorKind::Transient => PREREQUISITE,
+        ErrorKind::Failed => FAILED,
+        ErrorKind::Busy => BUSY,
+        ErrorKind::Interrupted => INTERRUPTED,
     }
 }
 

@@ -15,6 +15,8 @@ pub struct CdcLive {
     pub incoming: OpCounts,
     pub wal_retained_bytes: Option<i64>,
     pub binary: bool,
+    /// Sub-batches the bulk fast path handed to the careful one, by reason.
+    pub fallbacks: std::collections::BTreeMap<&'static str, i64>,
 }
 
 /// Counts by operation.

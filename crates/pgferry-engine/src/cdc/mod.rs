@@ -60,6 +60,8 @@ const RETENTION_EVERY_TICKS: u32 = 15;
 pub struct CdcOutcome {
     pub applied_lsn: String,
     pub totals: OpCounts,
+    /// Sub-batches applied change by change, by why the bulk path passed them on.
+    pub fallbacks: std::collections::BTreeMap<&'static str, i64>,
 }
 
 /// Sets up an apply session: canonical value formats, no timeouts, durable commits (the
@@ -662,6 +664,7 @@ async fn stream_loop(
                     lag,
                     totals: applier.totals,
                     incoming: applier.incoming,
+                    fallbacks: applier.fallbacks.clone(),
                     wal_retained_bytes: wal_retained,
                     binary: state.binary,
                 });
@@ -680,6 +683,7 @@ async fn stream_loop(
                     return Ok(CdcOutcome {
                         applied_lsn: applier.applied().to_string(),
                         totals: applier.totals,
+                        fallbacks: applier.fallbacks.clone(),
                     });
                 }
             }

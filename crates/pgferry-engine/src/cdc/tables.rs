@@ -22,7 +22,7 @@ use pgferry_pg::pgoutput::{Relation, RelationColumn};
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side, quote_ident};
 
 use crate::cdc::sql::Col;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, MappingProblem, Result};
 
 /// A target column a source column maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +189,7 @@ pub async fn resolve(
             (&rule_name.schema, &rule_name.name),
             &source_columns,
         )
-        .map_err(|e| EngineError::Mapping(e.to_string()))?;
+        .map_err(|e| EngineError::from(MappingProblem::Rule(e)))?;
     let target_name = crate::transform::target_name(&map);
     let mut columns = target_columns(target, &target_name).await?;
     if columns.is_empty() {

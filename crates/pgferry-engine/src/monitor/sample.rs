@@ -115,6 +115,12 @@ pub fn progress_samples(task: &Task, progress: &RunProgress) -> Vec<Sample> {
             "pgferry_cdc_apply_exceptions_total",
             cdc.totals.exceptions as f64,
         ));
+        for reason in crate::cdc::apply::Fallback::ALL.map(|f| f.as_str()) {
+            let n = cdc.fallbacks.get(reason).copied().unwrap_or(0);
+            out.push(
+                Sample::new("pgferry_cdc_bulk_fallbacks_total", n as f64).label("reason", reason),
+            );
+        }
     }
     out
 }

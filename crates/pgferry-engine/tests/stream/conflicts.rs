@@ -62,7 +62,14 @@ async fn apply_conflicts_follow_the_default_policies_and_the_stream_goes_on() {
             ("b".into(), "update".into(), "LOG_ERROR".into()),
         ]
     );
-    assert_eq!(summary.cdc.unwrap().totals.exceptions, 3);
+    let cdc = summary.cdc.unwrap();
+    assert_eq!(cdc.totals.exceptions, 3);
+    // The bulk path found a row missing (the delete of 6) and passed the sub-batch on.
+    assert!(
+        cdc.fallbacks.get("row_missing").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        cdc.fallbacks
+    );
     let a: Vec<(i32, String)> = id_and_text(
         &p.target,
         "SELECT id, v FROM a WHERE id IN (5, 6, 7, 8, 1000, 1001) ORDER BY id",

@@ -114,8 +114,7 @@ async fn cdc_applies_primary_key_changes_including_swaps_within_a_transaction() 
         &[
             "UPDATE pairs SET a = a + 1000 WHERE a <= 20",
             "UPDATE pairs SET b = b || '-renamed', v = -v WHERE a BETWEEN 30 AND 40",
-            // A swap through a temporary key: a bulk apply cannot reproduce it, the careful
-            // path must.
+            // A swap through a temporary key, within one transaction.
             "BEGIN; UPDATE pairs SET a = -1 WHERE a = 50; UPDATE pairs SET a = 50 WHERE a = 51;
              UPDATE pairs SET a = 51 WHERE a = -1; COMMIT;",
             "DELETE FROM pairs WHERE a = 1005; INSERT INTO pairs VALUES (1005, 'k5', 555);",

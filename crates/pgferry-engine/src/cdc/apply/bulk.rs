@@ -1,13 +1,69 @@
 //! The fast path: one bulk statement per table, operation and column set, each row count
-//! checked. `Ok(false)` sends the sub-batch to the careful path.
+//! checked. A [`Fallback`] names why a sub-batch goes to the careful path instead; the
+//! stream counts each (`pgferry_cdc_bulk_fallbacks_total`).
 
 use std::sync::Arc;
 
 use super::*;
 
+/// Why a sub-batch left the fast path for the careful, change-by-change one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The target's triggers and foreign keys would fire (pgferry may not set
+    /// `session_replication_role`), so changes must go in source order.
+    TriggersFire,
+    /// A key is reused within the sub-batch, or a key value was not sent: net effects per
+    /// key would not reproduce the changes faithfully.
+    NotCoalescable,
+    /// A key column has no column on the target (a rule removed it).
+    KeyNotMapped,
+    /// A delete or an update touched fewer rows than it named: a row is missing.
+    RowMissing,
+    /// An insert row lacks a large value the source did not send, so it cannot be
+    /// inserted whole.
+    UnsentValue,
+    /// An insert touched fewer rows than it carried: a key already exists.
+    KeyExists,
+    /// A change of a table without a key did not touch exactly one row.
+    KeylessMismatch,
+    /// The bulk statement failed (one of its rows breaks a constraint, say).
+    StatementFailed,
+}
+
+impl Fallback {
+    /// Every reason, for metrics that show zero before the first.
+    pub const ALL: [Fallback; 8] = [
+        Fallback::TriggersFire,
+        Fallback::NotCoalescable,
+        Fallback::KeyNotMapped,
+        Fallback::RowMissing,
+        Fallback::UnsentValue,
+        Fallback::KeyExists,
+        Fallback::KeylessMismatch,
+        Fallback::StatementFailed,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::TriggersFire => "triggers_fire",
+            Fallback::NotCoalescable => "not_coalescable",
+            Fallback::KeyNotMapped => "key_not_mapped",
+            Fallback::RowMissing => "row_missing",
+            Fallback::UnsentValue => "unsent_value",
+            Fallback::KeyExists => "key_exists",
+            Fallback::KeylessMismatch => "keyless_mismatch",
+            Fallback::StatementFailed => "statement_failed",
+        }
+    }
+}
+
+/// What the fast path did with a sub-batch: applied it, or why not.
+pub type Fast = std::result::Result<(), Fallback>;
+
 impl Applier {
-    /// Bulk apply. `Ok(false)` when a row count says something did not go as planned.
-    pub(super) async fn fast_apply(&mut self, changes: &[Change]) -> Result<bool> {
+    /// Bulk apply, or the reason it did not go as planned.
+    pub(super) async fn fast_apply(&mut self, changes: &[Change]) -> Result<Fast> {
         // Grouped by table description (its address): changes before and after a
         // Relation message that altered the table stay apart.
         let mut order: Vec<Arc<TableInfo>> = Vec::new();
@@ -25,26 +81,26 @@ impl Applier {
             let applied = if table.has_key() {
                 match coalesce(list) {
                     Some(nets) => self.apply_nets(&table, &nets).await?,
-                    None => false,
+                    None => Err(Fallback::NotCoalescable),
                 }
             } else {
                 self.apply_keyless(&table, list).await?
             };
-            if !applied {
-                return Ok(false);
+            if applied.is_err() {
+                return Ok(applied);
             }
         }
-        Ok(true)
+        Ok(Ok(()))
     }
 
     pub(super) async fn apply_nets(
         &mut self,
         table: &Arc<TableInfo>,
         nets: &[Net],
-    ) -> Result<bool> {
+    ) -> Result<Fast> {
         let key_cols: Vec<&sql::Col> = table.key.iter().filter_map(|i| table.col(*i)).collect();
         if key_cols.len() != table.key.len() {
-            return Ok(false);
+            return Ok(Err(Fallback::KeyNotMapped));
         }
         // Deletes (including the old rows of replaced ones) first, then updates, then
         // inserts: a key freed in this sub-batch is free before it is taken again.
@@ -65,7 +121,7 @@ impl Applier {
             // A filtered table lacks the rows its filter keeps out: deleting one is no error.
             let expected = deletes.len() as u64;
             if n != expected && !(table.filter.is_some() && n < expected) {
-                return Ok(false);
+                return Ok(Err(Fallback::RowMissing));
             }
         }
         // Updates, grouped by the set of columns they set.
@@ -110,7 +166,7 @@ impl Applier {
             }
             let n = self.bulk(&sql, table, &positions, &columns).await?;
             if n != rows.len() as u64 {
-                return Ok(false);
+                return Ok(Err(Fallback::RowMissing));
             }
         }
         let inserts: Vec<&Tuple> = nets
@@ -123,15 +179,15 @@ impl Applier {
         self.bulk_insert(table, &inserts).await
     }
 
-    /// Inserts whole rows with one statement. `Ok(false)` when a row was skipped (its key
-    /// exists) or cannot be inserted whole (an unchanged TOAST value).
+    /// Inserts whole rows with one statement, unless a row cannot be inserted whole (an
+    /// unsent TOAST value) or a row was skipped (its key exists).
     pub(super) async fn bulk_insert(
         &mut self,
         table: &Arc<TableInfo>,
         rows: &[&Tuple],
-    ) -> Result<bool> {
+    ) -> Result<Fast> {
         if rows.is_empty() {
-            return Ok(true);
+            return Ok(Ok(()));
         }
         let cols: Vec<usize> = (0..table.cols.len())
             .filter(|i| table.cols[*i].is_some())
@@ -140,7 +196,7 @@ impl Applier {
             .iter()
             .any(|row| cols.iter().any(|i| row.get(*i) == Some(&Value::Unchanged)))
         {
-            return Ok(false);
+            return Ok(Err(Fallback::UnsentValue));
         }
         let insert_cols: Vec<&sql::Col> = cols.iter().filter_map(|i| table.col(*i)).collect();
         let binary = self.binary;
@@ -154,17 +210,21 @@ impl Applier {
             })
             .collect();
         let n = self.bulk(&sql, table, &cols, &columns).await?;
-        Ok(n == rows.len() as u64)
+        Ok(if n == rows.len() as u64 {
+            Ok(())
+        } else {
+            Err(Fallback::KeyExists)
+        })
     }
 
     /// A table without a key, in the fast path: inserts only (an append-only log, the
     /// common case) go in one statement; anything else goes change by change, in order,
-    /// each expected to touch exactly one row. `Ok(false)` when one did not.
+    /// each expected to touch exactly one row.
     pub(super) async fn apply_keyless(
         &mut self,
         table: &Arc<TableInfo>,
         changes: &[&Change],
-    ) -> Result<bool> {
+    ) -> Result<Fast> {
         let inserts: Vec<&Tuple> = changes
             .iter()
             .filter_map(|c| match &c.op {
@@ -177,10 +237,10 @@ impl Applier {
         }
         for c in changes {
             if !matches!(self.apply_one(c).await?, Outcome::Applied) {
-                return Ok(false);
+                return Ok(Err(Fallback::KeylessMismatch));
             }
         }
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// Runs a bulk statement with one array parameter per column.

@@ -2,6 +2,7 @@
 //! the chunk filters of a resumed load ([`crate::cdc::chunks`]).
 
 use super::*;
+use crate::error::MappingProblem;
 
 impl Applier {
     /// The part of a change that the chunk filters of its table let through ([`super::chunks`]):
@@ -107,11 +108,7 @@ impl Applier {
             return Ok(changes);
         }
         if self.binary {
-            return Err(EngineError::Mapping(
-                "a filter needs changes in text form, but this task's stream was set up in \
-                 binary; set cdc.binary = false, run `pgferry cleanup`, and start the task again"
-                    .to_owned(),
-            ));
+            return Err(MappingProblem::FilterNeedsText.into());
         }
         // The rows to evaluate, per table description.
         let mut pending: HashMap<usize, (Arc<TableInfo>, Vec<usize>)> = HashMap::new();

@@ -56,6 +56,7 @@ use crate::cdc::tables::{self, Resolution, Scope, SnapshotFilter, TableInfo};
 use crate::error::{EngineError, Result};
 
 mod bulk;
+pub use bulk::Fallback;
 mod careful;
 mod coalesce;
 mod filters;
@@ -206,6 +207,8 @@ pub struct Applier {
     pub totals: OpCounts,
     /// Changes received for tables in scope, before they are applied.
     pub incoming: OpCounts,
+    /// Sub-batches that left the fast path, by [`Fallback`] reason.
+    pub fallbacks: BTreeMap<&'static str, i64>,
     pub lag: Lag,
     positions: Arc<Positions>,
 }
@@ -285,6 +288,7 @@ impl Applier {
             data_errors: 0,
             totals: OpCounts::default(),
             incoming: OpCounts::default(),
+            fallbacks: BTreeMap::new(),
             lag: Lag::default(),
             positions,
         })
@@ -600,36 +604,33 @@ impl Applier {
         }
         // Bulk statements group changes by table, out of source order across tables: only
         // safe when foreign keys and triggers do not fire (replica role).
-        let fast = self.replica_role;
-        let mut done = false;
-        if fast {
+        let fallback = if self.replica_role {
             self.target
                 .batch("starting a sub-batch", "SAVEPOINT pgferry_sub")
                 .await?;
-            match self.fast_apply(&changes).await {
-                Ok(true) => {
-                    self.target
-                        .batch("finishing a sub-batch", "RELEASE SAVEPOINT pgferry_sub")
-                        .await?;
-                    done = true;
-                }
-                Ok(false) => {}
+            let fallback = match self.fast_apply(&changes).await {
+                Ok(fast) => fast.err(),
                 // Lost, or out of disk or memory: change by change would fail the same.
                 Err(e) if self.target.is_closed() || e.is_retryable() => return Err(e),
                 Err(e) => {
-                    tracing::debug!(error = %e, "bulk apply failed; applying change by change")
+                    tracing::debug!(error = %e, "bulk apply failed; applying change by change");
+                    Some(Fallback::StatementFailed)
                 }
-            }
-            if !done {
-                self.target
-                    .batch(
-                        "rolling back a sub-batch",
-                        "ROLLBACK TO SAVEPOINT pgferry_sub",
-                    )
-                    .await?;
-            }
-        }
-        if !done {
+            };
+            let (context, sql) = match fallback {
+                None => ("finishing a sub-batch", "RELEASE SAVEPOINT pgferry_sub"),
+                Some(_) => (
+                    "rolling back a sub-batch",
+                    "ROLLBACK TO SAVEPOINT pgferry_sub",
+                ),
+            };
+            self.target.batch(context, sql).await?;
+            fallback
+        } else {
+            Some(Fallback::TriggersFire)
+        };
+        if let Some(reason) = fallback {
+            *self.fallbacks.entry(reason.as_str()).or_default() += 1;
             counts.exceptions = self.careful_apply(&changes).await?;
         }
         self.batch.counts.add(&counts);
