@@ -21,6 +21,7 @@ mod preflight;
 mod progress;
 mod queue;
 mod retry;
+mod route;
 mod run;
 mod session;
 mod startover;

@@ -428,7 +428,8 @@ async fn run_phases(
             tracing::warn!("{w}");
         }
         drop(source);
-        cdc_outcome = Some(cdc::run(task, endpoints, &mut control_client, progress).await?);
+        let route = crate::route::Route::forward(endpoints);
+        cdc_outcome = Some(cdc::run(task, &route, &mut control_client, progress).await?);
         // Sequences do not replicate; a clean stop leaves the target's at the source's.
         let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
         sequences =

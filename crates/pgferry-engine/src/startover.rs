@@ -129,7 +129,8 @@ async fn check_can_start_over(
             row.phase.as_str()
         )));
     }
-    match crate::cdc::check_slot(task, endpoints, control_client).await {
+    let route = crate::route::Route::forward(endpoints);
+    match crate::cdc::check_slot(task, &route, control_client).await {
         Ok(()) => Err(refuse(
             "its replication slot is healthy: a plain `pgferry run` resumes from the \
              checkpoint and loses nothing"

@@ -134,6 +134,11 @@ pub fn valid_slot_name(name: &str) -> bool {
 }
 
 impl ReplicationClient {
+    /// The side this connection streams from.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
     /// Connects to the database of `info` in logical replication mode.
     pub async fn connect(
         side: Side,

@@ -31,8 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgferry_config::Task;
-use pgferry_pg::replication::ReplicationClient;
-use pgferry_pg::{ConnInfo, Lsn, PgClient, PgError, QualifiedName, Side};
+use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName};
 use serde::Serialize;
 
 use crate::cdc::apply::{Applier, HEARTBEAT_PREFIX};
@@ -40,9 +39,9 @@ pub use crate::cdc::live::{CdcLive, Lag, OpCounts};
 use crate::cdc::stream::{LastHeard, Positions, Stream};
 use crate::cdc::tables::Scope;
 use crate::control::{self, Level};
-use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::progress::RunProgress;
+use crate::route::Route;
 use crate::session;
 
 /// How often live figures are saved and the stop flag is read: fast enough that
@@ -88,8 +87,8 @@ pub async fn apply_session(target: &PgClient) -> Result<bool> {
 
 /// Writes a heartbeat message on the source every `every`: it moves an idle slot forward
 /// (so it holds no WAL back) and measures lag end to end.
-async fn heartbeat(info: ConnInfo, task: String, every: Duration) {
-    let Ok(client) = pgferry_pg::connect(Side::Source, &info, "pgferry heartbeat").await else {
+async fn heartbeat(route: Route, task: String, every: Duration) {
+    let Ok(client) = route.connect_from("pgferry heartbeat").await else {
         return;
     };
     let mut tick = tokio::time::interval(every);
@@ -174,7 +173,7 @@ async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
 /// cleared, so `status` no longer claims the slot holds WAL.
 pub(crate) async fn check_slot(
     task: &Task,
-    endpoints: &Endpoints,
+    route: &Route,
     control_client: &PgClient,
 ) -> Result<()> {
     let state = load_state(control_client, &task.name).await?;
@@ -191,11 +190,13 @@ pub(crate) async fn check_slot(
         return Err(EngineError::CannotStream {
             task: task.name.clone(),
             problem: format!(
-                "a start-over began at {at} and did not finish: the slot on the source may                  be the new one already, which the old checkpoint does not fit"
+                "a start-over began at {at} and did not finish: the slot on the {} may be \
+                 the new one already, which the old checkpoint does not fit",
+                route.from()
             ),
         });
     }
-    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    let source = route.connect_from("pgferry cdc").await?;
     let problem = match source::slot_info(&source, &state.slot).await? {
         Some(info) if info.wal_status.as_deref() == Some("lost") => lost_slot(&state.slot),
         Some(_) => return Ok(()),
@@ -272,7 +273,7 @@ fn at_risk_message(slot: &str, info: &source::SlotInfo) -> String {
 /// Streams changes until a stop is requested, retrying recoverable errors.
 pub async fn run(
     task: &Task,
-    endpoints: &Endpoints,
+    route: &Route,
     control_client: &mut PgClient,
     progress: &Arc<RunProgress>,
 ) -> Result<CdcOutcome> {
@@ -280,7 +281,7 @@ pub async fn run(
     // now is retried below like any outage.
     let checked = tokio::time::timeout(
         task.cdc.receive_timeout,
-        check_slot(task, endpoints, control_client),
+        check_slot(task, route, control_client),
     )
     .await;
     if let Ok(Err(e)) = checked
@@ -315,7 +316,7 @@ pub async fn run(
     heard.mark();
     loop {
         let started = Instant::now();
-        let result = match reconnect_control(task, endpoints, control_client).await {
+        let result = match reconnect_control(task, route, control_client).await {
             Ok(()) => {
                 // Logged already; the event log gets them now.
                 for message in unrecorded.drain(..) {
@@ -329,7 +330,7 @@ pub async fn run(
                     )
                     .await;
                 }
-                stream_once(task, endpoints, control_client, progress, &heard).await
+                stream_once(task, route, control_client, progress, &heard).await
             }
             Err(e) => Err(e),
         };
@@ -338,8 +339,7 @@ pub async fn run(
         // slot's state says what happened.
         if result.is_err() {
             let checked =
-                tokio::time::timeout(PROBE_LIMIT, check_slot(task, endpoints, control_client))
-                    .await;
+                tokio::time::timeout(PROBE_LIMIT, check_slot(task, route, control_client)).await;
             if let Ok(Err(lost)) = checked
                 && !lost.is_retryable()
             {
@@ -419,10 +419,10 @@ async fn wait_out(
 /// holds the task lock again ([`control::reconnect`]).
 async fn reconnect_control(
     task: &Task,
-    endpoints: &Endpoints,
+    route: &Route,
     control_client: &mut PgClient,
 ) -> Result<()> {
-    control::reconnect(&task.name, &endpoints.target, control_client).await
+    control::reconnect(&task.name, route.to_info(), control_client).await
 }
 
 enum Step {
@@ -433,29 +433,28 @@ enum Step {
 
 async fn stream_once(
     task: &Task,
-    endpoints: &Endpoints,
+    route: &Route,
     control_client: &PgClient,
     progress: &Arc<RunProgress>,
     heard: &Arc<LastHeard>,
 ) -> Result<CdcOutcome> {
     let limit = task.cdc.receive_timeout;
-    let (state, mut applier, mut stream, positions) = tokio::time::timeout(
-        limit,
-        start_streaming(task, endpoints, control_client, heard),
-    )
-    .await
-    .map_err(|_| {
-        EngineError::Pg(PgError::Protocol {
-            side: Side::Source,
-            message: format!(
-                "starting to stream took more than {} s; the source is presumed \
-                         unreachable (cdc.receive_timeout_s)",
-                limit.as_secs()
-            ),
-        })
-    })??;
+    let (state, mut applier, mut stream, positions) =
+        tokio::time::timeout(limit, start_streaming(task, route, control_client, heard))
+            .await
+            .map_err(|_| {
+                EngineError::Pg(PgError::Protocol {
+                    side: route.from(),
+                    message: format!(
+                        "starting to stream took more than {} s; the {} is presumed unreachable \
+                 (cdc.receive_timeout_s)",
+                        limit.as_secs(),
+                        route.from()
+                    ),
+                })
+            })??;
     let beat = tokio::spawn(heartbeat(
-        endpoints.source.clone(),
+        route.clone(),
         task.name.clone(),
         task.cdc.heartbeat_interval,
     ));
@@ -464,7 +463,7 @@ async fn stream_once(
         "streaming changes");
     let result = stream_loop(
         task,
-        endpoints,
+        route,
         control_client,
         progress,
         &mut applier,
@@ -486,17 +485,17 @@ async fn stream_once(
 /// answering half-way (a cut network) must not hold the run forever.
 async fn start_streaming(
     task: &Task,
-    endpoints: &Endpoints,
+    route: &Route,
     control_client: &PgClient,
     heard: &Arc<LastHeard>,
 ) -> Result<(State, Applier, Stream, Arc<Positions>)> {
     let state = load_state(control_client, &task.name).await?;
-    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    let source = route.connect_from("pgferry cdc").await?;
     source
         .batch("setting up the source session", "SET search_path = ''")
         .await?;
     source::free_slot(&source, &state.slot).await?;
-    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry apply").await?;
+    let target = route.connect_to("pgferry apply").await?;
     let replica_role = apply_session(&target).await?;
     if !replica_role {
         let message = "the target user may not set session_replication_role = replica: the \
@@ -519,7 +518,7 @@ async fn start_streaming(
         positions.clone(),
     )
     .await?;
-    let client = ReplicationClient::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+    let client = route.replicate_from("pgferry cdc").await?;
     let stream = Stream::start(
         client,
         &state.slot,
@@ -536,7 +535,7 @@ async fn start_streaming(
 #[allow(clippy::too_many_arguments)]
 async fn stream_loop(
     task: &Task,
-    endpoints: &Endpoints,
+    route: &Route,
     control_client: &PgClient,
     progress: &Arc<RunProgress>,
     applier: &mut Applier,
@@ -564,7 +563,7 @@ async fn stream_loop(
         match step {
             Step::Event(None) => {
                 return Err(EngineError::Pg(PgError::Protocol {
-                    side: Side::Source,
+                    side: route.from(),
                     message: "the replication stream ended".to_owned(),
                 }));
             }
@@ -591,8 +590,7 @@ async fn stream_loop(
                 // Bounded: a source that does not answer (a cut network) must not stall the
                 // loop that keeps the lag figures and the stop flag current.
                 let probe = async {
-                    let source =
-                        pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cdc").await?;
+                    let source = route.connect_from("pgferry cdc").await?;
                     source::slot_info(&source, &state.slot).await
                 };
                 if ticks % RETENTION_EVERY_TICKS == 1
@@ -726,8 +724,8 @@ fn human_bytes(b: i64) -> String {
 /// Sets a task's stop flag without waiting: the run in this process sees it within a second
 /// and stops as [`request_stop`] describes. For `POST /api/v1/stop`.
 pub async fn signal_stop(task: &Task) -> Result<()> {
-    let endpoints = Endpoints::resolve(task)?;
-    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry stop").await?;
+    let route = Route::of(task)?;
+    let target = route.connect_to("pgferry stop").await?;
     set_stop_flag(&target, &task.name).await
 }
 
@@ -747,8 +745,8 @@ async fn set_stop_flag(target: &PgClient, task: &str) -> Result<()> {
 /// complete and exits at a transaction boundary. Waits up to `wait` for it; returns whether
 /// a run was stopped.
 pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
-    let endpoints = Endpoints::resolve(task)?;
-    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry stop").await?;
+    let route = Route::of(task)?;
+    let target = route.connect_to("pgferry stop").await?;
     if !control::schema_exists(&target).await?
         || control::load_task(&target, &task.name).await?.is_none()
     {
@@ -764,7 +762,7 @@ pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
     while control::is_running(&target, &task.name).await? {
         if Instant::now() >= deadline {
             return Err(EngineError::Pg(PgError::Prerequisite {
-                side: Side::Target,
+                side: route.to(),
                 problem: format!(
                     "task \"{}\" did not stop within {} s",
                     task.name,
@@ -785,10 +783,10 @@ pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
 /// passes the source's WAL insert position as read now. The drain step of a cutover: fence
 /// the source first, so nothing new arrives. Returns the position reached.
 pub async fn wait_caught_up(task: &Task, timeout: Duration) -> Result<Lsn> {
-    let endpoints = Endpoints::resolve(task)?;
-    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry drain").await?;
+    let route = Route::of(task)?;
+    let target = route.connect_to("pgferry drain").await?;
     let state = load_state(&target, &task.name).await?;
-    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry drain").await?;
+    let source = route.connect_from("pgferry drain").await?;
     let goal: Lsn = source
         .query_one(
             "reading the source's WAL position",
@@ -810,7 +808,7 @@ pub async fn wait_caught_up(task: &Task, timeout: Duration) -> Result<Lsn> {
         }
         if Instant::now() >= deadline {
             return Err(EngineError::Pg(PgError::Prerequisite {
-                side: Side::Target,
+                side: route.to(),
                 problem: format!(
                     "task \"{}\" applied changes up to {confirmed}, short of {goal}, after {} s",
                     task.name,
@@ -828,15 +826,15 @@ pub async fn wait_caught_up(task: &Task, timeout: Duration) -> Result<Lsn> {
 /// `pgferry cleanup`: drops the task's slot and (if pgferry created it) publication on the
 /// source, and restores replica identities it changed. Refused while the task runs.
 pub async fn cleanup(task: &Task) -> Result<source::Cleaned> {
-    let endpoints = Endpoints::resolve(task)?;
-    let target = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry cleanup").await?;
+    let route = Route::of(task)?;
+    let target = route.connect_to("pgferry cleanup").await?;
     if !control::schema_exists(&target).await? {
         return Err(EngineError::UnknownTask {
             task: task.name.clone(),
         });
     }
     control::lock_task(&target, &task.name, "cleanup").await?;
-    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cleanup").await?;
+    let source = route.connect_from("pgferry cleanup").await?;
     let cleaned = source::cleanup(&source, &target, &task.name).await?;
     control::event(
         target.raw(),

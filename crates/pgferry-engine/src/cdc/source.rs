@@ -66,7 +66,7 @@ pub async fn handle_tables_without_key(
     let names: Vec<String> = no_key.iter().map(|t| t.name.to_string()).collect();
     match task.cdc.no_key_tables {
         NoKeyTables::Fail => Err(EngineError::Pg(PgError::Prerequisite {
-            side: Side::Source,
+            side: source.side(),
             problem: format!(
                 "{} selected table(s) have no primary key and no replica identity: {}. Once \
                  published, PostgreSQL would reject UPDATE and DELETE on them on the source",
@@ -118,7 +118,7 @@ pub async fn handle_tables_without_key(
                         &format!("ALTER TABLE {} REPLICA IDENTITY FULL", t.name.quoted()),
                     )
                     .await
-                    .map_err(|e| ownership_hint(e, &t.name))?;
+                    .map_err(|e| ownership_hint(e, source.side(), &t.name))?;
                 let message = format!(
                     "set REPLICA IDENTITY FULL on {} (it has no primary key); `pgferry cleanup` \
                      restores it",
@@ -132,10 +132,10 @@ pub async fn handle_tables_without_key(
     }
 }
 
-fn ownership_hint(e: PgError, table: &QualifiedName) -> EngineError {
+fn ownership_hint(e: PgError, side: Side, table: &QualifiedName) -> EngineError {
     if e.sqlstate() == Some("42501") {
         EngineError::Pg(PgError::Prerequisite {
-            side: Side::Source,
+            side,
             problem: format!("the source user does not own {table}: {e}"),
             fix: format!(
                 "run ALTER TABLE {} REPLICA IDENTITY FULL as its owner, or add a primary key",
@@ -192,7 +192,7 @@ pub async fn ensure_publication(
             .get::<_, bool>(0);
         if !exists {
             return Err(EngineError::Pg(PgError::Prerequisite {
-                side: Side::Source,
+                side: source.side(),
                 problem: format!("the publication \"{name}\" named in the task does not exist"),
                 fix: "create it (CREATE PUBLICATION ... FOR TABLE ... WITH \
                       (publish_via_partition_root = true)) or remove cdc.publication"
@@ -235,7 +235,7 @@ pub async fn ensure_publication(
         .map_err(|e| {
             if e.sqlstate() == Some("42501") {
                 EngineError::Pg(PgError::Prerequisite {
-                    side: Side::Source,
+                    side: source.side(),
                     problem: format!(
                         "the source user may not create the publication: {e}. Adding a \
                          table to a publication takes ownership of the table"

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use pgferry_pg::pgoutput::{self, Message};
 use pgferry_pg::replication::{ReplicationClient, ReplicationMessage};
-use pgferry_pg::{Lsn, PgError, Side};
+use pgferry_pg::{Lsn, PgError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 /// How often the reader reports progress when nothing changed. Well inside
@@ -187,7 +187,7 @@ async fn event(
         } => {
             let units = data.len().div_ceil(BUDGET_UNIT);
             let message = pgoutput::decode(data).map_err(|e| PgError::Protocol {
-                side: Side::Source,
+                side: client.side(),
                 message: format!("at {wal_start}: {e}"),
             })?;
             Ok((
@@ -246,11 +246,12 @@ async fn read(
                 let silent = heard.elapsed();
                 if silent >= receive_timeout {
                     fail(PgError::Protocol {
-                        side: Side::Source,
+                        side: client.side(),
                         message: format!(
-                            "nothing from the source for {} s, not even the answer to a \
+                            "nothing from the {} for {} s, not even the answer to a \
                              keepalive: the connection is presumed dead (a network cut or a \
                              half-open TCP connection; cdc.receive_timeout_s)",
+                            client.side(),
                             silent.as_secs()
                         ),
                     })

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use pgferry_config::mapping::SourceColumn;
 use pgferry_config::{Mapping, Selection};
 use pgferry_pg::pgoutput::{Relation, RelationColumn};
-use pgferry_pg::{PgClient, PgError, QualifiedName, Side, quote_ident};
+use pgferry_pg::{PgClient, PgError, QualifiedName, quote_ident};
 
 use crate::cdc::sql::Col;
 use crate::error::{EngineError, MappingProblem, Result};
@@ -194,9 +194,10 @@ pub async fn resolve(
     let mut columns = target_columns(target, &target_name).await?;
     if columns.is_empty() {
         return Err(EngineError::Pg(PgError::Prerequisite {
-            side: Side::Target,
+            side: target.side(),
             problem: format!(
-                "changes arrive for {source_name}, but {target_name} does not exist on the target"
+                "changes arrive for {source_name}, but {target_name} does not exist on the {}",
+                target.side()
             ),
             fix: "create the table on the target (or exclude it from the task), then run again"
                 .to_owned(),

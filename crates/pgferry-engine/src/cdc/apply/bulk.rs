@@ -278,7 +278,7 @@ impl Applier {
                     texts.push(match v {
                         Some(b) => Some(std::str::from_utf8(b).map_err(|_| {
                             EngineError::Pg(PgError::Protocol {
-                                side: Side::Source,
+                                side: self.source.side(),
                                 message: "a text value is not valid UTF-8".to_owned(),
                             })
                         })?),
@@ -291,7 +291,7 @@ impl Applier {
                 params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             self.target.raw().execute(&statement, &refs).await
         };
-        rows.map_err(target_err("applying a bulk change"))
+        rows.map_err(|e| EngineError::Pg(self.target.err("applying a bulk change", e)))
     }
 
     /// A bulk statement whose rows come from `VALUES`, one binary parameter per value: a
@@ -330,7 +330,7 @@ impl Applier {
                 .raw()
                 .execute(&statement, &refs)
                 .await
-                .map_err(target_err("applying a bulk change"))?;
+                .map_err(|e| EngineError::Pg(self.target.err("applying a bulk change", e)))?;
             done += piece;
         }
         Ok(total)

@@ -130,11 +130,7 @@ impl Applier {
             // A full disk, a shutdown, a missing privilege: nothing about this change.
             // The batch fails whole, so the checkpoint stays before it; transient ones are
             // retried with backoff by the stream's loop.
-            Err(e) => Err(EngineError::Pg(PgError::query(
-                Side::Target,
-                "applying a change",
-                e,
-            ))),
+            Err(e) => Err(EngineError::Pg(self.target.err("applying a change", e))),
         }
     }
 

@@ -172,7 +172,7 @@ impl Applier {
                 .raw()
                 .query(&statement, &refs)
                 .await
-                .map_err(target_err("evaluating a row filter"))?;
+                .map_err(|e| EngineError::Pg(self.target.err("evaluating a row filter", e)))?;
             let kept: HashSet<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).collect();
             for (n, i) in known.iter().enumerate() {
                 passes[*i] = kept.contains(&(n as i64 + 1));

@@ -45,7 +45,7 @@ use pgferry_config::{CdcSettings, ErrorPolicy};
 use pgferry_pg::error::sqlstate_is_data_error;
 use pgferry_pg::lsn::pg_timestamp_to_chrono;
 use pgferry_pg::pgoutput::{Message, OldImage, Relation, Tuple, Value};
-use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, describe_pg_error};
+use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, describe_pg_error};
 use tokio_postgres::types::ToSql;
 
 use crate::cdc::chunks::{ChunkFilters, Verdict};
@@ -215,10 +215,6 @@ pub struct Applier {
 
 fn now_pg() -> i64 {
     pgferry_pg::lsn::pg_timestamp_now()
-}
-
-fn target_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> EngineError + '_ {
-    move |e| EngineError::Pg(PgError::query(Side::Target, context, e))
 }
 
 impl Applier {
@@ -449,7 +445,7 @@ impl Applier {
         .await
         .map_err(|_| {
             EngineError::Pg(PgError::Protocol {
-                side: Side::Source,
+                side: self.source.side(),
                 message: format!(
                     "looking up {}.{} on the source took more than {} s; the connection is \
                      presumed dead",
@@ -468,7 +464,7 @@ impl Applier {
             Some(Resolution::Apply(t)) => Ok(Some(t.clone())),
             Some(Resolution::Ignore) => Ok(None),
             None => Err(EngineError::Pg(PgError::Protocol {
-                side: Side::Source,
+                side: self.source.side(),
                 message: format!("a change for relation {relation} arrived before its description"),
             })),
         }
@@ -484,7 +480,7 @@ impl Applier {
     async fn change(&mut self, relation: u32, op: Op) -> Result<()> {
         let Some(txn) = self.txn.as_ref() else {
             return Err(EngineError::Pg(PgError::Protocol {
-                side: Side::Source,
+                side: self.source.side(),
                 message: "a change arrived outside a transaction".to_owned(),
             }));
         };
@@ -584,7 +580,7 @@ impl Applier {
             .raw()
             .prepare(sql)
             .await
-            .map_err(target_err("preparing an apply statement"))?;
+            .map_err(|e| EngineError::Pg(self.target.err("preparing an apply statement", e)))?;
         self.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
     }
