@@ -1,0 +1,173 @@
+//! Opening a run: connect to both servers, check them, take the task's run lock, and
+//! either plan a new task (one target transaction: a crash before its commit leaves
+//! nothing, after it the whole plan) or find the phase an existing one stands in.
+
+use std::sync::Arc;
+
+use pgferry_config::Task;
+use pgferry_pg::catalog::{self, ServerInfo};
+use pgferry_pg::dump::PgTools;
+use pgferry_pg::{PgClient, Side};
+
+use super::{RunContext, RunOptions};
+use crate::control::{self, Level, Phase};
+use crate::endpoints::Endpoints;
+use crate::error::{EngineError, Result};
+use crate::preflight;
+use crate::progress::RunProgress;
+
+/// Where an opened run stands.
+pub(super) enum Opened<'a> {
+    /// The task finished in an earlier run.
+    AlreadyDone(RunContext<'a>),
+    /// The task is in this phase (a new task: `Planned`, or `Cdc` for CDC-only tasks).
+    At(RunContext<'a>, Phase),
+}
+
+pub(super) async fn open<'a>(
+    task: &'a Task,
+    endpoints: &'a Endpoints,
+    progress: &'a Arc<RunProgress>,
+    options: RunOptions,
+) -> Result<Opened<'a>> {
+    progress.set_phase("connecting");
+    let source = pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry").await?;
+    let mut control_client = pgferry_pg::connect(
+        Side::Target,
+        &endpoints.target,
+        &control::control_application_name(),
+    )
+    .await?;
+    let source_info = ServerInfo::load(&source).await?;
+    let target_info = ServerInfo::load(&control_client).await?;
+    preflight::check_source(task, &source_info)?;
+    let schemas = scope_schemas(&source, task).await?;
+    preflight::check_target(&control_client, &target_info, &schemas).await?;
+    let mut warnings = Vec::new();
+    if target_info.major() < source_info.major() {
+        warnings.push(format!(
+            "the target runs PostgreSQL {} and the source {}: objects using newer syntax may \
+             fail to restore",
+            target_info.version, source_info.version
+        ));
+    }
+    control::ensure_schema(&mut control_client).await?;
+    control::lock_task(&control_client, &task.name, "run").await?;
+
+    let mut ctx = RunContext {
+        task,
+        endpoints,
+        progress,
+        source,
+        control: control_client,
+        schemas,
+        snapshot: None,
+        preamble: String::new(),
+        tables: Vec::new(),
+        warnings,
+        schema_objects: 0,
+        sequences: 0,
+        cdc: None,
+    };
+    let existing = control::load_task(&ctx.control, &task.name).await?;
+    if options.start_over && existing.is_none() {
+        return Err(EngineError::CannotStartOver {
+            task: task.name.clone(),
+            problem: "it has never run: a plain `pgferry run` starts it".to_owned(),
+        });
+    }
+    match &existing {
+        Some(row) => {
+            if row.migration_type != task.migration_type.as_str() {
+                return Err(EngineError::TaskChanged {
+                    task: task.name.clone(),
+                    was: row.migration_type.clone(),
+                    now: task.migration_type.as_str().to_owned(),
+                });
+            }
+            if row.phase == Phase::Done {
+                return Ok(Opened::AlreadyDone(ctx));
+            }
+            tracing::info!(phase = row.phase.as_str(), "resuming task");
+            let message = format!("run resumed in phase {}", row.phase.as_str());
+            control::event(
+                ctx.control.raw(),
+                &task.name,
+                Level::Info,
+                "run",
+                &message,
+                None,
+            )
+            .await?;
+        }
+        None => plan(&mut ctx, &source_info, &target_info).await?,
+    }
+    if options.start_over {
+        progress.set_phase("starting over");
+        let (holder, note) = crate::startover::start_over(
+            task,
+            endpoints,
+            &ctx.source,
+            &source_info,
+            &mut ctx.control,
+        )
+        .await?;
+        tracing::info!("{note}");
+        ctx.snapshot = Some(holder);
+    }
+    let row = control::load_task(&ctx.control, &task.name)
+        .await?
+        .ok_or_else(|| EngineError::UnknownTask {
+            task: task.name.clone(),
+        })?;
+    ctx.preamble = row.schema_preamble.unwrap_or_default();
+    // Progress displays and metrics show the tables in every phase, streaming included.
+    ctx.tables = super::steps::table_jobs(&ctx.control, &task.name).await?;
+    progress.set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
+    Ok(Opened::At(ctx, row.phase))
+}
+
+/// Plans a new task: its tables, chunks, schema and CDC setup, stored in one transaction.
+async fn plan(
+    ctx: &mut RunContext<'_>,
+    source_info: &ServerInfo,
+    target_info: &ServerInfo,
+) -> Result<()> {
+    ctx.progress.set_phase("planning");
+    let task = ctx.task;
+    if task.migration_type.needs_full_load() {
+        let tools = PgTools::locate(source_info.major()).await?;
+        let (holder, notes) = crate::load::planning::plan_task(
+            task,
+            &tools,
+            ctx.endpoints,
+            &ctx.source,
+            source_info,
+            target_info,
+            &mut ctx.control,
+        )
+        .await?;
+        ctx.warnings.extend(notes);
+        ctx.snapshot = Some(holder);
+    } else {
+        let notes = crate::load::planning::plan_cdc_only(
+            task,
+            ctx.endpoints,
+            &ctx.source,
+            source_info,
+            &mut ctx.control,
+        )
+        .await?;
+        ctx.warnings.extend(notes);
+    }
+    Ok(())
+}
+
+/// The in-scope schemas of the source.
+async fn scope_schemas(source: &PgClient, task: &Task) -> Result<Vec<String>> {
+    Ok(catalog::list_schemas(source)
+        .await?
+        .into_iter()
+        .filter(|s| task.selection.includes_schema(s))
+        .collect())
+}

@@ -1,0 +1,326 @@
+//! One step per phase. Each does its phase's work and records the next phase in the
+//! control schema itself (with the work that completes the phase, where there is one), then
+//! returns it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use pgferry_config::TargetTablePrepMode;
+use pgferry_pg::copy::CopyFormat;
+use pgferry_pg::{PgClient, QualifiedName, Side};
+
+use super::RunContext;
+use crate::control::{self, Level, Phase};
+use crate::error::{EngineError, Result};
+use crate::load::copy::{ChunkJob, LoadContext, TableJob};
+use crate::load::graph::{BuildInput, BuildOutcome};
+use crate::load::snapshot::SnapshotHolder;
+use crate::load::{copy, finish as finishing, graph, schema};
+use crate::progress::{TableProgress, TableState};
+
+/// A load pass is repeated at most this many times in one run: after a lost snapshot, or
+/// post-data marks a target restart lost.
+const MAX_PASSES: u32 = 4;
+
+/// Planned: the pre-data schema, in one target transaction that also records Loading.
+pub(super) async fn pre_data(ctx: &mut RunContext<'_>) -> Result<Phase> {
+    ctx.progress.set_phase("schema");
+    let existing = existing_tables(&ctx.control, &ctx.task.name).await?;
+    let notes = schema::restore_pre_data(
+        &mut ctx.control,
+        &ctx.task.name,
+        &ctx.preamble,
+        ctx.task.full_load.target_table_prep_mode,
+        &existing,
+    )
+    .await?;
+    ctx.warnings.extend(notes);
+    Ok(Phase::Loading)
+}
+
+/// Loading and PostData: every chunk and post-data object as one graph, in passes until
+/// the control schema says all of them are done; then Finishing.
+pub(super) async fn load(ctx: &mut RunContext<'_>, mut phase: Phase) -> Result<Phase> {
+    ctx.tables = table_jobs(&ctx.control, &ctx.task.name).await?;
+    ctx.progress
+        .set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
+    // One pass normally. Another when the target lost post-data steps' asynchronous
+    // commits in a restart: the control schema, not this process, says what is done.
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let mut chunks = if phase == Phase::Loading {
+            copy::pending_chunks(&ctx.control, &ctx.task.name, &ctx.tables).await?
+        } else {
+            Vec::new()
+        };
+        // A load that is not recorded done needs its snapshot even with every chunk copied:
+        // the large objects are copied from it before the load ends (`graph::load_done`).
+        let snapshot = if chunks.is_empty() && phase != Phase::Loading {
+            None
+        } else {
+            ctx.progress.set_phase("load");
+            Some(snapshot_for_pass(ctx, &mut chunks).await?)
+        };
+        drop(ctx.snapshot.take());
+        let input = build_input(ctx, chunks, snapshot).await?;
+        let outcome = match graph::run(input, ctx.progress.clone()).await {
+            // The source restarted (or the exporting session died): the same run goes on
+            // from a new snapshot, as a new run would.
+            Err(EngineError::SnapshotLost) if passes < MAX_PASSES => {
+                let message = "the load's snapshot on the source is gone (the source \
+                               restarted?); the load goes on from a new snapshot";
+                tracing::warn!("{message}");
+                control::reconnect(&ctx.task.name, &ctx.endpoints.target, &mut ctx.control).await?;
+                control::warn(&ctx.control, &ctx.task.name, "load", message).await?;
+                phase = Phase::Loading;
+                continue;
+            }
+            result => result?,
+        };
+        // The workers ride through a target restart; the control connection did not.
+        control::reconnect(&ctx.task.name, &ctx.endpoints.target, &mut ctx.control).await?;
+        if let Some(again) = settle(ctx, outcome, passes).await? {
+            phase = again;
+            continue;
+        }
+        control::advance_phase(&mut ctx.control, &ctx.task.name, Phase::Finishing).await?;
+        return Ok(Phase::Finishing);
+    }
+}
+
+/// The snapshot a load pass reads: the one planning exported if it is still alive, else a
+/// new one (waiting for a source that is coming back). With CDC, a new snapshot resyncs
+/// the tables it no longer fits and the chunks left to copy change.
+async fn snapshot_for_pass(
+    ctx: &mut RunContext<'_>,
+    chunks: &mut Vec<ChunkJob>,
+) -> Result<SnapshotHolder> {
+    if let Some(h) = ctx.snapshot.take().filter(SnapshotHolder::is_alive) {
+        return Ok(h);
+    }
+    let source = &ctx.endpoints.source;
+    let holder =
+        crate::retry::retried("exporting a snapshot", || SnapshotHolder::export(source)).await?;
+    let task = &ctx.task.name;
+    let message = if ctx.task.migration_type.needs_cdc() {
+        let visibility = holder.visibility().unwrap_or_default();
+        let notes =
+            crate::load::resume::resync_for_new_snapshot(&mut ctx.control, task, visibility)
+                .await?;
+        // Resets change which chunks remain.
+        ctx.tables = table_jobs(&ctx.control, task).await?;
+        ctx.progress
+            .set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
+        *chunks = copy::pending_chunks(&ctx.control, task, &ctx.tables).await?;
+        format!("the load resumes from a new snapshot (the slot's was lost); {notes}")
+    } else {
+        "the load resumes from a new snapshot: chunks copied before the restart reflect the \
+         source at that earlier time"
+            .to_owned()
+    };
+    control::warn(&ctx.control, task, "load", &message).await?;
+    Ok(holder)
+}
+
+/// Everything one pass of the graph needs, read from the control schema.
+async fn build_input(
+    ctx: &mut RunContext<'_>,
+    chunks: Vec<ChunkJob>,
+    snapshot: Option<SnapshotHolder>,
+) -> Result<BuildInput> {
+    let task = ctx.task;
+    let load = Arc::new(LoadContext {
+        task: task.name.clone(),
+        source: ctx.endpoints.source.clone(),
+        target: ctx.endpoints.target.clone(),
+        snapshot: snapshot
+            .as_ref()
+            .map(|s| s.name().to_owned())
+            .unwrap_or_default(),
+    });
+    let steps = schema::pending_steps(&ctx.control, &task.name, "post-data").await?;
+    let post_ids: HashSet<i32> = steps.iter().map(|s| s.dump_id).collect();
+    let unfinished = schema::unfinished_steps(&ctx.control, &task.name)
+        .await?
+        .difference(&post_ids)
+        .copied()
+        .collect();
+    Ok(BuildInput {
+        ctx: load,
+        tables: ctx.tables.clone(),
+        chunks,
+        steps,
+        table_dump_ids: schema::table_step_ids(&ctx.control, &task.name).await?,
+        unfinished,
+        preamble: ctx.preamble.clone(),
+        skip_duplicates: task.full_load.target_table_prep_mode != TargetTablePrepMode::Fail,
+        jobs: task.full_load.jobs,
+        index_memory: task.full_load.index_memory,
+        snapshot,
+    })
+}
+
+/// Judges a finished pass: an error for what failed, `Some(PostData)` when post-data
+/// objects counted as created are not recorded (a target restart lost their asynchronous
+/// commits) and another pass may create them, `None` when everything is done.
+async fn settle(
+    ctx: &mut RunContext<'_>,
+    outcome: BuildOutcome,
+    passes: u32,
+) -> Result<Option<Phase>> {
+    ctx.warnings.extend(outcome.skipped);
+    ctx.schema_objects = outcome.steps_done;
+    if !outcome.failed_tables.is_empty() {
+        return Err(EngineError::LoadFailed {
+            failed: outcome.failed_tables.len(),
+            total: ctx.tables.len(),
+            tables: outcome
+                .failed_tables
+                .iter()
+                .map(|(t, e)| format!("{t} ({e})"))
+                .collect(),
+        });
+    }
+    if !outcome.failed_steps.is_empty() {
+        return Err(EngineError::PostDataFailed {
+            steps: outcome.failed_steps,
+        });
+    }
+    let lost = schema::pending_steps(&ctx.control, &ctx.task.name, "post-data").await?;
+    if lost.is_empty() {
+        return Ok(None);
+    }
+    if passes < MAX_PASSES {
+        let message = format!(
+            "{} schema object(s) counted as created are not recorded on the target (it \
+             restarted and lost their asynchronous commits); creating them again",
+            lost.len()
+        );
+        control::warn(&ctx.control, &ctx.task.name, "post-data", &message).await?;
+        return Ok(Some(Phase::PostData));
+    }
+    Err(EngineError::PostDataFailed {
+        steps: lost
+            .iter()
+            .map(|s| format!("{} (never recorded as created)", s.label))
+            .collect(),
+    })
+}
+
+/// Finishing: sequences from the source and statistics; then Cdc or Done.
+pub(super) async fn finish(ctx: &mut RunContext<'_>) -> Result<Phase> {
+    ctx.progress.set_phase("sequences and statistics");
+    let task = ctx.task;
+    // A source that restarted during the load took this session with it.
+    if ctx.source.is_closed() {
+        ctx.source = pgferry_pg::connect(Side::Source, &ctx.endpoints.source, "pgferry").await?;
+    }
+    ctx.sequences =
+        finishing::sync_sequences(&ctx.source, &ctx.control, &ctx.schemas, &task.mapping).await?;
+    finishing::analyze(&ctx.endpoints.target, &task.name, task.full_load.jobs).await?;
+    let next = if task.migration_type.needs_cdc() {
+        Phase::Cdc
+    } else {
+        Phase::Done
+    };
+    control::advance_phase(&mut ctx.control, &task.name, next).await?;
+    let message = format!("full load complete; {} sequences set", ctx.sequences);
+    control::event(
+        ctx.control.raw(),
+        &task.name,
+        Level::Info,
+        "run",
+        &message,
+        None,
+    )
+    .await?;
+    Ok(next)
+}
+
+/// Cdc: streams until stopped, then sets the target's sequences to the source's (they do
+/// not replicate). The task stays in this phase.
+pub(super) async fn stream(ctx: &mut RunContext<'_>) -> Result<()> {
+    for w in &ctx.warnings {
+        tracing::warn!("{w}");
+    }
+    let route = crate::route::Route::forward(ctx.endpoints);
+    let outcome = crate::cdc::run(ctx.task, &route, &mut ctx.control, ctx.progress).await?;
+    ctx.cdc = Some(outcome);
+    let source = pgferry_pg::connect(Side::Source, &ctx.endpoints.source, "pgferry").await?;
+    ctx.sequences =
+        finishing::sync_sequences(&source, &ctx.control, &ctx.schemas, &ctx.task.mapping).await?;
+    Ok(())
+}
+
+async fn existing_tables(client: &PgClient, task: &str) -> Result<Vec<QualifiedName>> {
+    let row = client
+        .query_one(
+            "reading the tables in the way",
+            "SELECT existing_tables FROM pgferry.task WHERE name = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(serde_json::from_value(row.get(0)).unwrap_or_default())
+}
+
+/// The task's tables with their progress so far.
+pub(super) async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>> {
+    let rows = client
+        .query(
+            "reading the table plan",
+            "SELECT table_id, source_schema, source_table, target_schema, target_table,
+                    copy_format, columns, estimated_rows, estimated_bytes, chunks_total,
+                    chunks_done, rows_copied, bytes_copied, state, existed_before, analyzed,
+                    dump_id, coalesce(target_columns, columns), row_filter,
+                    EXISTS (SELECT FROM pgferry.schema_step s WHERE s.task = $1
+                            AND s.section = 'post-data' AND s.state = 'done'),
+                    split_key
+             FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let source = QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2));
+            let progress = TableProgress::new(
+                r.get(0),
+                source.clone(),
+                r.get(7),
+                r.get(8),
+                r.get::<_, i32>(9) as u32,
+            );
+            progress.chunks_done.store(
+                r.get::<_, i32>(10) as u32,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            progress
+                .rows_done
+                .store(r.get(11), std::sync::atomic::Ordering::Relaxed);
+            progress
+                .bytes_done
+                .store(r.get(12), std::sync::atomic::Ordering::Relaxed);
+            if r.get::<_, &str>(13) == "loaded" {
+                progress.set_state(TableState::Loaded);
+            }
+            Arc::new(TableJob {
+                table_id: r.get(0),
+                source,
+                target: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
+                columns: serde_json::from_value(r.get(6)).unwrap_or_default(),
+                target_columns: serde_json::from_value(r.get(17)).unwrap_or_default(),
+                filter: r.get(18),
+                format: CopyFormat::parse(r.get(5)).unwrap_or(CopyFormat::Text),
+                existed_before: r.get(14),
+                analyzed: r.get(15),
+                dump_id: r.get(16),
+                reload: r.get(19),
+                split_key: r
+                    .get::<_, Option<serde_json::Value>>(20)
+                    .and_then(|v| serde_json::from_value(v).ok()),
+                progress: Arc::new(progress),
+            })
+        })
+        .collect())
+}
