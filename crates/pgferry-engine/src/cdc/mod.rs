@@ -118,44 +118,18 @@ async fn heartbeat(route: Route, task: String, every: Duration) {
     }
 }
 
-/// The CDC state of a task, as stored.
-#[derive(Debug, Clone)]
-struct State {
-    slot: String,
-    publication: String,
-    binary: bool,
-}
-
-async fn load_state(control_client: &PgClient, task: &str) -> Result<State> {
-    let row = control_client
-        .query_opt(
-            "reading the CDC state",
-            "SELECT slot_name, publication, coalesce(binary_mode, false)
-             FROM pgferry.cdc_state WHERE task = $1",
-            &[&task],
-        )
+async fn load_state(control_client: &PgClient, task: &str) -> Result<control::CdcState> {
+    control::cdc_state(control_client, task)
         .await?
         .ok_or_else(|| EngineError::UnknownTask {
             task: task.to_owned(),
-        })?;
-    Ok(State {
-        slot: row.get(0),
-        publication: row.get(1),
-        binary: row.get(2),
-    })
+        })
 }
 
 async fn scope(control_client: &PgClient, task: &Task) -> Result<Scope> {
-    let excluded: HashSet<QualifiedName> = control_client
-        .query(
-            "reading excluded tables",
-            "SELECT schema_name, table_name FROM pgferry.cdc_table
-             WHERE task = $1 AND excluded",
-            &[&task.name],
-        )
+    let excluded: HashSet<QualifiedName> = control::excluded_tables(control_client, &task.name)
         .await?
-        .iter()
-        .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .into_iter()
         .collect();
     Ok(Scope {
         selection: task.selection.clone(),
@@ -177,15 +151,7 @@ pub(crate) async fn check_slot(
     control_client: &PgClient,
 ) -> Result<()> {
     let state = load_state(control_client, &task.name).await?;
-    let started: Option<String> = control_client
-        .query_one(
-            "reading the CDC state",
-            "SELECT to_char(start_over_since, 'YYYY-MM-DD HH24:MI:SS TZ')
-             FROM pgferry.cdc_state WHERE task = $1",
-            &[&task.name],
-        )
-        .await?
-        .get(0);
+    let started = control::start_over_began(control_client, &task.name).await?;
     if let Some(at) = started {
         return Err(EngineError::CannotStream {
             task: task.name.clone(),
@@ -201,15 +167,7 @@ pub(crate) async fn check_slot(
         Some(info) if info.wal_status.as_deref() == Some("lost") => lost_slot(&state.slot),
         Some(_) => return Ok(()),
         None => {
-            let cleaned: Option<String> = control_client
-                .query_one(
-                    "reading the event log",
-                    "SELECT to_char(max(at), 'YYYY-MM-DD HH24:MI:SS TZ') FROM pgferry.event
-                     WHERE task = $1 AND kind = 'cleanup'",
-                    &[&task.name],
-                )
-                .await?
-                .get(0);
+            let cleaned = control::cleaned_up_at(control_client, &task.name).await?;
             match cleaned {
                 Some(at) => format!(
                     "it was cleaned up at {at}: its replication slot \"{}\" and publication \
@@ -238,13 +196,7 @@ fn lost_slot(slot: &str) -> String {
 /// The error for a slot that cannot stream any more; the slot's last WAL figure is cleared
 /// first (best effort), so `status` does not claim it still holds WAL.
 async fn cannot_stream(control_client: &PgClient, task: &str, problem: String) -> EngineError {
-    let _ = control_client
-        .execute(
-            "forgetting the lost slot's WAL figure",
-            "UPDATE pgferry.cdc_state SET wal_retained_bytes = NULL WHERE task = $1",
-            &[&task],
-        )
-        .await;
+    let _ = control::forget_retained_wal(control_client, task).await;
     EngineError::CannotStream {
         task: task.to_owned(),
         problem,
@@ -290,21 +242,7 @@ pub async fn run(
         return Err(e);
     }
     // What stopped an earlier run is history once this one can stream.
-    control_client
-        .execute(
-            "clearing the last error",
-            "UPDATE pgferry.task SET last_error = NULL WHERE name = $1",
-            &[&task.name],
-        )
-        .await?;
-    control_client
-        .execute(
-            "starting CDC",
-            "UPDATE pgferry.cdc_state SET stop_requested = false, streaming_since = now()
-             WHERE task = $1",
-            &[&task.name],
-        )
-        .await?;
+    control::streaming_started(control_client, &task.name).await?;
     let errors = &task.cdc.errors;
     let mut attempt: u32 = 0;
     // Retry messages the event log could not take (the target was down): written once it
@@ -397,13 +335,7 @@ async fn wait_out(
     loop {
         if let Some(mut live) = progress.cdc() {
             live.lag = live.lag.through_silence(heard.silence_ms());
-            let _ = control_client
-                .execute(
-                    "saving the lag",
-                    "UPDATE pgferry.cdc_state SET source_latency_ms = $2,
-                         target_latency_ms = $3, updated_at = now() WHERE task = $1",
-                    &[&task, &live.lag.source_ms, &live.lag.target_ms],
-                )
+            let _ = control::save_lag(control_client, task, live.lag.source_ms, live.lag.target_ms)
                 .await;
             progress.set_cdc(live);
         }
@@ -488,7 +420,7 @@ async fn start_streaming(
     route: &Route,
     control_client: &PgClient,
     heard: &Arc<LastHeard>,
-) -> Result<(State, Applier, Stream, Arc<Positions>)> {
+) -> Result<(control::CdcState, Applier, Stream, Arc<Positions>)> {
     let state = load_state(control_client, &task.name).await?;
     let source = route.connect_from("pgferry cdc").await?;
     source
@@ -540,7 +472,7 @@ async fn stream_loop(
     progress: &Arc<RunProgress>,
     applier: &mut Applier,
     stream: &mut Stream,
-    state: &State,
+    state: &control::CdcState,
     positions: &Positions,
 ) -> Result<CdcOutcome> {
     let mut tick = tokio::time::interval(TICK);
@@ -638,24 +570,13 @@ async fn stream_loop(
                     .received
                     .load(std::sync::atomic::Ordering::Acquire));
                 let lag = applier.lag.through_silence(positions.heard.silence_ms());
-                let stop: bool = control_client
-                    .query_one(
-                        "saving CDC progress",
-                        "UPDATE pgferry.cdc_state SET received_lsn = $2::text::pg_lsn,
-                             source_latency_ms = $3, target_latency_ms = coalesce($4,
-                             target_latency_ms), wal_retained_bytes = coalesce($5,
-                             wal_retained_bytes), updated_at = now()
-                         WHERE task = $1 RETURNING stop_requested",
-                        &[
-                            &task.name,
-                            &received.to_string(),
-                            &lag.source_ms,
-                            &lag.target_ms,
-                            &wal_retained,
-                        ],
-                    )
-                    .await?
-                    .get(0);
+                let figures = control::StreamFigures {
+                    received,
+                    source_ms: lag.source_ms,
+                    target_ms: lag.target_ms,
+                    wal_retained,
+                };
+                let stop = control::save_progress(control_client, &task.name, figures).await?;
                 progress.set_cdc(CdcLive {
                     applied_lsn: Some(applier.applied().to_string()),
                     received_lsn: Some(received.to_string()),
@@ -726,19 +647,7 @@ fn human_bytes(b: i64) -> String {
 pub async fn signal_stop(task: &Task) -> Result<()> {
     let route = Route::of(task)?;
     let target = route.connect_to("pgferry stop").await?;
-    set_stop_flag(&target, &task.name).await
-}
-
-/// The flag a streaming run reads once a second.
-async fn set_stop_flag(target: &PgClient, task: &str) -> Result<()> {
-    target
-        .execute(
-            "requesting a stop",
-            "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
-            &[&task],
-        )
-        .await?;
-    Ok(())
+    control::request_stop(&target, &task.name).await
 }
 
 /// Asks a running task to stop streaming, as `pgferry stop` does: the run commits what is
@@ -757,7 +666,7 @@ pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
     if !control::is_running(&target, &task.name).await? {
         return Ok(false);
     }
-    set_stop_flag(&target, &task.name).await?;
+    control::request_stop(&target, &task.name).await?;
     let deadline = Instant::now() + wait;
     while control::is_running(&target, &task.name).await? {
         if Instant::now() >= deadline {

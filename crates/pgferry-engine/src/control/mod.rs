@@ -14,15 +14,26 @@
 //! * Only one process runs a task at a time: `run` holds a session-level advisory lock on
 //!   the task's name for its whole life; the lock dies with the connection.
 
+mod cdc;
 mod chunks;
 mod events;
 mod migrate;
+mod steps;
 mod tables;
 mod task;
 
+pub use cdc::{
+    AppliedBatch, ApplyException, CdcState, StreamFigures, cdc_state, checkpoint, cleaned_up_at,
+    excluded_tables, forget_retained_wal, record_exception, request_stop, save_checkpoint,
+    save_lag, save_progress, start_over_began, stream_tables, streaming_started, suspend_table,
+};
 pub use chunks::{fail_chunk, finish_chunk};
 pub use events::{Event, Level, event, recent_events, warn};
 pub use migrate::{ensure_schema, schema_exists};
+pub use steps::{
+    Step, StoredStep, mark_step, pending_steps, step_done, step_skipped, steps_done, store_steps,
+    table_step_ids, unfinished_steps,
+};
 pub use tables::{PlannedTable, mark_pending, store_tables};
 pub use task::{Phase, advance_phase, load_task, set_last_error, set_phase};
 

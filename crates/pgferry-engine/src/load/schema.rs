@@ -21,9 +21,11 @@ use std::time::Instant;
 use pgferry_config::{Selection, TargetTablePrepMode};
 use pgferry_pg::dump::{PgTools, RenderOptions, Section, TocEntry};
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side, describe_pg_error};
-use serde::Serialize;
 
 use crate::control::{self, Level};
+pub use crate::control::{
+    Step, StoredStep, mark_step, pending_steps, store_steps, table_step_ids, unfinished_steps,
+};
 use crate::error::{EngineError, Result};
 use crate::session;
 
@@ -78,24 +80,6 @@ pub const EXPRESSION_CHECK_KIND: &str = "EXPRESSION CHECK";
 
 /// How many times a post-data step is retried after a deadlock with a concurrent step.
 pub(crate) const STEP_ATTEMPTS: u32 = 4;
-
-/// One object to create on the target.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub dump_id: i32,
-    pub section: Section,
-    pub ordinal: i32,
-    /// Post-data order: 1 indexes and keys, 2 foreign keys, 3 everything else.
-    pub phase: i32,
-    pub kind: String,
-    pub label: String,
-    pub depends_on: Vec<i32>,
-    /// Bytes of the tables the step works on: bigger steps start first.
-    pub weight: i64,
-    pub sql: String,
-    /// Why the step is not run at all, decided at planning time.
-    pub skip: Option<String>,
-}
 
 /// The schema part of a task's plan.
 #[derive(Debug, Clone, Default)]
@@ -330,107 +314,6 @@ pub async fn plan_schema(
     Ok(plan)
 }
 
-/// Stores the steps in the control schema, inside the caller's planning transaction.
-pub async fn store_steps(
-    tx: &tokio_postgres::Transaction<'_>,
-    task: &str,
-    steps: &[Step],
-) -> Result<()> {
-    let insert = tx
-        .prepare(
-            "INSERT INTO pgferry.schema_step
-                (task, dump_id, section, ordinal, phase, kind, label, depends_on, sql, state, note,
-                 weight)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .await
-        .map_err(|e| PgError::query(Side::Target, "storing the schema plan", e))?;
-    for s in steps {
-        let section = match s.section {
-            Section::PreData => "pre-data",
-            Section::PostData => "post-data",
-        };
-        let state = if s.skip.is_some() {
-            "skipped"
-        } else {
-            "pending"
-        };
-        tx.execute(
-            &insert,
-            &[
-                &task,
-                &s.dump_id,
-                &section,
-                &s.ordinal,
-                &s.phase,
-                &s.kind,
-                &s.label,
-                &s.depends_on,
-                &s.sql,
-                &state,
-                &s.skip,
-                &s.weight,
-            ],
-        )
-        .await
-        .map_err(|e| PgError::query(Side::Target, "storing the schema plan", e))?;
-    }
-    Ok(())
-}
-
-/// A stored step, as the executors read it back.
-/// A post-data step as stored in the control schema.
-#[derive(Debug, Clone)]
-pub struct StoredStep {
-    pub dump_id: i32,
-    pub phase: i32,
-    pub kind: String,
-    pub label: String,
-    pub depends_on: Vec<i32>,
-    pub weight: i64,
-    pub sql: String,
-}
-
-pub async fn pending_steps(
-    client: &PgClient,
-    task: &str,
-    section: &str,
-) -> Result<Vec<StoredStep>> {
-    let rows = client
-        .query(
-            "reading the schema plan",
-            "SELECT dump_id, phase, kind, label, depends_on, sql, weight FROM pgferry.schema_step
-             WHERE task = $1 AND section = $2 AND state IN ('pending', 'failed')
-             ORDER BY ordinal",
-            &[&task, &section],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| StoredStep {
-            dump_id: r.get(0),
-            phase: r.get(1),
-            kind: r.get(2),
-            label: r.get(3),
-            depends_on: r.get(4),
-            sql: r.get(5),
-            weight: r.get(6),
-        })
-        .collect())
-}
-
-/// Dump ids of the task's TABLE steps, to tell which tables a post-data step works on.
-pub async fn table_step_ids(client: &PgClient, task: &str) -> Result<HashSet<i32>> {
-    let rows = client
-        .query(
-            "reading the schema plan",
-            "SELECT dump_id FROM pgferry.schema_step WHERE task = $1 AND kind = 'TABLE'",
-            &[&task],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// A post-data step in the build graph.
 #[derive(Debug, Clone)]
 pub(crate) struct GraphStep {
@@ -526,19 +409,6 @@ pub(crate) fn post_data_graph(
             .then(a.step.dump_id.cmp(&b.step.dump_id))
     });
     (graph, blocked)
-}
-
-/// Steps that did not run: failed, or blocked by a failure.
-pub async fn unfinished_steps(client: &PgClient, task: &str) -> Result<HashSet<i32>> {
-    let rows = client
-        .query(
-            "reading the schema plan",
-            "SELECT dump_id FROM pgferry.schema_step
-             WHERE task = $1 AND state IN ('pending', 'failed')",
-            &[&task],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 pub(crate) fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
@@ -638,21 +508,13 @@ pub async fn restore_pre_data(
             }
         }
     }
-    tx.execute(
-        "UPDATE pgferry.schema_step SET state = 'done', finished_at = clock_timestamp()
-         WHERE task = $1 AND dump_id = ANY($2)",
-        &[&task, &done],
-    )
-    .await
-    .map_err(err("recording the schema restore"))?;
-    for (id, note) in &skipped {
-        tx.execute(
-            "UPDATE pgferry.schema_step SET state = 'skipped', note = $3, finished_at = clock_timestamp()
-             WHERE task = $1 AND dump_id = $2",
-            &[&task, id, note],
-        )
+    control::steps_done(&tx, task, &done)
         .await
         .map_err(err("recording the schema restore"))?;
+    for (id, note) in &skipped {
+        control::step_skipped(&tx, task, *id, note)
+            .await
+            .map_err(err("recording the schema restore"))?;
     }
     // The schema and the phase change commit synchronously (`control::advance_phase`).
     tx.batch_execute("SET LOCAL synchronous_commit = on")
@@ -726,33 +588,9 @@ pub(crate) async fn run_step(
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let tx = client.raw_mut().transaction().await?;
     execute_step(&tx, step.dump_id, &step.sql).await?;
-    tx.execute(
-        "UPDATE pgferry.schema_step SET state = 'done', note = NULL, finished_at = clock_timestamp(),
-                seconds = $3
-         WHERE task = $1 AND dump_id = $2",
-        &[&task, &step.dump_id, &started.elapsed().as_secs_f64()],
-    )
-    .await?;
+    control::step_done(&tx, task, step.dump_id, started.elapsed().as_secs_f64()).await?;
     tx.commit().await?;
     tracing::debug!(step = %step.label, kind = %step.kind, "schema step done");
-    Ok(())
-}
-
-pub(crate) async fn mark_step(
-    client: &PgClient,
-    task: &str,
-    id: i32,
-    state: &str,
-    note: &str,
-) -> Result<()> {
-    client
-        .execute(
-            "recording a schema step",
-            "UPDATE pgferry.schema_step SET state = $3, note = $4, finished_at = clock_timestamp()
-             WHERE task = $1 AND dump_id = $2",
-            &[&task, &id, &state, &note],
-        )
-        .await?;
     Ok(())
 }
 

@@ -264,26 +264,16 @@ impl Applier {
             | ErrorPolicy::InsertRecord
             | ErrorPolicy::UpdateRecord => {
                 let change = self.change_json(c).await;
-                self.target
-                    .execute(
-                        "recording an apply exception",
-                        "INSERT INTO pgferry.apply_exceptions
-                             (task, commit_lsn, xid, schema_name, table_name, operation, policy,
-                              error, change)
-                         VALUES ($1, $2::text::pg_lsn, $3, $4, $5, $6, $7, $8, $9)",
-                        &[
-                            &self.task,
-                            &c.commit_lsn.to_string(),
-                            &i64::from(c.xid),
-                            &c.table.source.schema,
-                            &c.table.source.name,
-                            &c.op.name(),
-                            &policy.as_str(),
-                            &error,
-                            &change,
-                        ],
-                    )
-                    .await?;
+                let exception = crate::control::ApplyException {
+                    commit_lsn: c.commit_lsn,
+                    xid: c.xid,
+                    table: &c.table.source,
+                    operation: c.op.name(),
+                    policy: policy.as_str(),
+                    error,
+                    change,
+                };
+                crate::control::record_exception(&self.target, &self.task, exception).await?;
                 tracing::warn!(table = %c.table.source, operation = c.op.name(),
                     policy = policy.as_str(), error, "change not applied");
                 if policy == ErrorPolicy::SuspendTable {
@@ -296,17 +286,7 @@ impl Applier {
 
     pub(super) async fn suspend(&mut self, table: &QualifiedName, reason: &str) -> Result<()> {
         self.suspended.insert(table.clone());
-        self.target
-            .execute(
-                "suspending a table",
-                "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, suspended,
-                                                suspended_reason)
-                 VALUES ($1, $2, $3, true, $4)
-                 ON CONFLICT (task, schema_name, table_name)
-                 DO UPDATE SET suspended = true, suspended_reason = excluded.suspended_reason",
-                &[&self.task, &table.schema, &table.name, &reason],
-            )
-            .await?;
+        crate::control::suspend_table(&self.target, &self.task, table, reason).await?;
         crate::control::event(
             self.target.raw(),
             &self.task,

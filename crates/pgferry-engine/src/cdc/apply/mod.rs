@@ -230,35 +230,15 @@ impl Applier {
         replica_role: bool,
         positions: Arc<Positions>,
     ) -> Result<Applier> {
-        let state = target
-            .query_one(
-                "reading the CDC checkpoint",
-                "SELECT coalesce(applied_lsn, consistent_lsn)::text FROM pgferry.cdc_state
-                 WHERE task = $1",
-                &[&task],
-            )
-            .await?;
-        let applied: Lsn = state.get::<_, String>(0).parse().unwrap_or(Lsn::ZERO);
+        let applied = crate::control::checkpoint(&target, task).await?;
         let mut suspended = HashSet::new();
         let mut filters = HashMap::new();
-        for row in target
-            .query(
-                "reading CDC table state",
-                "SELECT schema_name, table_name, suspended, snapshot_filter
-                 FROM pgferry.cdc_table WHERE task = $1",
-                &[&task],
-            )
-            .await?
-        {
-            let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
-            if row.get::<_, bool>(2) {
-                suspended.insert(name.clone());
+        for t in crate::control::stream_tables(&target, task).await? {
+            if t.suspended {
+                suspended.insert(t.name.clone());
             }
-            if let Some(f) = row
-                .get::<_, Option<String>>(3)
-                .and_then(|s| SnapshotFilter::parse(&s))
-            {
-                filters.insert(name, f);
+            if let Some(f) = t.snapshot_filter.as_deref().and_then(SnapshotFilter::parse) {
+                filters.insert(t.name, f);
             }
         }
         positions.flushed.fetch_max(applied.0, Ordering::AcqRel);
@@ -646,30 +626,13 @@ impl Applier {
         if self.batch.open {
             let c = self.batch.counts;
             let target_ms = (now_pg() - self.batch.commit_time) / 1000;
-            self.target
-                .execute(
-                    "writing the CDC checkpoint",
-                    "UPDATE pgferry.cdc_state SET applied_lsn = $2::text::pg_lsn,
-                         applied_commit_time = $3, inserts = inserts + $4,
-                         updates = updates + $5, deletes = deletes + $6,
-                         truncates = truncates + $7, transactions = transactions + $8,
-                         exceptions = exceptions + $9, target_latency_ms = $10,
-                         updated_at = now()
-                     WHERE task = $1",
-                    &[
-                        &self.task,
-                        &end.to_string(),
-                        &pg_timestamp_to_chrono(self.batch.commit_time),
-                        &c.inserts,
-                        &c.updates,
-                        &c.deletes,
-                        &c.truncates,
-                        &c.transactions,
-                        &c.exceptions,
-                        &target_ms,
-                    ],
-                )
-                .await?;
+            let batch = crate::control::AppliedBatch {
+                end,
+                commit_time: pg_timestamp_to_chrono(self.batch.commit_time),
+                counts: c,
+                target_ms,
+            };
+            crate::control::save_checkpoint(&self.target, &self.task, batch).await?;
             self.target
                 .batch("committing an apply transaction", "COMMIT")
                 .await?;
