@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use pgferry_testkit::compare::compare_databases;
 use pgferry_testkit::{Cluster, datagen};
 
+mod files;
 mod hostile;
+mod monitoring;
 mod resume;
 
 fn pgferry() -> Command {

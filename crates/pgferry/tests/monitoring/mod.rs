@@ -14,18 +14,9 @@ use pgferry_testkit::smtp::SmtpServer;
 use pgferry_testkit::workload::{self, WorkloadCounts};
 use pgferry_testkit::{Cluster, ClusterOptions, datagen};
 
-const TOKEN: &str = "t0k3n-for-tests";
+use super::pgferry;
 
-fn pgferry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgferry"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
+const TOKEN: &str = "t0k3n-for-tests";
 
 /// A `pgferry run --http` in the background, killed if the test fails.
 struct Running {

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use pgferry_testkit::s3::S3Server;
 
+use super::text;
+
 const BUCKET: &str = "inventory-migration";
 
 /// The command with test credentials, and nothing of the machine's AWS setup.
 fn pgferry(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgferry"));
+    let mut cmd = super::pgferry();
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("AWS_") {
             cmd.env_remove(key);
@@ -23,15 +25,6 @@ fn pgferry(home: &Path) -> Command {
         .env("AWS_REGION", "us-east-1")
         .stdin(Stdio::null());
     cmd
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn json(o: &Output) -> serde_json::Value {

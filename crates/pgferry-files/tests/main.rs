@@ -1,0 +1,3 @@
+//! Integration tests of file sync against a real S3-compatible server.
+
+mod sync;
