@@ -31,11 +31,11 @@ mod validate;
 
 pub use cdc::source::{Cleaned, default_name as slot_name};
 pub use cdc::{CdcLive, Lag, OpCounts, cleanup, request_stop, signal_stop, wait_caught_up};
+pub use control::alarms::{AlarmsReport, report as alarms_report};
 pub use control::{Event, Level, recent_events};
 pub use endpoints::Endpoints;
 pub use error::{EngineError, MappingProblem, Result};
 pub use monitor::Monitor;
-pub use monitor::alarms::{AlarmsReport, report as alarms_report};
 pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
 pub use run::{RunOptions, RunSummary, TableSummary, run, run_with};
 pub use status::{

@@ -281,8 +281,49 @@ pub fn parse_settings(
         }
     }
 
-    // TargetMetadata
-    let mut r = reader("TargetMetadata", raw.target_metadata);
+    target_metadata(
+        reader("TargetMetadata", raw.target_metadata),
+        &mut out,
+        explanation,
+    )?;
+    full_load_settings(
+        reader("FullLoadSettings", raw.full_load_settings),
+        &mut out,
+        explanation,
+    )?;
+    change_processing_tuning(
+        reader("ChangeProcessingTuning", raw.change_processing_tuning),
+        &mut out,
+        explanation,
+    )?;
+    change_processing_ddl_handling_policy(
+        reader(
+            "ChangeProcessingDdlHandlingPolicy",
+            raw.change_processing_ddl_handling_policy,
+        ),
+        &mut out,
+        explanation,
+    )?;
+    error_behavior(
+        reader("ErrorBehavior", raw.error_behavior),
+        &mut out,
+        explanation,
+    )?;
+    validation_settings(
+        reader("ValidationSettings", raw.validation_settings),
+        &mut out,
+        explanation,
+    )?;
+    logging(reader("Logging", raw.logging), &mut out, explanation)?;
+    Ok(out)
+}
+
+/// The `TargetMetadata` section.
+fn target_metadata(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     if let Some(schema) = r.text("TargetSchema")?.filter(|s| !s.is_empty()) {
         out.target_schema = Some(Sourced {
             value: schema,
@@ -356,9 +397,15 @@ pub fn parse_settings(
         ],
         explanation,
     );
+    Ok(())
+}
 
-    // FullLoadSettings
-    let mut r = reader("FullLoadSettings", raw.full_load_settings);
+/// The `FullLoadSettings` section.
+fn full_load_settings(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     let prep = match r.text("TargetTablePrepMode")? {
         None => None,
         Some(v) => {
@@ -426,9 +473,15 @@ pub fn parse_settings(
         ],
         explanation,
     );
+    Ok(())
+}
 
-    // ChangeProcessingTuning
-    let mut r = reader("ChangeProcessingTuning", raw.change_processing_tuning);
+/// The `ChangeProcessingTuning` section.
+fn change_processing_tuning(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     if let Some(n) = r.int("BatchSplitSize")?.filter(|n| *n > 0) {
         out.batch_max_changes = Some(Sourced {
             value: n as usize,
@@ -469,12 +522,15 @@ pub fn parse_settings(
         ],
         explanation,
     );
+    Ok(())
+}
 
-    // ChangeProcessingDdlHandlingPolicy
-    let mut r = reader(
-        "ChangeProcessingDdlHandlingPolicy",
-        raw.change_processing_ddl_handling_policy,
-    );
+/// The `ChangeProcessingDdlHandlingPolicy` section.
+fn change_processing_ddl_handling_policy(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     out.apply_truncate = sourced(
         r.boolean("HandleSourceTableTruncated")?,
         true,
@@ -500,9 +556,15 @@ pub fn parse_settings(
          gained; other ALTERs (types, drops, renames) must be made on the target by hand",
     );
     r.rest(&[], explanation);
+    Ok(())
+}
 
-    // ErrorBehavior
-    let mut r = reader("ErrorBehavior", raw.error_behavior);
+/// The `ErrorBehavior` section.
+fn error_behavior(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     let e = &mut out.errors;
     macro_rules! policy {
         ($key:literal, $field:ident, $allowed:expr) => {
@@ -596,9 +658,15 @@ pub fn parse_settings(
         ],
         explanation,
     );
+    Ok(())
+}
 
-    // ValidationSettings
-    let mut r = reader("ValidationSettings", raw.validation_settings);
+/// The `ValidationSettings` section.
+fn validation_settings(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     let enabled = r.boolean("EnableValidation")?;
     let threads = r.int("ThreadCount")?;
     if let Some(t) = threads
@@ -673,9 +741,15 @@ pub fn parse_settings(
         ],
         explanation,
     );
+    Ok(())
+}
 
-    // Logging
-    let mut r = reader("Logging", raw.logging);
+/// The `Logging` section.
+fn logging(
+    mut r: Reader<'_>,
+    out: &mut DmsSettings,
+    explanation: &mut Explanation,
+) -> Result<(), LocatedError> {
     let enabled = r.boolean("EnableLogging")?;
     let components = r.take("LogComponents");
     let mut filter = vec![
@@ -764,5 +838,5 @@ pub fn parse_settings(
         )],
         explanation,
     );
-    Ok(out)
+    Ok(())
 }

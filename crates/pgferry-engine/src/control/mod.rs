@@ -14,6 +14,7 @@
 //! * Only one process runs a task at a time: `run` holds a session-level advisory lock on
 //!   the task's name for its whole life; the lock dies with the connection.
 
+pub mod alarms;
 mod cdc;
 mod chunks;
 mod events;

@@ -97,7 +97,7 @@ pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>>
 /// or neither); a synchronous commit flushes the WAL up to itself, which makes every
 /// earlier commit durable with it. So once a phase change is acknowledged, everything the
 /// phase before it recorded as done survives any crash of the target. Callers check the
-/// control schema, never their memory, before they call this (`build::load_done`).
+/// control schema, never their memory, before they call this (`graph::load_done`).
 pub async fn advance_phase(client: &mut PgClient, task: &str, phase: Phase) -> Result<()> {
     let tx = client
         .raw_mut()

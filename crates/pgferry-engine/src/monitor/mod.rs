@@ -6,7 +6,6 @@
 //! its connections are its own, a statement of its may take 5 s at most, and a server or
 //! notifier that fails only leaves a gap in the samples or a warning in the event log.
 
-pub mod alarms;
 mod sample;
 
 use std::collections::{BTreeMap, HashMap};
@@ -228,7 +227,9 @@ impl Loop {
             Ok(r) => r.get(0),
             Err(_) => return,
         };
-        if exists && let Ok(saved) = alarms::saved_states(client, &self.task.name).await {
+        if exists
+            && let Ok(saved) = crate::control::alarms::saved_states(client, &self.task.name).await
+        {
             self.observer.resume(saved);
         }
         self.resumed = true;
@@ -275,7 +276,9 @@ impl Loop {
         let mut written = 0;
         for p in &self.pending {
             let result = match p {
-                Pending::Transition(t) => alarms::record_transition(client, &task, t).await,
+                Pending::Transition(t) => {
+                    crate::control::alarms::record_transition(client, &task, t).await
+                }
                 Pending::Warning(w) => crate::control::warn(client, &task, "notifier", w).await,
             };
             if result.is_err() {
@@ -284,7 +287,7 @@ impl Loop {
             written += 1;
         }
         self.pending.drain(..written);
-        match alarms::save(client, &task, &views).await {
+        match crate::control::alarms::save(client, &task, &views).await {
             Ok(()) => self.saved_at = Some(Instant::now()),
             Err(e) => tracing::debug!("monitor: saving alarm states: {e}"),
         }

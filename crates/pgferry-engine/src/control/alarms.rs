@@ -8,7 +8,7 @@ use pgferry_observe::{AlarmRule, AlarmState, AlarmView, Transition};
 use pgferry_pg::PgClient;
 use serde::Serialize;
 
-use crate::control::{self, Level};
+use super::{self as control, Level};
 use crate::error::{EngineError, Result};
 
 /// Saved states of a task's alarms: (name, state, reason, since).
