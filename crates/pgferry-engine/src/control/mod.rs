@@ -36,7 +36,7 @@ pub use steps::{
     table_step_ids, unfinished_steps,
 };
 pub use tables::{PlannedTable, mark_pending, store_tables};
-pub use task::{Phase, advance_phase, load_task, set_last_error, set_phase};
+pub use task::{NewTask, Phase, advance_phase, insert_task, load_task, set_last_error, set_phase};
 
 use pgferry_pg::{ConnInfo, PgClient, PgError, Side};
 

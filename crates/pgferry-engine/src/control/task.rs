@@ -144,3 +144,40 @@ pub async fn set_last_error(client: &PgClient, task: &str, message: &str) -> Res
         .await?;
     Ok(())
 }
+
+/// A task's row as planning stores it.
+#[derive(Debug)]
+pub struct NewTask<'a> {
+    pub name: &'a str,
+    pub migration_type: &'a str,
+    pub settings: serde_json::Value,
+    pub source: String,
+    pub target: String,
+    pub schema_archive: &'a [u8],
+    pub schema_preamble: &'a str,
+    pub existing_tables: serde_json::Value,
+}
+
+/// Stores a new task, in the planning transaction, in phase `planned`.
+pub async fn insert_task(
+    tx: &impl GenericClient,
+    t: &NewTask<'_>,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target,
+                                   schema_archive, schema_preamble, existing_tables)
+         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8)",
+        &[
+            &t.name,
+            &t.migration_type,
+            &t.settings,
+            &t.source,
+            &t.target,
+            &t.schema_archive,
+            &t.schema_preamble,
+            &t.existing_tables,
+        ],
+    )
+    .await?;
+    Ok(())
+}

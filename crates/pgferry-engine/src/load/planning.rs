@@ -267,40 +267,16 @@ pub(crate) async fn plan_task(
     control_client: &mut PgClient,
 ) -> Result<(SnapshotHolder, Vec<String>)> {
     let mut warnings = Vec::new();
-    if task.mapping.has_expressions() {
-        let live = catalog::list_tables(source).await?;
-        let selected = plan::select_tables(&live, &task.selection);
-        let tables = || selected.tables.iter().chain(&selected.parents);
-        let maps = transform::table_maps(&task.mapping, tables())?;
-        transform::check_expressions_on_source(source, tables(), &maps).await?;
-    }
-    let (holder, cdc_setup) = if task.migration_type.needs_cdc() {
-        // Fail on tables in the way before anything is created on the source.
-        let live = catalog::list_tables(source).await?;
-        let selected = plan::select_tables(&live, &task.selection);
-        let maps = transform::table_maps(
-            &task.mapping,
-            selected.tables.iter().chain(&selected.parents),
-        )?;
-        let existing = in_the_way(control_client, &selected, &maps).await?;
-        if !existing.is_empty()
-            && task.full_load.target_table_prep_mode == TargetTablePrepMode::Fail
-        {
-            return Err(EngineError::TablesInTheWay { tables: existing });
-        }
-        let (setup, holder, w) =
-            setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
-        warnings.extend(w);
-        let holder = holder.ok_or_else(|| {
-            EngineError::Pg(PgError::Protocol {
-                side: Side::Source,
-                message: "the replication slot exported no snapshot".to_owned(),
-            })
-        })?;
-        (holder, Some(setup))
-    } else {
-        (SnapshotHolder::export(&endpoints.source).await?, None)
-    };
+    check_expressions(task, source).await?;
+    let (holder, cdc_setup) = snapshot_and_slot(
+        task,
+        endpoints,
+        source,
+        source_info,
+        control_client,
+        &mut warnings,
+    )
+    .await?;
     let snapshot = holder.name().to_owned();
     let reader = snapshot::reader(&endpoints.source, &snapshot, "pgferry plan").await?;
     let all = catalog::list_tables(&reader).await?;
@@ -375,14 +351,182 @@ pub(crate) async fn plan_task(
         .filter_map(|t| Some((t.oid, t.partition_root.clone()?)))
         .collect();
 
+    let all_oids: HashSet<u32> = all.iter().map(|t| t.oid).collect();
+    let sizes: HashMap<u32, i64> = all.iter().map(|t| (t.oid, t.table_bytes)).collect();
+    let (schema_plan, archive_bytes) = dump_schema(
+        task,
+        tools,
+        endpoints,
+        &snapshot,
+        &reader,
+        control_client,
+        (&selected, &maps, &kept_existing),
+        (&all_oids, &sizes),
+    )
+    .await?;
+    warnings.extend(schema_plan.warnings.iter().cloned());
+
+    let plan = StoredPlan {
+        planned: &planned,
+        existing: &existing,
+        roots: &roots,
+        schema: &schema_plan,
+        archive: &archive_bytes,
+        cdc: cdc_setup.as_ref(),
+        warnings: &warnings,
+    };
+    store_plan(control_client, task, endpoints, &plan).await?;
+    Ok((holder, warnings))
+}
+
+/// Everything planning decided, to store in one transaction.
+struct StoredPlan<'a> {
+    planned: &'a [plan::PlannedTable],
+    existing: &'a [QualifiedName],
+    roots: &'a HashMap<u32, QualifiedName>,
+    schema: &'a schema::SchemaPlan,
+    archive: &'a [u8],
+    cdc: Option<&'a CdcSetup>,
+    warnings: &'a [String],
+}
+
+/// Stores the task row, its tables and chunks, its schema steps, its CDC setup and the
+/// planning events in one target transaction: a crash before the commit leaves nothing of
+/// the task, after it the whole plan.
+async fn store_plan(
+    control_client: &mut PgClient,
+    task: &Task,
+    endpoints: &Endpoints,
+    p: &StoredPlan<'_>,
+) -> Result<()> {
+    let err =
+        |context: &'static str| move |e| EngineError::Pg(PgError::query(Side::Target, context, e));
+    let tx = control_client
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(err("storing the plan"))?;
+    let row = control::NewTask {
+        name: &task.name,
+        migration_type: task.migration_type.as_str(),
+        settings: task.settings_json(),
+        source: endpoints.source.describe(),
+        target: endpoints.target.describe(),
+        schema_archive: p.archive,
+        schema_preamble: &p.schema.preamble,
+        existing_tables: serde_json::to_value(p.existing).unwrap_or_default(),
+    };
+    control::insert_task(&tx, &row)
+        .await
+        .map_err(err("storing the plan"))?;
+    let existing: HashSet<&QualifiedName> = p.existing.iter().collect();
+    let chunk_count = control::store_tables(
+        &tx,
+        &task.name,
+        p.planned,
+        &existing,
+        &p.schema.table_entries,
+        p.roots,
+    )
+    .await?;
+    schema::store_steps(&tx, &task.name, &p.schema.steps).await?;
+    if let Some(setup) = p.cdc {
+        store_cdc_setup(&tx, &task.name, setup).await?;
+    }
+    control::event(
+        &tx,
+        &task.name,
+        Level::Info,
+        "plan",
+        &format!(
+            "planned {} tables in {chunk_count} chunks and {} schema objects",
+            p.planned.len(),
+            p.schema.steps.len()
+        ),
+        None,
+    )
+    .await?;
+    for w in p.warnings {
+        control::event(&tx, &task.name, Level::Warning, "plan", w, None).await?;
+    }
+    tx.commit().await.map_err(err("storing the plan"))?;
+    Ok(())
+}
+
+/// Checks every `add-column` expression with the source's parser before anything is
+/// created: a bad rule stops planning with nothing to undo.
+async fn check_expressions(task: &Task, source: &PgClient) -> Result<()> {
+    if !task.mapping.has_expressions() {
+        return Ok(());
+    }
+    let live = catalog::list_tables(source).await?;
+    let selected = plan::select_tables(&live, &task.selection);
+    let tables = || selected.tables.iter().chain(&selected.parents);
+    let maps = transform::table_maps(&task.mapping, tables())?;
+    transform::check_expressions_on_source(source, tables(), &maps).await
+}
+
+/// The snapshot the load reads: exported by a new replication slot for a task with CDC
+/// (after refusing tables in the way, before anything is created on the source), else by
+/// an ordinary session.
+async fn snapshot_and_slot(
+    task: &Task,
+    endpoints: &Endpoints,
+    source: &PgClient,
+    source_info: &ServerInfo,
+    control_client: &PgClient,
+    warnings: &mut Vec<String>,
+) -> Result<(SnapshotHolder, Option<CdcSetup>)> {
+    if !task.migration_type.needs_cdc() {
+        return Ok((SnapshotHolder::export(&endpoints.source).await?, None));
+    }
+    let live = catalog::list_tables(source).await?;
+    let selected = plan::select_tables(&live, &task.selection);
+    let maps = transform::table_maps(
+        &task.mapping,
+        selected.tables.iter().chain(&selected.parents),
+    )?;
+    let existing = in_the_way(control_client, &selected, &maps).await?;
+    if !existing.is_empty() && task.full_load.target_table_prep_mode == TargetTablePrepMode::Fail {
+        return Err(EngineError::TablesInTheWay { tables: existing });
+    }
+    let (setup, holder, w) =
+        setup_cdc(task, endpoints, source, source_info, control_client, true).await?;
+    warnings.extend(w);
+    let holder = holder.ok_or_else(|| {
+        EngineError::Pg(PgError::Protocol {
+            side: Side::Source,
+            message: "the replication slot exported no snapshot".to_owned(),
+        })
+    })?;
+    Ok((holder, Some(setup)))
+}
+
+/// Dumps the schema under the load's snapshot and plans its steps, rendered for the
+/// target (settings it does not know dropped, the task's rules applied). Returns the plan
+/// and the archive's bytes, stored with the task.
+#[allow(clippy::too_many_arguments)]
+async fn dump_schema(
+    task: &Task,
+    tools: &PgTools,
+    endpoints: &Endpoints,
+    snapshot: &str,
+    reader: &PgClient,
+    control_client: &PgClient,
+    (selected, maps, kept_existing): (
+        &plan::Selected,
+        &HashMap<u32, pgferry_config::TableMap>,
+        &HashSet<u32>,
+    ),
+    (all_oids, sizes): (&HashSet<u32>, &HashMap<u32, i64>),
+) -> Result<(schema::SchemaPlan, Vec<u8>)> {
     let archive = tempfile::NamedTempFile::new().map_err(|e| PgError::Io {
         context: "creating a file for the schema dump".to_owned(),
         source: e,
     })?;
     tools
-        .dump_schema(&endpoints.source, Some(&snapshot), archive.path())
+        .dump_schema(&endpoints.source, Some(snapshot), archive.path())
         .await?;
-    let all_oids: HashSet<u32> = all.iter().map(|t| t.oid).collect();
     let selected_oids: HashSet<u32> = selected
         .tables
         .iter()
@@ -392,12 +536,12 @@ pub(crate) async fn plan_task(
     let schema_plan = schema::plan_schema(
         tools,
         archive.path(),
-        &reader,
+        reader,
         &task.selection,
-        &all_oids,
+        all_oids,
         &selected_oids,
-        &kept_existing,
-        &all.iter().map(|t| (t.oid, t.table_bytes)).collect(),
+        kept_existing,
+        sizes,
         &RenderOptions {
             keep_owners: task.full_load.keep_owners,
             keep_privileges: task.full_load.keep_privileges,
@@ -427,71 +571,15 @@ pub(crate) async fn plan_task(
             .iter()
             .chain(&selected.parents)
             .collect::<Vec<_>>(),
-        &maps,
-        &kept_existing,
+        maps,
+        kept_existing,
     );
-    warnings.extend(schema_plan.warnings.iter().cloned());
     let archive_bytes = std::fs::read(archive.path()).map_err(|e| PgError::Io {
         context: "reading the schema dump".to_owned(),
         source: e,
     })?;
 
-    let err =
-        |context: &'static str| move |e| EngineError::Pg(PgError::query(Side::Target, context, e));
-    let existing_json = serde_json::to_value(&existing).unwrap_or_default();
-    let tx = control_client
-        .raw_mut()
-        .transaction()
-        .await
-        .map_err(err("storing the plan"))?;
-    tx.execute(
-        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target,
-                                   schema_archive, schema_preamble, existing_tables)
-         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8)",
-        &[
-            &task.name,
-            &task.migration_type.as_str(),
-            &task.settings_json(),
-            &endpoints.source.describe(),
-            &endpoints.target.describe(),
-            &archive_bytes,
-            &schema_plan.preamble,
-            &existing_json,
-        ],
-    )
-    .await
-    .map_err(err("storing the plan"))?;
-    let chunk_count = control::store_tables(
-        &tx,
-        &task.name,
-        &planned,
-        &existing_set,
-        &schema_plan.table_entries,
-        &roots,
-    )
-    .await?;
-    schema::store_steps(&tx, &task.name, &schema_plan.steps).await?;
-    if let Some(setup) = &cdc_setup {
-        store_cdc_setup(&tx, &task.name, setup).await?;
-    }
-    control::event(
-        &tx,
-        &task.name,
-        Level::Info,
-        "plan",
-        &format!(
-            "planned {} tables in {chunk_count} chunks and {} schema objects",
-            planned.len(),
-            schema_plan.steps.len()
-        ),
-        None,
-    )
-    .await?;
-    for w in &warnings {
-        control::event(&tx, &task.name, Level::Warning, "plan", w, None).await?;
-    }
-    tx.commit().await.map_err(err("storing the plan"))?;
-    Ok((holder, warnings))
+    Ok((schema_plan, archive_bytes))
 }
 
 /// The selected tables' target names that already exist on the target.
