@@ -101,7 +101,9 @@ pub(super) struct RunContext<'a> {
     pub task: &'a Task,
     pub endpoints: &'a Endpoints,
     pub progress: &'a Arc<RunProgress>,
-    pub source: PgClient,
+    /// A session on the source for planning and finishing; closed while streaming, which
+    /// needs none.
+    pub source: Option<PgClient>,
     /// The target session that holds the run lock and writes the control schema.
     pub control: PgClient,
     /// The source schemas in scope.

@@ -58,7 +58,7 @@ pub(super) async fn open<'a>(
         task,
         endpoints,
         progress,
-        source,
+        source: None,
         control: control_client,
         schemas,
         snapshot: None,
@@ -100,18 +100,13 @@ pub(super) async fn open<'a>(
             )
             .await?;
         }
-        None => plan(&mut ctx, &source_info, &target_info).await?,
+        None => plan(&mut ctx, &source, &source_info, &target_info).await?,
     }
     if options.start_over {
         progress.set_phase("starting over");
-        let (holder, note) = crate::startover::start_over(
-            task,
-            endpoints,
-            &ctx.source,
-            &source_info,
-            &mut ctx.control,
-        )
-        .await?;
+        let (holder, note) =
+            crate::startover::start_over(task, endpoints, &source, &source_info, &mut ctx.control)
+                .await?;
         tracing::info!("{note}");
         ctx.snapshot = Some(holder);
     }
@@ -121,6 +116,7 @@ pub(super) async fn open<'a>(
             task: task.name.clone(),
         })?;
     ctx.preamble = row.schema_preamble.unwrap_or_default();
+    ctx.source = Some(source);
     // Progress displays and metrics show the tables in every phase, streaming included.
     ctx.tables = super::steps::table_jobs(&ctx.control, &task.name).await?;
     progress.set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
@@ -130,6 +126,7 @@ pub(super) async fn open<'a>(
 /// Plans a new task: its tables, chunks, schema and CDC setup, stored in one transaction.
 async fn plan(
     ctx: &mut RunContext<'_>,
+    source: &PgClient,
     source_info: &ServerInfo,
     target_info: &ServerInfo,
 ) -> Result<()> {
@@ -141,7 +138,7 @@ async fn plan(
             task,
             &tools,
             ctx.endpoints,
-            &ctx.source,
+            source,
             source_info,
             target_info,
             &mut ctx.control,
@@ -153,7 +150,7 @@ async fn plan(
         let notes = crate::load::planning::plan_cdc_only(
             task,
             ctx.endpoints,
-            &ctx.source,
+            source,
             source_info,
             &mut ctx.control,
         )

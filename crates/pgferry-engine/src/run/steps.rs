@@ -213,11 +213,13 @@ pub(super) async fn finish(ctx: &mut RunContext<'_>) -> Result<Phase> {
     ctx.progress.set_phase("sequences and statistics");
     let task = ctx.task;
     // A source that restarted during the load took this session with it.
-    if ctx.source.is_closed() {
-        ctx.source = pgferry_pg::connect(Side::Source, &ctx.endpoints.source, "pgferry").await?;
-    }
+    let source = match ctx.source.take() {
+        Some(s) if !s.is_closed() => s,
+        _ => pgferry_pg::connect(Side::Source, &ctx.endpoints.source, "pgferry").await?,
+    };
     ctx.sequences =
-        finishing::sync_sequences(&ctx.source, &ctx.control, &ctx.schemas, &task.mapping).await?;
+        finishing::sync_sequences(&source, &ctx.control, &ctx.schemas, &task.mapping).await?;
+    ctx.source = Some(source);
     finishing::analyze(&ctx.endpoints.target, &task.name, task.full_load.jobs).await?;
     let next = if task.migration_type.needs_cdc() {
         Phase::Cdc
@@ -244,6 +246,8 @@ pub(super) async fn stream(ctx: &mut RunContext<'_>) -> Result<()> {
     for w in &ctx.warnings {
         tracing::warn!("{w}");
     }
+    // Streaming needs no ordinary source session; the task may stream for weeks.
+    ctx.source = None;
     let route = crate::route::Route::forward(ctx.endpoints);
     let outcome = crate::cdc::run(ctx.task, &route, &mut ctx.control, ctx.progress).await?;
     ctx.cdc = Some(outcome);
