@@ -118,8 +118,11 @@ pub(super) async fn open<'a>(
     ctx.preamble = row.schema_preamble.unwrap_or_default();
     ctx.source = Some(source);
     // Progress displays and metrics show the tables in every phase, streaming included.
-    ctx.tables = super::steps::table_jobs(&ctx.control, &task.name).await?;
-    progress.set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
+    // (A task about to restore its pre-data schema reads them after that.)
+    if row.phase != Phase::Planned {
+        ctx.tables = super::steps::table_jobs(&ctx.control, &task.name).await?;
+        progress.set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
+    }
     Ok(Opened::At(ctx, row.phase))
 }
 

@@ -35,15 +35,16 @@ pub(super) async fn pre_data(ctx: &mut RunContext<'_>) -> Result<Phase> {
     )
     .await?;
     ctx.warnings.extend(notes);
+    // Restoring may have changed what the tables' rows say; the load reads them afresh.
+    ctx.tables = table_jobs(&ctx.control, &ctx.task.name).await?;
+    ctx.progress
+        .set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
     Ok(Phase::Loading)
 }
 
 /// Loading and PostData: every chunk and post-data object as one graph, in passes until
 /// the control schema says all of them are done; then Finishing.
 pub(super) async fn load(ctx: &mut RunContext<'_>, mut phase: Phase) -> Result<Phase> {
-    ctx.tables = table_jobs(&ctx.control, &ctx.task.name).await?;
-    ctx.progress
-        .set_tables(ctx.tables.iter().map(|t| t.progress.clone()).collect());
     // One pass normally. Another when the target lost post-data steps' asynchronous
     // commits in a restart: the control schema, not this process, says what is done.
     let mut passes = 0;
