@@ -84,6 +84,17 @@ pub struct Sourced<T> {
     pub dms: &'static str,
 }
 
+impl<T> Sourced<T> {
+    /// The same value as an optional one, for settings whose default is "unset".
+    pub fn some(self) -> Sourced<Option<T>> {
+        Sourced {
+            value: Some(self.value),
+            origin: self.origin,
+            dms: self.dms,
+        }
+    }
+}
+
 /// What a task-settings file decides, in pgferry's terms.
 #[derive(Debug, Clone, Default)]
 pub struct DmsSettings {
