@@ -480,107 +480,14 @@ impl ConnInfo {
         home: Option<&Path>,
     ) -> Result<Self, ConnInfoError> {
         let mut params = ConnParams::parse(url)?;
-        let mut ignored = Vec::new();
         for key in REFUSED {
             if params.get(key).is_some() {
                 return Err(ConnInfoError::Unsupported((*key).to_owned()));
             }
         }
-        // Fill from the environment, as libpq does.
-        for (key, var) in OPTIONS {
-            if params.get(key).is_none()
-                && let Some(var) = var
-                && let Some(value) = env(var)
-            {
-                if *key == "password" {
-                    continue; // handled below, in libpq's order
-                }
-                if REFUSED.contains(key) {
-                    ignored.push(format!("{var} (not supported; ignored)"));
-                    continue;
-                }
-                params.0.insert((*key).to_owned(), value);
-            }
-        }
-        for key in [
-            "gssencmode",
-            "gssdelegation",
-            "krbsrvname",
-            "gsslib",
-            "sslcompression",
-            "sslcertmode",
-            "sslnegotiation",
-            "ssl_min_protocol_version",
-            "ssl_max_protocol_version",
-            "load_balance_hosts",
-            "tcp_user_timeout",
-            "keepalives",
-            "keepalives_idle",
-            "keepalives_interval",
-            "keepalives_count",
-        ] {
-            if params.get(key).is_some() {
-                ignored.push(key.to_owned());
-            }
-        }
-        if let Some(enc) = params.get("client_encoding")
-            && !enc.eq_ignore_ascii_case("utf8")
-            && !enc.eq_ignore_ascii_case("utf-8")
-        {
-            ignored.push(format!("client_encoding={enc} (pgferry always uses UTF8)"));
-        }
-
-        let hosts: Vec<String> = match params.get("hostaddr").or(params.get("host")) {
-            Some(h) => h.split(',').map(str::to_owned).collect(),
-            None => Vec::new(),
-        };
-        let port_list: Vec<u16> = match params.get("port") {
-            Some(p) => p
-                .split(',')
-                .map(|p| {
-                    if p.is_empty() {
-                        Ok(5432)
-                    } else {
-                        p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                            ConnInfoError::InvalidValue {
-                                key: "port".into(),
-                                value: p.into(),
-                                expected: "a TCP port between 1 and 65535".into(),
-                                from_env: None,
-                            }
-                        })
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-            None => vec![5432],
-        };
-        let hosts = if hosts.is_empty() || hosts.iter().all(String::is_empty) {
-            vec![default_host(port_list[0])]
-        } else {
-            hosts
-                .into_iter()
-                .map(|h| {
-                    if h.is_empty() {
-                        default_host(port_list[0])
-                    } else {
-                        h
-                    }
-                })
-                .collect()
-        };
-        if port_list.len() != 1 && port_list.len() != hosts.len() {
-            return Err(ConnInfoError::Syntax(format!(
-                "could not match {} port numbers to {} hosts",
-                port_list.len(),
-                hosts.len()
-            )));
-        }
-        let ports = if port_list.len() == 1 {
-            vec![port_list[0]; hosts.len()]
-        } else {
-            port_list
-        };
-
+        let mut ignored = fill_from_env(&mut params, env);
+        ignored.extend(ignored_options(&params));
+        let (hosts, ports) = hosts_and_ports(&params)?;
         let user = match params.get("user") {
             Some(u) => u.to_owned(),
             None => os_user_name().ok_or_else(|| {
@@ -592,58 +499,7 @@ impl ConnInfo {
             })?,
         };
         let dbname = params.get("dbname").unwrap_or(&user).to_owned();
-
-        let mut sslmode = match params.get("sslmode") {
-            Some(m) => SslMode::parse(m).ok_or_else(|| ConnInfoError::InvalidValue {
-                key: "sslmode".into(),
-                value: m.into(),
-                expected: "one of disable, allow, prefer, require, verify-ca, verify-full".into(),
-                from_env: None,
-            })?,
-            None if params.get("requiressl") == Some("1") => SslMode::Require,
-            None => SslMode::Prefer,
-        };
-        let home_file = |name: &str| {
-            home.map(|h| h.join(".postgresql").join(name))
-                .filter(|p| p.exists())
-        };
-        let sslrootcert = params
-            .get("sslrootcert")
-            .map(str::to_owned)
-            .or_else(|| home_file("root.crt").map(|p| p.display().to_string()));
-        if sslrootcert.as_deref() == Some("system") && sslmode != SslMode::VerifyFull {
-            // libpq: "system" forces full verification, and refuses weaker explicit modes.
-            if params.get("sslmode").is_some() {
-                return Err(ConnInfoError::InvalidValue {
-                    key: "sslmode".into(),
-                    value: sslmode.as_str().into(),
-                    expected: "sslrootcert=system requires sslmode=verify-full".into(),
-                    from_env: None,
-                });
-            }
-            sslmode = SslMode::VerifyFull;
-        }
-        let sslcert = params
-            .get("sslcert")
-            .map(PathBuf::from)
-            .or_else(|| home_file("postgresql.crt"));
-        let sslkey = params
-            .get("sslkey")
-            .map(PathBuf::from)
-            .or_else(|| home_file("postgresql.key"));
-        let connect_timeout = match params.get("connect_timeout") {
-            Some(t) => {
-                let secs: i64 = t.trim().parse().map_err(|_| ConnInfoError::InvalidValue {
-                    key: "connect_timeout".into(),
-                    value: t.into(),
-                    expected: "a whole number of seconds".into(),
-                    from_env: None,
-                })?;
-                // libpq: zero or negative waits forever; below 2 s it uses 2 s.
-                (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64))
-            }
-            None => None,
-        };
+        let tls = Tls::from_params(&params, home)?;
         if let Some(attrs) = params.get("target_session_attrs")
             && !matches!(attrs, "any" | "read-write")
         {
@@ -654,49 +510,58 @@ impl ConnInfo {
                 from_env: None,
             });
         }
-
         let mut info = ConnInfo {
             hosts,
             ports,
             user,
             dbname,
             password: None,
-            sslmode,
-            sslrootcert,
-            sslcert,
-            sslkey,
+            sslmode: tls.mode,
+            sslrootcert: tls.rootcert,
+            sslcert: tls.cert,
+            sslkey: tls.key,
             application_name: params.get("application_name").map(str::to_owned),
             options: params.get("options").map(str::to_owned),
-            connect_timeout,
+            connect_timeout: connect_timeout(&params)?,
             target_session_attrs: params.get("target_session_attrs").map(str::to_owned),
             ignored,
             password_origin: None,
         };
+        info.find_password(password, &params, env, home)?;
+        Ok(info)
+    }
 
-        // The password, in libpq's order with the task's own source first.
+    /// The password, in libpq's order with the task's own source first.
+    fn find_password(
+        &mut self,
+        password: Option<&PasswordSource>,
+        params: &ConnParams,
+        env: EnvLookup<'_>,
+        home: Option<&Path>,
+    ) -> Result<(), ConnInfoError> {
         if let Some(source) = password {
-            info.password = Some(read_secret(source)?);
-            info.password_origin = Some(match source {
+            self.password = Some(read_secret(source)?);
+            self.password_origin = Some(match source {
                 PasswordSource::Env(var) => format!("environment variable {var}"),
                 PasswordSource::File(path) => format!("file {}", path.display()),
                 PasswordSource::Command(_) => "password_command".to_owned(),
             });
         } else if let Some(pw) = env("PGPASSWORD") {
-            info.password = Some(SecretString::from(pw));
-            info.password_origin = Some("PGPASSWORD".to_owned());
+            self.password = Some(SecretString::from(pw));
+            self.password_origin = Some("PGPASSWORD".to_owned());
         } else {
             let passfile = params
                 .get("passfile")
                 .map(PathBuf::from)
                 .or_else(|| home.map(|h| h.join(".pgpass")));
             if let Some(file) = passfile
-                && let Some(pw) = lookup_passfile(&file, &info)
+                && let Some(pw) = lookup_passfile(&file, self)
             {
-                info.password = Some(SecretString::from(pw));
-                info.password_origin = Some(format!("password file {}", file.display()));
+                self.password = Some(SecretString::from(pw));
+                self.password_origin = Some(format!("password file {}", file.display()));
             }
         }
-        Ok(info)
+        Ok(())
     }
 
     /// The connection without its password, for messages and logs:
@@ -926,6 +791,184 @@ fn lookup_passfile(path: &Path, info: &ConnInfo) -> Option<String> {
                 .all(|(pattern, value)| pattern == "*" || pattern == value)
         })
         .map(|f| f[4].clone())
+}
+
+/// Fills what the connection string leaves out from the `PG*` variables, as libpq does,
+/// and returns the variables that were set but are ignored.
+fn fill_from_env(params: &mut ConnParams, env: EnvLookup<'_>) -> Vec<String> {
+    let mut ignored = Vec::new();
+    for (key, var) in OPTIONS {
+        if params.get(key).is_none()
+            && let Some(var) = var
+            && let Some(value) = env(var)
+        {
+            if *key == "password" {
+                continue; // read last, in libpq's order
+            }
+            if REFUSED.contains(key) {
+                ignored.push(format!("{var} (not supported; ignored)"));
+                continue;
+            }
+            params.0.insert((*key).to_owned(), value);
+        }
+    }
+    ignored
+}
+
+/// libpq options pgferry accepts but does not act on, named so `describe` can say so.
+fn ignored_options(params: &ConnParams) -> Vec<String> {
+    let mut ignored: Vec<String> = [
+        "gssencmode",
+        "gssdelegation",
+        "krbsrvname",
+        "gsslib",
+        "sslcompression",
+        "sslcertmode",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "load_balance_hosts",
+        "tcp_user_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+    ]
+    .into_iter()
+    .filter(|key| params.get(key).is_some())
+    .map(str::to_owned)
+    .collect();
+    if let Some(enc) = params.get("client_encoding")
+        && !enc.eq_ignore_ascii_case("utf8")
+        && !enc.eq_ignore_ascii_case("utf-8")
+    {
+        ignored.push(format!("client_encoding={enc} (pgferry always uses UTF8)"));
+    }
+    ignored
+}
+
+/// The hosts to try in order, each with its port: one port for all, or one per host.
+fn hosts_and_ports(params: &ConnParams) -> Result<(Vec<String>, Vec<u16>), ConnInfoError> {
+    let hosts: Vec<String> = match params.get("hostaddr").or(params.get("host")) {
+        Some(h) => h.split(',').map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
+    let port_list: Vec<u16> = match params.get("port") {
+        Some(p) => p.split(',').map(port).collect::<Result<_, _>>()?,
+        None => vec![5432],
+    };
+    let hosts = if hosts.is_empty() || hosts.iter().all(String::is_empty) {
+        vec![default_host(port_list[0])]
+    } else {
+        hosts
+            .into_iter()
+            .map(|h| {
+                if h.is_empty() {
+                    default_host(port_list[0])
+                } else {
+                    h
+                }
+            })
+            .collect()
+    };
+    if port_list.len() != 1 && port_list.len() != hosts.len() {
+        return Err(ConnInfoError::Syntax(format!(
+            "could not match {} port numbers to {} hosts",
+            port_list.len(),
+            hosts.len()
+        )));
+    }
+    let ports = if port_list.len() == 1 {
+        vec![port_list[0]; hosts.len()]
+    } else {
+        port_list
+    };
+    Ok((hosts, ports))
+}
+
+/// One entry of `port`; an empty one is the default port, as in libpq.
+fn port(p: &str) -> Result<u16, ConnInfoError> {
+    if p.is_empty() {
+        return Ok(5432);
+    }
+    p.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ConnInfoError::InvalidValue {
+            key: "port".into(),
+            value: p.into(),
+            expected: "a TCP port between 1 and 65535".into(),
+            from_env: None,
+        })
+}
+
+/// libpq: zero or negative waits forever; below 2 s it uses 2 s.
+fn connect_timeout(params: &ConnParams) -> Result<Option<Duration>, ConnInfoError> {
+    let Some(t) = params.get("connect_timeout") else {
+        return Ok(None);
+    };
+    let secs: i64 = t.trim().parse().map_err(|_| ConnInfoError::InvalidValue {
+        key: "connect_timeout".into(),
+        value: t.into(),
+        expected: "a whole number of seconds".into(),
+        from_env: None,
+    })?;
+    Ok((secs > 0).then(|| Duration::from_secs(secs.max(2) as u64)))
+}
+
+/// The TLS settings, with libpq's defaults from `~/.postgresql`.
+struct Tls {
+    mode: SslMode,
+    rootcert: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+impl Tls {
+    fn from_params(params: &ConnParams, home: Option<&Path>) -> Result<Tls, ConnInfoError> {
+        let mut mode = match params.get("sslmode") {
+            Some(m) => SslMode::parse(m).ok_or_else(|| ConnInfoError::InvalidValue {
+                key: "sslmode".into(),
+                value: m.into(),
+                expected: "one of disable, allow, prefer, require, verify-ca, verify-full".into(),
+                from_env: None,
+            })?,
+            None if params.get("requiressl") == Some("1") => SslMode::Require,
+            None => SslMode::Prefer,
+        };
+        let home_file = |name: &str| {
+            home.map(|h| h.join(".postgresql").join(name))
+                .filter(|p| p.exists())
+        };
+        let rootcert = params
+            .get("sslrootcert")
+            .map(str::to_owned)
+            .or_else(|| home_file("root.crt").map(|p| p.display().to_string()));
+        if rootcert.as_deref() == Some("system") && mode != SslMode::VerifyFull {
+            // libpq: "system" forces full verification, and refuses weaker explicit modes.
+            if params.get("sslmode").is_some() {
+                return Err(ConnInfoError::InvalidValue {
+                    key: "sslmode".into(),
+                    value: mode.as_str().into(),
+                    expected: "sslrootcert=system requires sslmode=verify-full".into(),
+                    from_env: None,
+                });
+            }
+            mode = SslMode::VerifyFull;
+        }
+        Ok(Tls {
+            mode,
+            rootcert,
+            cert: params
+                .get("sslcert")
+                .map(PathBuf::from)
+                .or_else(|| home_file("postgresql.crt")),
+            key: params
+                .get("sslkey")
+                .map(PathBuf::from)
+                .or_else(|| home_file("postgresql.key")),
+        })
+    }
 }
 
 #[cfg(test)]

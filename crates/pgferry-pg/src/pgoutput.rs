@@ -240,30 +240,7 @@ pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
             lsn: lsn(b, "Origin")?,
             name: string(b, "Origin")?,
         },
-        b'R' => {
-            let id = u32_(b, "Relation")?;
-            let namespace = string(b, "Relation namespace")?;
-            let name = string(b, "Relation name")?;
-            let replica_identity = u8_(b, "Relation")?;
-            let n = i16_(b, "Relation column count")?;
-            let mut columns = Vec::with_capacity(n.max(0) as usize);
-            for _ in 0..n {
-                let flags = u8_(b, "Relation column")?;
-                columns.push(RelationColumn {
-                    key: flags & 1 == 1,
-                    name: string(b, "Relation column name")?,
-                    type_oid: u32_(b, "Relation column")?,
-                    type_modifier: i32_(b, "Relation column")?,
-                });
-            }
-            Message::Relation(Relation {
-                id,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            })
-        }
+        b'R' => relation(b)?,
         b'Y' => Message::Type {
             oid: u32_(b, "Type")?,
             namespace: string(b, "Type namespace")?,
@@ -283,29 +260,7 @@ pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
                 new: tuple(b)?,
             }
         }
-        b'U' => {
-            let relation = u32_(b, "Update")?;
-            let mut marker = u8_(b, "Update")?;
-            let old = match old_image(marker) {
-                Some(kind) => {
-                    let t = tuple(b)?;
-                    marker = u8_(b, "Update")?;
-                    Some((kind, t))
-                }
-                None => None,
-            };
-            if marker != b'N' {
-                return Err(DecodeError(format!(
-                    "Update without a new tuple ({:?})",
-                    marker as char
-                )));
-            }
-            Message::Update {
-                relation,
-                old,
-                new: tuple(b)?,
-            }
-        }
+        b'U' => update(b)?,
         b'D' => {
             let relation = u32_(b, "Delete")?;
             let marker = u8_(b, "Delete")?;
@@ -333,25 +288,76 @@ pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
                 restart_identity: options & 2 != 0,
             }
         }
-        b'M' => {
-            let flags = u8_(b, "Message")?;
-            let lsn = lsn(b, "Message")?;
-            let prefix = string(b, "Message prefix")?;
-            let len = i32_(b, "Message")?;
-            if len < 0 {
-                return Err(DecodeError("negative message length".into()));
-            }
-            need(b, len as usize, "Message content")?;
-            Message::Message {
-                transactional: flags & 1 == 1,
-                lsn,
-                prefix,
-                content: b.split_to(len as usize),
-            }
-        }
+        b'M' => logical_message(b)?,
         other => {
             return Err(DecodeError(format!("unknown message {:?}", other as char)));
         }
+    })
+}
+
+fn relation(b: &mut Bytes) -> Result<Message, DecodeError> {
+    let id = u32_(b, "Relation")?;
+    let namespace = string(b, "Relation namespace")?;
+    let name = string(b, "Relation name")?;
+    let replica_identity = u8_(b, "Relation")?;
+    let n = i16_(b, "Relation column count")?;
+    let mut columns = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let flags = u8_(b, "Relation column")?;
+        columns.push(RelationColumn {
+            key: flags & 1 == 1,
+            name: string(b, "Relation column name")?,
+            type_oid: u32_(b, "Relation column")?,
+            type_modifier: i32_(b, "Relation column")?,
+        });
+    }
+    Ok(Message::Relation(Relation {
+        id,
+        namespace,
+        name,
+        replica_identity,
+        columns,
+    }))
+}
+
+fn update(b: &mut Bytes) -> Result<Message, DecodeError> {
+    let relation = u32_(b, "Update")?;
+    let mut marker = u8_(b, "Update")?;
+    let old = match old_image(marker) {
+        Some(kind) => {
+            let t = tuple(b)?;
+            marker = u8_(b, "Update")?;
+            Some((kind, t))
+        }
+        None => None,
+    };
+    if marker != b'N' {
+        return Err(DecodeError(format!(
+            "Update without a new tuple ({:?})",
+            marker as char
+        )));
+    }
+    Ok(Message::Update {
+        relation,
+        old,
+        new: tuple(b)?,
+    })
+}
+
+fn logical_message(b: &mut Bytes) -> Result<Message, DecodeError> {
+    let flags = u8_(b, "Message")?;
+    let lsn = lsn(b, "Message")?;
+    let prefix = string(b, "Message prefix")?;
+    let len = i32_(b, "Message")?;
+    if len < 0 {
+        return Err(DecodeError("negative message length".into()));
+    }
+    need(b, len as usize, "Message content")?;
+    Ok(Message::Message {
+        transactional: flags & 1 == 1,
+        lsn,
+        prefix,
+        content: b.split_to(len as usize),
     })
 }
 

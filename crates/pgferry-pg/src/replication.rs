@@ -385,95 +385,13 @@ impl ReplicationClient {
             .map_err(|e| io_err(self.side, &self.endpoint, "encoding the startup message", e))?;
         self.flush().await?;
         let password = info.password.as_ref().map(|p| p.expose_secret().to_owned());
-        let (side, endpoint, user) = (self.side, self.endpoint.clone(), self.user.clone());
-        let missing_password = move || PgError::Prerequisite {
-            side,
-            problem: format!(
-                "the server at {endpoint} asked for a password for \"{user}\" and none was given"
-            ),
-            fix: "set password_env, password_file or password_command in the task, or \
-                  PGPASSWORD, or ~/.pgpass"
-                .to_owned(),
-        };
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let (tag, mut body) = self.read_message().await?;
+            let (tag, body) = self.read_message().await?;
             match tag {
                 b'R' => {
-                    let kind = body.get_i32();
-                    match kind {
-                        0 => {}
-                        3 => {
-                            let pw = password.clone().ok_or_else(missing_password.clone())?;
-                            frontend::password_message(pw.as_bytes(), &mut self.write)
-                                .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
-                            self.flush().await?;
-                        }
-                        5 => {
-                            let pw = password.clone().ok_or_else(missing_password.clone())?;
-                            let mut salt = [0u8; 4];
-                            body.copy_to_slice(&mut salt);
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                info.user.as_bytes(),
-                                pw.as_bytes(),
-                                salt,
-                            );
-                            frontend::password_message(hash.as_bytes(), &mut self.write)
-                                .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
-                            self.flush().await?;
-                        }
-                        10 => {
-                            let pw = password.clone().ok_or_else(missing_password.clone())?;
-                            let mechanisms = String::from_utf8_lossy(&body).into_owned();
-                            if !mechanisms.split('\0').any(|m| m == SCRAM_SHA_256) {
-                                return Err(PgError::Protocol {
-                                    side: self.side,
-                                    message: format!(
-                                        "the server offers no supported SASL mechanism ({})",
-                                        mechanisms.replace('\0', " ")
-                                    ),
-                                });
-                            }
-                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(
-                                SCRAM_SHA_256,
-                                s.message(),
-                                &mut self.write,
-                            )
-                            .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
-                            scram = Some(s);
-                            self.flush().await?;
-                        }
-                        11 => {
-                            let s = scram.as_mut().ok_or_else(|| PgError::Protocol {
-                                side: self.side,
-                                message: "unexpected SASL continue".to_owned(),
-                            })?;
-                            s.update(&body)
-                                .map_err(|e| io_err(self.side, &self.endpoint, "SCRAM", e))?;
-                            let msg = s.message().to_vec();
-                            frontend::sasl_response(&msg, &mut self.write)
-                                .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
-                            self.flush().await?;
-                        }
-                        12 => {
-                            let s = scram.as_mut().ok_or_else(|| PgError::Protocol {
-                                side: self.side,
-                                message: "unexpected SASL final".to_owned(),
-                            })?;
-                            s.finish(&body)
-                                .map_err(|e| io_err(self.side, &self.endpoint, "SCRAM", e))?;
-                        }
-                        other => {
-                            return Err(PgError::Protocol {
-                                side: self.side,
-                                message: format!(
-                                    "the server asks for an authentication method pgferry does \
-                                     not support ({other}); use scram-sha-256, md5 or trust"
-                                ),
-                            });
-                        }
-                    }
+                    self.authenticate(body, info, password.as_deref(), &mut scram)
+                        .await?
                 }
                 b'E' => {
                     let e = Self::parse_error(body);
@@ -490,6 +408,100 @@ impl ReplicationClient {
                 _ => {}
             }
         }
+    }
+
+    fn missing_password(&self) -> PgError {
+        PgError::Prerequisite {
+            side: self.side,
+            problem: format!(
+                "the server at {} asked for a password for \"{}\" and none was given",
+                self.endpoint, self.user
+            ),
+            fix: "set password_env, password_file or password_command in the task, or \
+                  PGPASSWORD, or ~/.pgpass"
+                .to_owned(),
+        }
+    }
+
+    /// Answers one authentication request: cleartext, MD5, or a SCRAM-SHA-256 step.
+    async fn authenticate(
+        &mut self,
+        mut body: Bytes,
+        info: &ConnInfo,
+        password: Option<&str>,
+        scram: &mut Option<ScramSha256>,
+    ) -> Result<(), PgError> {
+        let kind = body.get_i32();
+        match kind {
+            0 => {}
+            3 => {
+                let pw = password.ok_or_else(|| self.missing_password())?;
+                frontend::password_message(pw.as_bytes(), &mut self.write)
+                    .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
+                self.flush().await?;
+            }
+            5 => {
+                let pw = password.ok_or_else(|| self.missing_password())?;
+                let mut salt = [0u8; 4];
+                body.copy_to_slice(&mut salt);
+                let hash = postgres_protocol::authentication::md5_hash(
+                    info.user.as_bytes(),
+                    pw.as_bytes(),
+                    salt,
+                );
+                frontend::password_message(hash.as_bytes(), &mut self.write)
+                    .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
+                self.flush().await?;
+            }
+            10 => {
+                let pw = password.ok_or_else(|| self.missing_password())?;
+                let mechanisms = String::from_utf8_lossy(&body).into_owned();
+                if !mechanisms.split('\0').any(|m| m == SCRAM_SHA_256) {
+                    return Err(PgError::Protocol {
+                        side: self.side,
+                        message: format!(
+                            "the server offers no supported SASL mechanism ({})",
+                            mechanisms.replace('\0', " ")
+                        ),
+                    });
+                }
+                let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.write)
+                    .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
+                *scram = Some(s);
+                self.flush().await?;
+            }
+            11 => {
+                let s = scram.as_mut().ok_or_else(|| PgError::Protocol {
+                    side: self.side,
+                    message: "unexpected SASL continue".to_owned(),
+                })?;
+                s.update(&body)
+                    .map_err(|e| io_err(self.side, &self.endpoint, "SCRAM", e))?;
+                let msg = s.message().to_vec();
+                frontend::sasl_response(&msg, &mut self.write)
+                    .map_err(|e| io_err(self.side, &self.endpoint, "auth", e))?;
+                self.flush().await?;
+            }
+            12 => {
+                let s = scram.as_mut().ok_or_else(|| PgError::Protocol {
+                    side: self.side,
+                    message: "unexpected SASL final".to_owned(),
+                })?;
+                s.finish(&body)
+                    .map_err(|e| io_err(self.side, &self.endpoint, "SCRAM", e))?;
+            }
+            other => {
+                return Err(PgError::Protocol {
+                    side: self.side,
+                    message: format!(
+                        "the server asks for an authentication method pgferry does \
+                         not support ({other}); use scram-sha-256, md5 or trust"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs a replication command or SQL query with the simple query protocol and returns
