@@ -73,6 +73,11 @@ pub enum EngineError {
         tables: Vec<String>,
     },
 
+    /// An earlier attempt's transaction still holds the chunk (its commit's outcome never
+    /// reached pgferry): the retry waits for it to end rather than copy the rows twice.
+    #[error("chunk {chunk_no} of {table} is held by an earlier attempt that has not ended yet")]
+    ChunkBusy { table: String, chunk_no: i32 },
+
     /// The session that exported the load's snapshot is gone (the source restarted, say):
     /// no chunk can read it any more, and the load goes on from a new snapshot.
     #[error("the load's snapshot on the source is gone (its session ended)")]
@@ -228,6 +233,11 @@ impl EngineError {
                  is not repeated"
                     .to_owned(),
             ),
+            EngineError::ChunkBusy { .. } => Some(
+                "pgferry retries on its own; if this persists, look for an old pgferry session \
+                 on the target (pg_stat_activity, application_name pgferry) and end it"
+                    .to_owned(),
+            ),
             EngineError::Interrupted => Some(
                 "run the same command again to resume; finished work is not repeated".to_owned(),
             ),
@@ -264,6 +274,7 @@ impl EngineError {
             | EngineError::CannotStream { .. }
             | EngineError::CannotStartOver { .. } => ErrorKind::Prerequisite,
             EngineError::TaskBusy { .. } => ErrorKind::Busy,
+            EngineError::ChunkBusy { .. } => ErrorKind::Transient,
             EngineError::Interrupted => ErrorKind::Interrupted,
             EngineError::SchemaRestore { .. }
             | EngineError::LoadFailed { .. }

@@ -25,21 +25,20 @@ mod route;
 mod run;
 mod session;
 mod startover;
-mod status;
 mod transform;
 mod validate;
 
 pub use cdc::source::{Cleaned, default_name as slot_name};
-pub use cdc::{CdcLive, Lag, OpCounts, cleanup, request_stop, signal_stop, wait_caught_up};
+pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop, wait_caught_up};
 pub use control::alarms::{AlarmsReport, report as alarms_report};
+pub use control::{
+    CdcStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus, Totals,
+    ValidationStatus, status,
+};
 pub use control::{Event, Level, recent_events};
 pub use endpoints::Endpoints;
 pub use error::{EngineError, MappingProblem, Result};
 pub use monitor::Monitor;
 pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
 pub use run::{RunOptions, RunSummary, TableSummary, run, run_with};
-pub use status::{
-    CdcStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus, Totals,
-    ValidationStatus, status,
-};
 pub use validate::{Outcome, TableCheck, ValidationReport, validate};

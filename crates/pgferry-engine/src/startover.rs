@@ -33,9 +33,10 @@ use pgferry_pg::catalog::ServerInfo;
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 
 use crate::control::{self, Level, Phase};
+use crate::control::{CdcSetup, StoredTable};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
-use crate::load::planning::{self, CdcSetup};
+use crate::load::planning;
 use crate::load::snapshot::SnapshotHolder;
 use crate::validate::{self, Outcome};
 
@@ -49,14 +50,10 @@ pub(crate) async fn start_over(
     control_client: &mut PgClient,
 ) -> Result<(SnapshotHolder, String)> {
     check_can_start_over(task, endpoints, control_client).await?;
-    let old_slot: String = control_client
-        .query_one(
-            "reading the CDC state",
-            "SELECT slot_name FROM pgferry.cdc_state WHERE task = $1",
-            &[&task.name],
-        )
+    let old_slot = control::cdc_state(control_client, &task.name)
         .await?
-        .get(0);
+        .map(|s| s.slot)
+        .unwrap_or_default();
     mark_started(control_client, &task.name).await?;
 
     crate::cdc::source::drop_slot(source, &old_slot).await?;
@@ -75,14 +72,14 @@ pub(crate) async fn start_over(
         .filter(|c| c.outcome == Outcome::Match)
         .map(|c| c.target_name.clone())
         .collect();
-    let tables = task_tables(control_client, &task.name).await?;
+    let tables = control::stored_tables(control_client, &task.name).await?;
     let differing: Vec<QualifiedName> = tables
         .iter()
         .filter(|t| !kept.contains(&t.target))
         .map(|t| t.target.clone())
         .collect();
     let emptied = with_referencing(control_client, &task.name, &tables, differing).await?;
-    let reset: Vec<&TaskTable> = tables
+    let reset: Vec<&StoredTable> = tables
         .iter()
         .filter(|t| emptied.contains(&t.target))
         .collect();
@@ -148,13 +145,7 @@ async fn mark_started(control_client: &mut PgClient, task: &str) -> Result<()> {
     tx.batch_execute("SET LOCAL synchronous_commit = on")
         .await
         .map_err(err)?;
-    tx.execute(
-        "UPDATE pgferry.cdc_state SET start_over_since = coalesce(start_over_since, now())
-         WHERE task = $1",
-        &[&task],
-    )
-    .await
-    .map_err(err)?;
+    control::mark_start_over(&tx, task).await?;
     control::event(
         &tx,
         task,
@@ -167,31 +158,6 @@ async fn mark_started(control_client: &mut PgClient, task: &str) -> Result<()> {
     tx.commit().await.map_err(err)
 }
 
-/// A table of the task, as its load recorded it.
-struct TaskTable {
-    table_id: i32,
-    target: QualifiedName,
-    existed_before: bool,
-}
-
-async fn task_tables(control_client: &PgClient, task: &str) -> Result<Vec<TaskTable>> {
-    Ok(control_client
-        .query(
-            "reading the task's tables",
-            "SELECT table_id, target_schema, target_table, existed_before
-             FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
-            &[&task],
-        )
-        .await?
-        .iter()
-        .map(|r| TaskTable {
-            table_id: r.get(0),
-            target: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
-            existed_before: r.get(3),
-        })
-        .collect())
-}
-
 /// `differing` and every target table whose foreign key points at one of them, directly
 /// or not: `TRUNCATE` refuses to empty a referenced table without its referencing ones.
 /// Partitioned tables count by their leaves. A referencing table outside the task cannot
@@ -199,7 +165,7 @@ async fn task_tables(control_client: &PgClient, task: &str) -> Result<Vec<TaskTa
 async fn with_referencing(
     control_client: &PgClient,
     task: &str,
-    tables: &[TaskTable],
+    tables: &[StoredTable],
     differing: Vec<QualifiedName>,
 ) -> Result<HashSet<QualifiedName>> {
     let edges: Vec<(QualifiedName, QualifiedName)> = control_client
@@ -252,7 +218,7 @@ async fn with_referencing(
 
 /// pgferry empties only tables it created: one that existed before the load
 /// (`target_table_prep_mode = "do_nothing"`) and now differs must be emptied by its owner.
-async fn check_own_tables(control_client: &PgClient, reset: &[&TaskTable]) -> Result<()> {
+async fn check_own_tables(control_client: &PgClient, reset: &[&StoredTable]) -> Result<()> {
     for t in reset.iter().filter(|t| t.existed_before) {
         let empty: bool = control_client
             .query_one(
@@ -286,7 +252,7 @@ async fn commit(
     control_client: &mut PgClient,
     task: &str,
     setup: &CdcSetup,
-    reset: &[&TaskTable],
+    reset: &[&StoredTable],
     note: &str,
 ) -> Result<()> {
     let err = |e| EngineError::Pg(PgError::query(Side::Target, "starting over", e));
@@ -302,15 +268,9 @@ async fn commit(
         let ids: Vec<i32> = reset.iter().map(|t| t.table_id).collect();
         control::mark_pending(&tx, task, &ids).await?;
     }
-    planning::store_cdc_setup(&tx, task, setup).await?;
+    control::store_cdc_setup(&tx, task, setup).await?;
     // The load's times become the second load's.
-    tx.execute(
-        "UPDATE pgferry.task SET load_started_at = NULL, load_finished_at = NULL
-         WHERE name = $1",
-        &[&task],
-    )
-    .await
-    .map_err(err)?;
+    control::forget_load_times(&tx, task).await?;
     control::set_phase(&tx, task, Phase::Loading).await?;
     control::event(&tx, task, Level::Info, "start-over", note, None).await?;
     tx.commit().await.map_err(err)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pgferry_config::Task;
+use pgferry_config::mapping::TableMap;
 use pgferry_pg::catalog;
 use pgferry_pg::{PgClient, QualifiedName, Side, describe_pg_error, quote_ident};
 use serde::Serialize;
@@ -157,81 +158,102 @@ pub(crate) async fn compare(
     let mut ordered: Vec<_> = selected.tables.iter().collect();
     ordered.sort_by_key(|t| std::cmp::Reverse(t.table_bytes));
     for (i, t) in ordered.into_iter().enumerate() {
-        let map = maps.get(&t.oid);
-        let target_name = crate::transform::target_of(&maps, t);
-        // Each source column that reaches the target, in its target type, and its name
-        // there. Columns a rule adds exist only on the target and are not compared.
-        let mut source_values = Vec::new();
-        let mut target_names = Vec::new();
-        for c in &t.columns {
-            let (name, new_type) = match map {
-                Some(m) => match m.columns.iter().find(|x| x.source == c.name) {
-                    Some(x) => match &x.target {
-                        Some(n) => (n.clone(), x.new_type.clone()),
-                        None => continue,
-                    },
-                    None => (c.name.clone(), None),
-                },
-                None => (c.name.clone(), None),
-            };
-            source_values.push(match new_type {
-                Some(ty) => format!("{}::{ty}", quote_ident(&c.name)),
-                None => quote_ident(&c.name),
-            });
-            target_names.push(name);
-        }
-        let mismatch = |outcome: Outcome, detail: String| TableCheck {
-            source_name: t.name.clone(),
-            target_name: target_name.clone(),
-            table: t.name.to_string(),
-            target: target_name.to_string(),
-            outcome,
-            source_rows: None,
-            target_rows: None,
-            detail: Some(detail),
-            seconds: 0.0,
-        };
-        match target_columns.get(&target_name) {
-            None => checks.push(mismatch(
-                Outcome::MissingOnTarget,
-                "the table does not exist on the target".to_owned(),
-            )),
-            Some(on_target) => {
-                let missing: Vec<&String> = target_names
-                    .iter()
-                    .filter(|c| !on_target.contains(c))
-                    .collect();
-                if missing.is_empty() {
-                    let filter = map.and_then(crate::transform::table_filter_sql);
-                    let target_values: Vec<String> =
-                        target_names.iter().map(|c| quote_ident(c)).collect();
-                    queue_items.push((
-                        i,
-                        Job {
-                            source: t.name.clone(),
-                            target: target_name.clone(),
-                            source_sql: checksum_sql(&t.name, &source_values, filter.as_deref()),
-                            target_sql: checksum_sql(&target_name, &target_values, None),
-                        },
-                        Vec::new(),
-                    ));
-                } else {
-                    checks.push(mismatch(
-                        Outcome::ColumnsDiffer,
-                        format!(
-                            "column(s) missing on the target: {}",
-                            missing
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-            }
+        match plan_check(t, &maps, &target_columns) {
+            Planned::Checksums(job) => queue_items.push((i, job, Vec::new())),
+            Planned::Verdict(check) => checks.push(*check),
         }
     }
-    // Each worker holds a connection to each server: never more than there are tables.
+    checks.extend(run_checks(endpoints, snapshot, jobs, queue_items).await?);
+    checks.sort_by(|a, b| a.table.cmp(&b.table));
+    Ok(checks)
+}
+
+/// What comparing one table takes: checksums on both sides, or nothing more.
+enum Planned {
+    Checksums(Job),
+    /// The target's table is missing or lacks columns: the verdict needs no checksum.
+    Verdict(Box<TableCheck>),
+}
+
+/// The checksum statements for one table, or the verdict without them when the target's
+/// table is missing or lacks columns.
+fn plan_check(
+    t: &catalog::Table,
+    maps: &HashMap<u32, TableMap>,
+    target_columns: &HashMap<QualifiedName, Vec<String>>,
+) -> Planned {
+    let map = maps.get(&t.oid);
+    let target_name = crate::transform::target_of(maps, t);
+    let (source_values, target_names) = compared_columns(t, map);
+    let mismatch = |outcome: Outcome, detail: String| TableCheck {
+        source_name: t.name.clone(),
+        target_name: target_name.clone(),
+        table: t.name.to_string(),
+        target: target_name.to_string(),
+        outcome,
+        source_rows: None,
+        target_rows: None,
+        detail: Some(detail),
+        seconds: 0.0,
+    };
+    let Some(on_target) = target_columns.get(&target_name) else {
+        return Planned::Verdict(Box::new(mismatch(
+            Outcome::MissingOnTarget,
+            "the table does not exist on the target".to_owned(),
+        )));
+    };
+    let missing: Vec<&str> = target_names
+        .iter()
+        .filter(|c| !on_target.contains(c))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Planned::Verdict(Box::new(mismatch(
+            Outcome::ColumnsDiffer,
+            format!("column(s) missing on the target: {}", missing.join(", ")),
+        )));
+    }
+    let filter = map.and_then(crate::transform::table_filter_sql);
+    let target_values: Vec<String> = target_names.iter().map(|c| quote_ident(c)).collect();
+    Planned::Checksums(Job {
+        source: t.name.clone(),
+        target: target_name.clone(),
+        source_sql: checksum_sql(&t.name, &source_values, filter.as_deref()),
+        target_sql: checksum_sql(&target_name, &target_values, None),
+    })
+}
+
+/// Each source column that reaches the target, as an expression in its target type, and
+/// its name there. Columns a rule adds exist only on the target and are not compared.
+fn compared_columns(t: &catalog::Table, map: Option<&TableMap>) -> (Vec<String>, Vec<String>) {
+    let mut source_values = Vec::new();
+    let mut target_names = Vec::new();
+    for c in &t.columns {
+        let (name, new_type) = match map.and_then(|m| m.columns.iter().find(|x| x.source == c.name))
+        {
+            Some(x) => match &x.target {
+                Some(n) => (n.clone(), x.new_type.clone()),
+                None => continue,
+            },
+            None => (c.name.clone(), None),
+        };
+        source_values.push(match new_type {
+            Some(ty) => format!("{}::{ty}", quote_ident(&c.name)),
+            None => quote_ident(&c.name),
+        });
+        target_names.push(name);
+    }
+    (source_values, target_names)
+}
+
+/// Runs the checksums on `jobs` workers, each with a connection to each server (never more
+/// workers than tables).
+async fn run_checks(
+    endpoints: &Endpoints,
+    snapshot: &str,
+    jobs: usize,
+    queue_items: Vec<(usize, Job, Vec<usize>)>,
+) -> Result<Vec<TableCheck>> {
     let workers_wanted = jobs.clamp(1, queue_items.len().max(1));
     let queue = Arc::new(WorkQueue::new(queue_items));
     let mut workers = tokio::task::JoinSet::new();
@@ -261,6 +283,7 @@ pub(crate) async fn compare(
             Ok::<_, crate::error::EngineError>(results)
         });
     }
+    let mut checks = Vec::new();
     let mut first_error = None;
     while let Some(joined) = workers.join_next().await {
         match joined {
@@ -272,11 +295,10 @@ pub(crate) async fn compare(
             Err(_) => queue.close(),
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(checks),
     }
-    checks.sort_by(|a, b| a.table.cmp(&b.table));
-    Ok(checks)
 }
 
 async fn check_table(source: &PgClient, target: &PgClient, job: &Job) -> TableCheck {
@@ -360,29 +382,15 @@ async fn store(target: &PgClient, task: &str, checks: &[TableCheck]) -> Result<(
         return Ok(());
     }
     for c in checks {
-        target
-            .execute(
-                "storing validation results",
-                "INSERT INTO pgferry.validation (task, source_schema, source_table, target_schema,
-                     target_table, outcome, source_rows, target_rows, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (task, source_schema, source_table) DO UPDATE SET
-                     checked_at = now(), outcome = excluded.outcome,
-                     source_rows = excluded.source_rows, target_rows = excluded.target_rows,
-                     detail = excluded.detail",
-                &[
-                    &task,
-                    &c.source_name.schema,
-                    &c.source_name.name,
-                    &c.target_name.schema,
-                    &c.target_name.name,
-                    &c.outcome.as_str(),
-                    &c.source_rows,
-                    &c.target_rows,
-                    &c.detail,
-                ],
-            )
-            .await?;
+        let record = control::ValidationRecord {
+            source: &c.source_name,
+            target: &c.target_name,
+            outcome: c.outcome.as_str(),
+            source_rows: c.source_rows,
+            target_rows: c.target_rows,
+            detail: c.detail.as_deref(),
+        };
+        control::store_validation(target, task, &record).await?;
     }
     Ok(())
 }

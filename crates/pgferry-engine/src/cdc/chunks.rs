@@ -30,6 +30,7 @@ use pgferry_pg::pgoutput::Value;
 use pgferry_pg::{Lsn, PgClient, QualifiedName};
 
 use crate::cdc::tables::SnapshotFilter;
+use crate::control;
 use crate::error::Result;
 
 /// One table's chunks, by key range, with the snapshot each was copied from when later
@@ -99,32 +100,13 @@ pub fn integer_key(value: Option<&Value>) -> Option<i64> {
 
 /// The chunk filters of a task's tables that have any, by source table.
 pub async fn load(client: &PgClient, task: &str) -> Result<HashMap<QualifiedName, ChunkFilters>> {
-    let rows = client
-        .query(
-            "reading chunk filters",
-            "SELECT t.source_schema, t.source_table, t.split_key->>'column',
-                    array_agg(c.key_lo ORDER BY c.chunk_no),
-                    array_agg(c.key_hi ORDER BY c.chunk_no),
-                    array_agg(c.snapshot_filter ORDER BY c.chunk_no)
-             FROM pgferry.table_state t JOIN pgferry.chunk c USING (task, table_id)
-             WHERE t.task = $1 AND (t.split_key->>'integer')::boolean
-               AND (t.split_key->>'identity')::boolean AND t.root_table IS NULL
-             GROUP BY t.source_schema, t.source_table, t.split_key
-             HAVING bool_or(c.snapshot_filter IS NOT NULL)",
-            &[&task],
-        )
-        .await?;
     let mut out = HashMap::new();
-    for r in rows {
-        let los: Vec<Option<String>> = r.get(3);
-        let his: Vec<Option<String>> = r.get(4);
-        let filters: Vec<Option<String>> = r.get(5);
+    for t in control::key_chunks_with_filters(client, task).await? {
         let bound = |b: &Option<String>| b.as_deref().and_then(|s| s.parse::<i64>().ok());
-        let ranges = los
+        let ranges = t
+            .chunks
             .iter()
-            .zip(&his)
-            .zip(&filters)
-            .map(|((lo, hi), f)| {
+            .map(|(lo, hi, f)| {
                 (
                     bound(lo),
                     bound(hi),
@@ -133,9 +115,9 @@ pub async fn load(client: &PgClient, task: &str) -> Result<HashMap<QualifiedName
             })
             .collect();
         out.insert(
-            QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            t.table,
             ChunkFilters {
-                column: r.get(2),
+                column: t.column,
                 ranges,
             },
         );

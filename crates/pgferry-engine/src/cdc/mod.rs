@@ -21,6 +21,9 @@
 pub mod apply;
 pub mod chunks;
 pub mod live;
+mod orders;
+pub use orders::{drain, request_stop, signal_stop};
+mod pump;
 pub mod source;
 pub mod sql;
 pub mod stream;
@@ -61,6 +64,9 @@ pub struct CdcOutcome {
     pub totals: OpCounts,
     /// Sub-batches applied change by change, by why the bulk path passed them on.
     pub fallbacks: std::collections::BTreeMap<&'static str, i64>,
+    /// Where a drain ended, when the stream stopped because it was drained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained_at: Option<String>,
 }
 
 /// Sets up an apply session: canonical value formats, no timeouts, durable commits (the
@@ -185,7 +191,7 @@ pub(crate) async fn check_slot(
     Err(cannot_stream(control_client, &task.name, problem).await)
 }
 
-fn lost_slot(slot: &str) -> String {
+pub(super) fn lost_slot(slot: &str) -> String {
     format!(
         "the source invalidated its replication slot \"{slot}\" (wal_status = lost): it \
          removed WAL the task had not applied yet, because the slot held more than \
@@ -195,31 +201,16 @@ fn lost_slot(slot: &str) -> String {
 
 /// The error for a slot that cannot stream any more; the slot's last WAL figure is cleared
 /// first (best effort), so `status` does not claim it still holds WAL.
-async fn cannot_stream(control_client: &PgClient, task: &str, problem: String) -> EngineError {
+pub(super) async fn cannot_stream(
+    control_client: &PgClient,
+    task: &str,
+    problem: String,
+) -> EngineError {
     let _ = control::forget_retained_wal(control_client, task).await;
     EngineError::CannotStream {
         task: task.to_owned(),
         problem,
     }
-}
-
-/// The share of `max_slot_wal_keep_size` past which streaming warns that the slot is at
-/// risk (the default alarm `source-slot-wal` uses the same figure).
-const KEEP_SIZE_WARNING: f64 = 0.5;
-
-fn at_risk_message(slot: &str, info: &source::SlotInfo) -> String {
-    format!(
-        "the replication slot {slot} holds {} of WAL, {} of what max_slot_wal_keep_size \
-         lets it keep ({} left, wal_status = {}): past that the source invalidates it and \
-         the task has to start over. Let pgferry catch up (a faster target, fewer writes) or \
-         raise max_slot_wal_keep_size on the source",
-        human_bytes(info.retained_bytes.unwrap_or(0)),
-        info.keep_size_used()
-            .map(|u| format!("{:.0}%", u * 100.0))
-            .unwrap_or_else(|| "all".to_owned()),
-        human_bytes(info.safe_wal_bytes.unwrap_or(0)),
-        info.wal_status.as_deref().unwrap_or("?"),
-    )
 }
 
 /// Streams changes until a stop is requested, retrying recoverable errors.
@@ -357,12 +348,6 @@ async fn reconnect_control(
     control::reconnect(&task.name, route.to_info(), control_client).await
 }
 
-enum Step {
-    Tick,
-    Deadline,
-    Event(Option<std::result::Result<stream::Events, PgError>>),
-}
-
 async fn stream_once(
     task: &Task,
     route: &Route,
@@ -393,16 +378,17 @@ async fn stream_once(
     progress.set_phase("cdc");
     tracing::info!(slot = %state.slot, from = %applier.applied(), binary = state.binary,
         "streaming changes");
-    let result = stream_loop(
+    let result = pump::Pump {
         task,
         route,
         control_client,
         progress,
-        &mut applier,
-        &mut stream,
-        &state,
-        &positions,
-    )
+        state: &state,
+        positions: &positions,
+        watch: pump::SlotWatch::default(),
+        ticks: 0,
+    }
+    .run(&mut applier, &mut stream)
     .await;
     beat.abort();
     if result.is_err() {
@@ -464,174 +450,7 @@ async fn start_streaming(
     Ok((state, applier, stream, positions))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream_loop(
-    task: &Task,
-    route: &Route,
-    control_client: &PgClient,
-    progress: &Arc<RunProgress>,
-    applier: &mut Applier,
-    stream: &mut Stream,
-    state: &control::CdcState,
-    positions: &Positions,
-) -> Result<CdcOutcome> {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u32 = 0;
-    let mut retained_warned = false;
-    let mut risk_warned = false;
-    let mut wal_retained = None;
-    loop {
-        let deadline = applier.deadline();
-        // Priorities: the once-a-second housekeeping (so a stop request is seen even
-        // under a flood of changes), then a batch that must commit now, then the stream.
-        let step = tokio::select! {
-            biased;
-            _ = tick.tick() => Step::Tick,
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await },
-                if deadline.is_some() => Step::Deadline,
-            e = stream.events.recv() => Step::Event(e),
-        };
-        match step {
-            Step::Event(None) => {
-                return Err(EngineError::Pg(PgError::Protocol {
-                    side: route.from(),
-                    message: "the replication stream ended".to_owned(),
-                }));
-            }
-            Step::Event(Some(Err(e))) => return Err(e.into()),
-            Step::Event(Some(Ok(batch))) => {
-                for event in batch.events {
-                    applier.handle(event).await?;
-                    // Full or old enough (a quiet stream is the deadline's business).
-                    if applier.should_commit() {
-                        applier.commit().await?;
-                    }
-                }
-                acknowledge_when_idle(applier, stream, positions);
-            }
-            Step::Deadline => {
-                applier.commit().await?;
-                acknowledge_when_idle(applier, stream, positions);
-            }
-            Step::Tick => {
-                ticks = ticks.wrapping_add(1);
-                if let Some(ms) = applier.pending_lag_ms() {
-                    applier.lag.target_ms = Some(ms.max(applier.lag.target_ms.unwrap_or(0)));
-                }
-                // Bounded: a source that does not answer (a cut network) must not stall the
-                // loop that keeps the lag figures and the stop flag current.
-                let probe = async {
-                    let source = route.connect_from("pgferry cdc").await?;
-                    source::slot_info(&source, &state.slot).await
-                };
-                if ticks % RETENTION_EVERY_TICKS == 1
-                    && let Ok(Ok(Some(info))) = tokio::time::timeout(PROBE_LIMIT, probe).await
-                {
-                    if info.wal_status.as_deref() == Some("lost") {
-                        return Err(cannot_stream(
-                            control_client,
-                            &task.name,
-                            lost_slot(&state.slot),
-                        )
-                        .await);
-                    }
-                    let at_risk = info.wal_status.as_deref() == Some("unreserved")
-                        || info
-                            .keep_size_used()
-                            .is_some_and(|used| used > KEEP_SIZE_WARNING);
-                    if at_risk && !risk_warned {
-                        control::warn(
-                            control_client,
-                            &task.name,
-                            "cdc",
-                            &at_risk_message(&state.slot, &info),
-                        )
-                        .await?;
-                    }
-                    risk_warned = at_risk;
-                    wal_retained = info.retained_bytes;
-                    let over = info
-                        .retained_bytes
-                        .is_some_and(|b| b as u64 > task.cdc.wal_retention_warning);
-                    if over && !retained_warned {
-                        let message = format!(
-                            "the replication slot {} holds back {} of WAL on the source; it \
-                             grows until pgferry catches up or `pgferry cleanup` drops the \
-                             slot. Consider max_slot_wal_keep_size on the source to cap it",
-                            state.slot,
-                            human_bytes(info.retained_bytes.unwrap_or(0))
-                        );
-                        control::warn(control_client, &task.name, "cdc", &message).await?;
-                    }
-                    retained_warned = over;
-                }
-                let received = Lsn(positions
-                    .received
-                    .load(std::sync::atomic::Ordering::Acquire));
-                let lag = applier.lag.through_silence(positions.heard.silence_ms());
-                let figures = control::StreamFigures {
-                    received,
-                    source_ms: lag.source_ms,
-                    target_ms: lag.target_ms,
-                    wal_retained,
-                };
-                let stop = control::save_progress(control_client, &task.name, figures).await?;
-                progress.set_cdc(CdcLive {
-                    applied_lsn: Some(applier.applied().to_string()),
-                    received_lsn: Some(received.to_string()),
-                    lag,
-                    totals: applier.totals,
-                    incoming: applier.incoming,
-                    fallbacks: applier.fallbacks.clone(),
-                    wal_retained_bytes: wal_retained,
-                    binary: state.binary,
-                });
-                if stop {
-                    applier.commit().await?;
-                    applier.rollback().await;
-                    control::event(
-                        control_client.raw(),
-                        &task.name,
-                        Level::Info,
-                        "cdc",
-                        &format!("stopped on request at {}", applier.applied()),
-                        None,
-                    )
-                    .await?;
-                    return Ok(CdcOutcome {
-                        applied_lsn: applier.applied().to_string(),
-                        totals: applier.totals,
-                        fallbacks: applier.fallbacks.clone(),
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// With everything received applied and committed, the slot may move to the newest
-/// position the server reported. Without this, a keepalive that arrived while a batch was
-/// pending would go unacknowledged, and the server sends no other until its position
-/// moves: an idle slot would trail by whatever was not ours (a checkpoint, another
-/// database's writes) until the next heartbeat.
-///
-/// Safe because the server sends transactions in commit order and the reader raises
-/// `received` only once the events that reached it are queued: every transaction
-/// committed before that position was in the (now empty) queue and is applied, and one
-/// still on its way commits after it and is streamed again after a restart.
-fn acknowledge_when_idle(applier: &Applier, stream: &Stream, positions: &Positions) {
-    if applier.idle() && stream.events.is_empty() {
-        let received = positions
-            .received
-            .load(std::sync::atomic::Ordering::Acquire);
-        positions
-            .flushed
-            .fetch_max(received, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-fn human_bytes(b: i64) -> String {
+pub(super) fn human_bytes(b: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b.max(0) as f64;
     let mut unit = 0;
@@ -640,51 +459,6 @@ fn human_bytes(b: i64) -> String {
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
-}
-
-/// Sets a task's stop flag without waiting: the run in this process sees it within a second
-/// and stops as [`request_stop`] describes. For `POST /api/v1/stop`.
-pub async fn signal_stop(task: &Task) -> Result<()> {
-    let route = Route::of(task)?;
-    let target = route.connect_to("pgferry stop").await?;
-    control::request_stop(&target, &task.name).await
-}
-
-/// Asks a running task to stop streaming, as `pgferry stop` does: the run commits what is
-/// complete and exits at a transaction boundary. Waits up to `wait` for it; returns whether
-/// a run was stopped.
-pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
-    let route = Route::of(task)?;
-    let target = route.connect_to("pgferry stop").await?;
-    if !control::schema_exists(&target).await?
-        || control::load_task(&target, &task.name).await?.is_none()
-    {
-        return Err(EngineError::UnknownTask {
-            task: task.name.clone(),
-        });
-    }
-    if !control::is_running(&target, &task.name).await? {
-        return Ok(false);
-    }
-    control::request_stop(&target, &task.name).await?;
-    let deadline = Instant::now() + wait;
-    while control::is_running(&target, &task.name).await? {
-        if Instant::now() >= deadline {
-            return Err(EngineError::Pg(PgError::Prerequisite {
-                side: route.to(),
-                problem: format!(
-                    "task \"{}\" did not stop within {} s",
-                    task.name,
-                    wait.as_secs()
-                ),
-                fix: "it stops at the end of the source transaction it is applying; wait, \
-                      or stop the process (it resumes from its checkpoint)"
-                    .to_owned(),
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(true)
 }
 
 /// Waits until the running task has applied everything the source has written so far:

@@ -98,20 +98,13 @@ pub async fn handle_tables_without_key(
         }
         NoKeyTables::ReplicaIdentityFull => {
             for t in &no_key {
-                control_client
-                    .execute(
-                        "recording a replica identity change",
-                        "INSERT INTO pgferry.replica_identity_change
-                             (task, schema_name, table_name, original)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                        &[
-                            &task.name,
-                            &t.name.schema,
-                            &t.name.name,
-                            &t.replica_identity.to_string(),
-                        ],
-                    )
-                    .await?;
+                control::record_identity_change(
+                    control_client,
+                    &task.name,
+                    &t.name,
+                    &t.replica_identity.to_string(),
+                )
+                .await?;
                 source
                     .batch(
                         &format!("setting REPLICA IDENTITY FULL on {}", t.name),
@@ -370,21 +363,12 @@ pub struct Cleaned {
 /// changed. Safe to run more than once.
 pub async fn cleanup(source: &PgClient, control_client: &PgClient, task: &str) -> Result<Cleaned> {
     let mut cleaned = Cleaned::default();
-    let state = control_client
-        .query_opt(
-            "reading the CDC state",
-            "SELECT slot_name, publication, publication_created FROM pgferry.cdc_state
-             WHERE task = $1",
-            &[&task],
-        )
-        .await?;
-    if let Some(row) = state {
-        let (slot, publication, created): (String, String, bool) =
-            (row.get(0), row.get(1), row.get(2));
+    if let Some(objects) = control::stream_objects(control_client, task).await? {
+        let (slot, publication) = (objects.slot, objects.publication);
         if drop_slot(source, &slot).await? {
             cleaned.slot_dropped = Some(slot);
         }
-        if created {
+        if objects.publication_created {
             source
                 .batch(
                     "dropping the publication",
@@ -394,17 +378,8 @@ pub async fn cleanup(source: &PgClient, control_client: &PgClient, task: &str) -
             cleaned.publication_dropped = Some(publication);
         }
     }
-    let changes = control_client
-        .query(
-            "reading replica identity changes",
-            "SELECT schema_name, table_name, original FROM pgferry.replica_identity_change
-             WHERE task = $1",
-            &[&task],
-        )
-        .await?;
-    for row in changes {
-        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
-        let original = match row.get::<_, String>(2).as_str() {
+    for (name, original) in control::identity_changes(control_client, task).await? {
+        let original = match original.as_str() {
             "n" => "NOTHING",
             _ => "DEFAULT",
         };
@@ -424,14 +399,7 @@ pub async fn cleanup(source: &PgClient, control_client: &PgClient, task: &str) -
                 )
                 .await?;
         }
-        control_client
-            .execute(
-                "recording a restored replica identity",
-                "DELETE FROM pgferry.replica_identity_change
-                 WHERE task = $1 AND schema_name = $2 AND table_name = $3",
-                &[&task, &name.schema, &name.name],
-            )
-            .await?;
+        control::forget_identity_change(control_client, task, &name).await?;
         cleaned.identities_restored.push(name.to_string());
     }
     Ok(cleaned)

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use pgferry_config::mapping::SourceColumn;
+use pgferry_config::mapping::{SourceColumn, TableMap};
 use pgferry_config::{Mapping, Selection};
 use pgferry_pg::pgoutput::{Relation, RelationColumn};
 use pgferry_pg::{PgClient, PgError, QualifiedName, quote_ident};
@@ -154,24 +154,7 @@ pub async fn resolve(
             _ => return Ok(Resolution::Ignore),
         }
     };
-    // The source's column types, for rules that match a type and for filters.
-    let type_names: Vec<String> = if scope.mapping.is_empty() {
-        vec![String::new(); rel.columns.len()]
-    } else {
-        let oids: Vec<u32> = rel.columns.iter().map(|c| c.type_oid).collect();
-        let mods: Vec<i32> = rel.columns.iter().map(|c| c.type_modifier).collect();
-        source
-            .query(
-                "reading column types",
-                "SELECT format_type(t, m) FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY
-                 AS x(t, m, n) ORDER BY n",
-                &[&oids, &mods],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
+    let type_names = source_type_names(source, rel, scope).await?;
     let source_columns: Vec<SourceColumn<'_>> = rel
         .columns
         .iter()
@@ -203,43 +186,8 @@ pub async fn resolve(
                 .to_owned(),
         }));
     }
-    // Columns the source has and the target lacks: add them, with the source's type.
-    let missing: Vec<(&RelationColumn, &str)> = rel
-        .columns
-        .iter()
-        .filter_map(|c| Some((c, map.target_column(&c.name)?)))
-        .filter(|(_, name)| !columns.iter().any(|t| t.name == *name))
-        .collect();
-    if !scope.add_new_columns {
-        for (c, _) in &missing {
-            tracing::warn!(table = %target_name, column = %c.name,
-                "the source has a column the target lacks; its values are not applied \
-                 (add_new_columns = false)");
-        }
-    } else {
-        for (c, name) in &missing {
-            let type_sql: String = source
-                .query_one(
-                    "reading a new column's type",
-                    "SELECT format_type($1::oid, $2::int)",
-                    &[&c.type_oid, &c.type_modifier],
-                )
-                .await?
-                .get(0);
-            let sql = format!(
-                "ALTER TABLE {} ADD COLUMN {} {type_sql}",
-                target_name.quoted(),
-                quote_ident(name)
-            );
-            target
-                .batch(&format!("adding column {name} to {target_name}"), &sql)
-                .await?;
-            tracing::info!(table = %target_name, column = %name, r#type = %type_sql,
-                "added a column the source gained");
-        }
-        if !missing.is_empty() {
-            columns = target_columns(target, &target_name).await?;
-        }
+    if add_missing_columns(target, source, rel, &map, &target_name, &columns, scope).await? {
+        columns = target_columns(target, &target_name).await?;
     }
     let cols: Vec<Option<TargetCol>> = rel
         .columns
@@ -259,7 +207,100 @@ pub async fn resolve(
                 })
         })
         .collect();
-    let pk = primary_key(target, &target_name).await?;
+    let key = key_positions(target, &target_name, rel, &cols).await?;
+    let filter = row_filter(&map.filters, rel, &type_names);
+    Ok(Resolution::Apply(Arc::new(TableInfo {
+        source: source_name,
+        target: target_name,
+        cols,
+        key,
+        filter,
+        source_cols: rel.columns.iter().map(|c| c.name.clone()).collect(),
+    })))
+}
+
+/// The source's column types, for rules that match a type and for filters; empty names
+/// when the task has no rules.
+async fn source_type_names(
+    source: &PgClient,
+    rel: &Relation,
+    scope: &Scope,
+) -> Result<Vec<String>> {
+    if scope.mapping.is_empty() {
+        return Ok(vec![String::new(); rel.columns.len()]);
+    }
+    let oids: Vec<u32> = rel.columns.iter().map(|c| c.type_oid).collect();
+    let mods: Vec<i32> = rel.columns.iter().map(|c| c.type_modifier).collect();
+    Ok(source
+        .query(
+            "reading column types",
+            "SELECT format_type(t, m) FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY
+             AS x(t, m, n) ORDER BY n",
+            &[&oids, &mods],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Columns the source has and the target lacks: adds them with the source's type, or warns
+/// when the task says not to. Returns whether any was added.
+async fn add_missing_columns(
+    target: &PgClient,
+    source: &PgClient,
+    rel: &Relation,
+    map: &TableMap,
+    target_name: &QualifiedName,
+    columns: &[TargetColumn],
+    scope: &Scope,
+) -> Result<bool> {
+    let missing: Vec<(&RelationColumn, &str)> = rel
+        .columns
+        .iter()
+        .filter_map(|c| Some((c, map.target_column(&c.name)?)))
+        .filter(|(_, name)| !columns.iter().any(|t| t.name == *name))
+        .collect();
+    if !scope.add_new_columns {
+        for (c, _) in &missing {
+            tracing::warn!(table = %target_name, column = %c.name,
+                "the source has a column the target lacks; its values are not applied \
+                 (add_new_columns = false)");
+        }
+        return Ok(false);
+    }
+    for (c, name) in &missing {
+        let type_sql: String = source
+            .query_one(
+                "reading a new column's type",
+                "SELECT format_type($1::oid, $2::int)",
+                &[&c.type_oid, &c.type_modifier],
+            )
+            .await?
+            .get(0);
+        let sql = format!(
+            "ALTER TABLE {} ADD COLUMN {} {type_sql}",
+            target_name.quoted(),
+            quote_ident(name)
+        );
+        target
+            .batch(&format!("adding column {name} to {target_name}"), &sql)
+            .await?;
+        tracing::info!(table = %target_name, column = %name, r#type = %type_sql,
+            "added a column the source gained");
+    }
+    Ok(!missing.is_empty())
+}
+
+/// The positions of the key that finds a row: the target's primary key, else the source's
+/// replica identity, else (with `REPLICA IDENTITY FULL`) none, meaning the whole row.
+async fn key_positions(
+    target: &PgClient,
+    target_name: &QualifiedName,
+    rel: &Relation,
+    cols: &[Option<TargetCol>],
+) -> Result<Vec<usize>> {
+    let pk = primary_key(target, target_name).await?;
     let pk_positions: Option<Vec<usize>> = (!pk.is_empty())
         .then(|| {
             pk.iter()
@@ -270,7 +311,7 @@ pub async fn resolve(
                 .collect::<Option<Vec<_>>>()
         })
         .flatten();
-    let key = match pk_positions {
+    Ok(match pk_positions {
         Some(k) => k,
         None if rel.replica_identity == b'f' => Vec::new(),
         None => rel
@@ -280,16 +321,7 @@ pub async fn resolve(
             .filter(|(_, c)| c.key)
             .map(|(i, _)| i)
             .collect(),
-    };
-    let filter = row_filter(&map.filters, rel, &type_names);
-    Ok(Resolution::Apply(Arc::new(TableInfo {
-        source: source_name,
-        target: target_name,
-        cols,
-        key,
-        filter,
-        source_cols: rel.columns.iter().map(|c| c.name.clone()).collect(),
-    })))
+    })
 }
 
 /// The statement that evaluates a table's filters on a batch of rows.

@@ -11,11 +11,23 @@ use serde::Serialize;
 use super::{self as control, Level};
 use crate::error::{EngineError, Result};
 
-/// Saved states of a task's alarms: (name, state, reason, since).
+/// Saved states of a task's alarms: (name, state, reason, since); none before the control
+/// schema has its alarm table.
 pub async fn saved_states(
     client: &PgClient,
     task: &str,
 ) -> Result<Vec<(String, AlarmState, String, DateTime<Utc>)>> {
+    let exists: bool = client
+        .query_one(
+            "looking for alarm states",
+            "SELECT to_regclass('pgferry.alarm') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
     let rows = client
         .query(
             "reading alarm states",

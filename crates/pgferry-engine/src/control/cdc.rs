@@ -5,6 +5,9 @@
 
 use pgferry_pg::{Lsn, PgClient, QualifiedName};
 
+use tokio_postgres::GenericClient;
+
+use super::target_err;
 use crate::error::Result;
 
 /// What the stream was set up with.
@@ -133,16 +136,29 @@ pub struct StreamFigures {
     pub wal_retained: Option<i64>,
 }
 
-/// Saves the stream's figures; returns whether a stop was requested.
-pub async fn save_progress(client: &PgClient, task: &str, f: StreamFigures) -> Result<bool> {
-    Ok(client
+/// What the control schema asks of the stream, read once a second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOrders {
+    /// Stop at the next transaction boundary.
+    pub stop: bool,
+    /// Stop once everything committed on the source before this position is applied.
+    pub drain_to: Option<Lsn>,
+}
+
+/// Saves the stream's figures; returns what is asked of the stream.
+pub async fn save_progress(
+    client: &PgClient,
+    task: &str,
+    f: StreamFigures,
+) -> Result<StreamOrders> {
+    let row = client
         .query_one(
             "saving CDC progress",
             "UPDATE pgferry.cdc_state SET received_lsn = $2::text::pg_lsn,
                  source_latency_ms = $3, target_latency_ms = coalesce($4,
                  target_latency_ms), wal_retained_bytes = coalesce($5,
                  wal_retained_bytes), updated_at = now()
-             WHERE task = $1 RETURNING stop_requested",
+             WHERE task = $1 RETURNING stop_requested, drain_to::text",
             &[
                 &task,
                 &f.received.to_string(),
@@ -151,8 +167,52 @@ pub async fn save_progress(client: &PgClient, task: &str, f: StreamFigures) -> R
                 &f.wal_retained,
             ],
         )
-        .await?
-        .get(0))
+        .await?;
+    Ok(StreamOrders {
+        stop: row.get(0),
+        drain_to: row.get::<_, Option<&str>>(1).and_then(|s| s.parse().ok()),
+    })
+}
+
+/// Asks the stream to drain: to apply everything the source committed before `to`, then
+/// stop. Survives a restart of the run, which goes on draining.
+pub async fn request_drain(client: &PgClient, task: &str, to: Lsn) -> Result<()> {
+    client
+        .execute(
+            "requesting a drain",
+            "UPDATE pgferry.cdc_state SET drain_to = $2::text::pg_lsn, drained_lsn = NULL
+             WHERE task = $1",
+            &[&task, &to.to_string()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records a finished drain at `at` (at least its target) and clears the request.
+pub async fn mark_drained(client: &PgClient, task: &str, at: Lsn) -> Result<()> {
+    client
+        .execute(
+            "recording a finished drain",
+            "UPDATE pgferry.cdc_state SET drained_lsn = $2::text::pg_lsn, drain_to = NULL
+             WHERE task = $1",
+            &[&task, &at.to_string()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Where the last drain ended, if one finished since the last request.
+pub async fn drained(client: &PgClient, task: &str) -> Result<Option<Lsn>> {
+    let row = client
+        .query_opt(
+            "reading the drain",
+            "SELECT drained_lsn::text FROM pgferry.cdc_state WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|s| s.parse().ok()))
 }
 
 /// Asks the streaming run to stop; it reads the flag once a second.
@@ -305,4 +365,179 @@ pub async fn suspend_table(
         )
         .await?;
     Ok(())
+}
+
+/// What CDC set up on the source while planning.
+pub struct CdcSetup {
+    pub slot: String,
+    pub publication: String,
+    pub publication_created: bool,
+    pub consistent_point: pgferry_pg::Lsn,
+    /// Left out of both the load and the stream (`no_key_tables = "exclude"`).
+    pub excluded: Vec<QualifiedName>,
+    /// Loaded, but left out of the stream: unlogged tables write no WAL.
+    pub unlogged: Vec<QualifiedName>,
+    pub binary: bool,
+}
+
+/// Records a slot as where the task's stream starts, inside the caller's transaction: at
+/// planning, or when a start-over replaces a lost slot (then the old checkpoint, figures,
+/// snapshot filters and exclusions go with the old slot).
+pub async fn store_cdc_setup(
+    tx: &tokio_postgres::Transaction<'_>,
+    task: &str,
+    setup: &CdcSetup,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO pgferry.cdc_state (task, slot_name, publication, publication_created,
+                                        consistent_lsn, binary_mode)
+         VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6)
+         ON CONFLICT (task) DO UPDATE SET slot_name = excluded.slot_name,
+             publication = excluded.publication,
+             publication_created = cdc_state.publication_created OR excluded.publication_created,
+             consistent_lsn = excluded.consistent_lsn, binary_mode = excluded.binary_mode,
+             applied_lsn = NULL, applied_commit_time = NULL, received_lsn = NULL,
+             wal_retained_bytes = NULL, start_over_since = NULL, updated_at = now()",
+        &[
+            &task,
+            &setup.slot,
+            &setup.publication,
+            &setup.publication_created,
+            &setup.consistent_point.to_string(),
+            &setup.binary,
+        ],
+    )
+    .await
+    .map_err(target_err("storing the CDC setup"))?;
+    tx.execute("DELETE FROM pgferry.cdc_table WHERE task = $1", &[&task])
+        .await
+        .map_err(target_err("storing the CDC setup"))?;
+    // Both are left out of the stream; only `excluded` tables are left out of the load.
+    for t in setup.excluded.iter().chain(&setup.unlogged) {
+        tx.execute(
+            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, excluded)
+             VALUES ($1, $2, $3, true)",
+            &[&task, &t.schema, &t.name],
+        )
+        .await
+        .map_err(target_err("storing the CDC setup"))?;
+    }
+    Ok(())
+}
+
+/// Records, in the caller's transaction, that the task's slot is about to be replaced.
+pub async fn mark_start_over(tx: &impl GenericClient, task: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE pgferry.cdc_state SET start_over_since = coalesce(start_over_since, now())
+         WHERE task = $1",
+        &[&task],
+    )
+    .await
+    .map_err(target_err("starting over"))?;
+    Ok(())
+}
+
+/// Makes a relation's rows, as copied from a new snapshot, skip the changes that snapshot
+/// already holds (`visibility` is its `xmin:xmax:xip`).
+pub async fn set_snapshot_filter(
+    tx: &impl GenericClient,
+    task: &str,
+    relation: &QualifiedName,
+    visibility: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, snapshot_filter)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (task, schema_name, table_name)
+         DO UPDATE SET snapshot_filter = excluded.snapshot_filter",
+        &[&task, &relation.schema, &relation.name, &visibility],
+    )
+    .await
+    .map_err(target_err("recording a snapshot filter"))?;
+    Ok(())
+}
+
+/// Tables pgferry set to `REPLICA IDENTITY FULL`, with the identity each had (`d`, `n`).
+pub async fn identity_changes(
+    client: &PgClient,
+    task: &str,
+) -> Result<Vec<(QualifiedName, String)>> {
+    let rows = client
+        .query(
+            "reading replica identity changes",
+            "SELECT schema_name, table_name, original FROM pgferry.replica_identity_change
+             WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                r.get(2),
+            )
+        })
+        .collect())
+}
+
+/// Records a replica identity about to be changed, before the change, so `cleanup` can
+/// always restore it.
+pub async fn record_identity_change(
+    client: &PgClient,
+    task: &str,
+    table: &QualifiedName,
+    original: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "recording a replica identity change",
+            "INSERT INTO pgferry.replica_identity_change (task, schema_name, table_name, original)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&task, &table.schema, &table.name, &original],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Forgets a replica identity change once it is restored.
+pub async fn forget_identity_change(
+    client: &PgClient,
+    task: &str,
+    table: &QualifiedName,
+) -> Result<()> {
+    client
+        .execute(
+            "recording a restored replica identity",
+            "DELETE FROM pgferry.replica_identity_change
+             WHERE task = $1 AND schema_name = $2 AND table_name = $3",
+            &[&task, &table.schema, &table.name],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The objects on the source a task's stream created, for `cleanup`.
+#[derive(Debug, Clone)]
+pub struct StreamObjects {
+    pub slot: String,
+    pub publication: String,
+    /// pgferry created the publication (else it was the user's, and stays).
+    pub publication_created: bool,
+}
+
+pub async fn stream_objects(client: &PgClient, task: &str) -> Result<Option<StreamObjects>> {
+    let row = client
+        .query_opt(
+            "reading the CDC state",
+            "SELECT slot_name, publication, publication_created FROM pgferry.cdc_state
+             WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(row.map(|r| StreamObjects {
+        slot: r.get(0),
+        publication: r.get(1),
+        publication_created: r.get(2),
+    }))
 }

@@ -7,8 +7,8 @@ use pgferry_pg::PgClient;
 use super::{LOCK_CLASS, target_err};
 use crate::error::{EngineError, Result};
 
-/// The newest layout this build understands.
-pub const CONTROL_SCHEMA_VERSION: i32 = 7;
+/// The newest layout this build understands: one version per migration.
+pub const CONTROL_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Each migration moves the layout from version N to N+1: `migrations/000N_*.sql`, never
 /// edited once released (a target at version N has run the first N as they were).
@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_start_over.sql"),
     include_str!("migrations/0006_key_split.sql"),
     include_str!("migrations/0007_chunk_snapshot_filter.sql"),
+    include_str!("migrations/0008_drain.sql"),
 ];
 
 /// Whether the target has a control schema at all.

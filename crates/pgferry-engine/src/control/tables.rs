@@ -2,7 +2,7 @@
 
 use pgferry_pg::copy::{ChunkRange, CopyFormat};
 use pgferry_pg::split::SplitKey;
-use pgferry_pg::{PgError, QualifiedName, Side};
+use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
@@ -140,4 +140,124 @@ pub async fn store_tables(
         }
     }
     Ok(chunk_count)
+}
+
+/// A table as the load recorded it: where it goes, how far its copy got, and how it is
+/// split. Read back by every phase that follows the plan.
+#[derive(Debug, Clone)]
+pub struct StoredTable {
+    pub table_id: i32,
+    pub source: QualifiedName,
+    /// The partitioned table a partition belongs to, else the table itself: the relation
+    /// the stream names.
+    pub relation: QualifiedName,
+    pub target: QualifiedName,
+    pub format: CopyFormat,
+    pub columns: Vec<String>,
+    pub target_columns: Vec<String>,
+    pub filter: Option<String>,
+    pub estimated_rows: Option<i64>,
+    pub estimated_bytes: i64,
+    pub chunks_total: i32,
+    pub chunks_done: i32,
+    pub rows_copied: i64,
+    pub bytes_copied: i64,
+    pub loaded: bool,
+    pub existed_before: bool,
+    pub analyzed: bool,
+    pub dump_id: Option<i32>,
+    pub split_key: Option<SplitKey>,
+    /// Split by an integer key in the replica identity, and not a partition: its finished
+    /// chunks survive a new snapshot.
+    pub resumes_by_chunk: bool,
+    /// The task's post-data objects were built already (a start-over reloads it).
+    pub post_data_built: bool,
+    pub copy_seconds: f64,
+}
+
+/// The task's tables in plan order.
+pub async fn stored_tables(client: &PgClient, task: &str) -> Result<Vec<StoredTable>> {
+    let rows = client
+        .query(
+            "reading the table plan",
+            "SELECT table_id, source_schema, source_table,
+                    coalesce(root_schema, source_schema), coalesce(root_table, source_table),
+                    target_schema, target_table, copy_format, columns,
+                    coalesce(target_columns, columns), row_filter, estimated_rows,
+                    estimated_bytes, chunks_total, chunks_done, rows_copied, bytes_copied,
+                    state = 'loaded', existed_before, analyzed, dump_id, split_key,
+                    coalesce((split_key->>'integer')::boolean
+                             AND (split_key->>'identity')::boolean, false)
+                        AND root_table IS NULL,
+                    EXISTS (SELECT FROM pgferry.schema_step s WHERE s.task = $1
+                            AND s.section = 'post-data' AND s.state = 'done'),
+                    coalesce((SELECT sum(seconds) FROM pgferry.chunk c
+                              WHERE c.task = t.task AND c.table_id = t.table_id), 0)::float8
+             FROM pgferry.table_state t WHERE task = $1 ORDER BY table_id",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredTable {
+            table_id: r.get(0),
+            source: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+            relation: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
+            target: QualifiedName::new(r.get::<_, String>(5), r.get::<_, String>(6)),
+            format: CopyFormat::parse(r.get(7)).unwrap_or(CopyFormat::Text),
+            columns: serde_json::from_value(r.get(8)).unwrap_or_default(),
+            target_columns: serde_json::from_value(r.get(9)).unwrap_or_default(),
+            filter: r.get(10),
+            estimated_rows: r.get(11),
+            estimated_bytes: r.get(12),
+            chunks_total: r.get(13),
+            chunks_done: r.get(14),
+            rows_copied: r.get(15),
+            bytes_copied: r.get(16),
+            loaded: r.get(17),
+            existed_before: r.get(18),
+            analyzed: r.get(19),
+            dump_id: r.get(20),
+            split_key: r
+                .get::<_, Option<serde_json::Value>>(21)
+                .and_then(|v| serde_json::from_value(v).ok()),
+            resumes_by_chunk: r.get(22),
+            post_data_built: r.get(23),
+            copy_seconds: r.get(24),
+        })
+        .collect())
+}
+
+/// Target tables not analyzed since their load, biggest first.
+pub async fn unanalyzed_tables(client: &PgClient, task: &str) -> Result<Vec<(i32, QualifiedName)>> {
+    let rows = client
+        .query(
+            "listing tables to analyze",
+            "SELECT table_id, target_schema, target_table FROM pgferry.table_state
+             WHERE task = $1 AND NOT analyzed ORDER BY estimated_bytes DESC",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+            )
+        })
+        .collect())
+}
+
+/// Records that a table's statistics were gathered, in the transaction that ran `ANALYZE`
+/// or after it (a repeated `ANALYZE` is harmless).
+pub async fn mark_analyzed(client: &impl GenericClient, task: &str, table_id: i32) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgferry.table_state SET analyzed = true WHERE task = $1 AND table_id = $2",
+            &[&task, &table_id],
+        )
+        .await
+        .map_err(target_err("recording ANALYZE"))?;
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The task's row: its phase, the times it reached each, and its last error.
 
-use pgferry_pg::PgClient;
+use pgferry_pg::{PgClient, QualifiedName};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
@@ -64,6 +64,8 @@ pub struct TaskRow {
     pub last_error: Option<String>,
     pub source: String,
     pub target: String,
+    /// Selected tables that were on the target before the load.
+    pub existing_tables: Vec<QualifiedName>,
 }
 
 pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>> {
@@ -71,7 +73,8 @@ pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>>
         .query_opt(
             "reading the task",
             "SELECT name, migration_type, phase, schema_preamble, created_at, updated_at,
-                    load_started_at, load_finished_at, finished_at, last_error, source, target
+                    load_started_at, load_finished_at, finished_at, last_error, source, target,
+                    existing_tables
              FROM pgferry.task WHERE name = $1",
             &[&task],
         )
@@ -89,6 +92,7 @@ pub async fn load_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>>
         last_error: r.get(9),
         source: r.get(10),
         target: r.get(11),
+        existing_tables: serde_json::from_value(r.get(12)).unwrap_or_default(),
     }))
 }
 
@@ -153,12 +157,15 @@ pub struct NewTask<'a> {
     pub settings: serde_json::Value,
     pub source: String,
     pub target: String,
-    pub schema_archive: &'a [u8],
-    pub schema_preamble: &'a str,
+    /// The source schema's dump; `None` for a CDC-only task, which restores no schema.
+    pub schema_archive: Option<&'a [u8]>,
+    pub schema_preamble: Option<&'a str>,
     pub existing_tables: serde_json::Value,
+    /// `planned` for a task that loads, `cdc` for one that only streams.
+    pub phase: Phase,
 }
 
-/// Stores a new task, in the planning transaction, in phase `planned`.
+/// Stores a new task, in the planning transaction.
 pub async fn insert_task(
     tx: &impl GenericClient,
     t: &NewTask<'_>,
@@ -166,7 +173,7 @@ pub async fn insert_task(
     tx.execute(
         "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target,
                                    schema_archive, schema_preamble, existing_tables)
-         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, $8)",
         &[
             &t.name,
             &t.migration_type,
@@ -176,8 +183,21 @@ pub async fn insert_task(
             &t.schema_archive,
             &t.schema_preamble,
             &t.existing_tables,
+            &t.phase.as_str(),
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// Clears the load's times, in a start-over's transaction: the second load's become the
+/// task's.
+pub async fn forget_load_times(tx: &impl GenericClient, task: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE pgferry.task SET load_started_at = NULL, load_finished_at = NULL WHERE name = $1",
+        &[&task],
+    )
+    .await
+    .map_err(target_err("starting over"))?;
     Ok(())
 }

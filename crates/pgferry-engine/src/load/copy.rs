@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use pgferry_pg::copy::{
-    BlockRange, ChunkRange, CopyCounters, CopyFormat, CopySpec, copy_statements, pipe,
+    BlockRange, ChunkRange, CopyCounters, CopyFormat, CopyOutcome, CopySpec, copy_statements, pipe,
 };
 use pgferry_pg::dump::set_snapshot_sql;
 use pgferry_pg::split::KeyRange;
@@ -136,6 +136,18 @@ pub async fn copy_chunk(
             .transaction()
             .await
             .map_err(|e| PgError::query(Side::Target, "starting a chunk transaction", e))?;
+        let this = Some((table.table_id, job.chunk_no));
+        if control::claim_chunk(&tx, &ctx.task, this).await?.is_none() {
+            let done = control::chunk_done(&tx, &ctx.task, table.table_id, job.chunk_no).await?;
+            let _ = tx.rollback().await;
+            return match done {
+                true => Ok(CopyOutcome { rows: 0, bytes: 0 }),
+                false => Err(EngineError::ChunkBusy {
+                    table: table.source.to_string(),
+                    chunk_no: job.chunk_no,
+                }),
+            };
+        }
         if freeze {
             // Empty already (pgferry created it); TRUNCATE makes FREEZE legal in this
             // transaction.
@@ -210,35 +222,26 @@ pub async fn pending_chunks(
     tables: &[Arc<TableJob>],
 ) -> Result<Vec<ChunkJob>> {
     let by_id: HashMap<i32, &Arc<TableJob>> = tables.iter().map(|t| (t.table_id, t)).collect();
-    let rows = client
-        .query(
-            "reading pending chunks",
-            "SELECT table_id, chunk_no, start_block, end_block, key_lo, key_hi
-             FROM pgferry.chunk
-             WHERE task = $1 AND state <> 'done' ORDER BY table_id, chunk_no",
-            &[&task],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let table = by_id.get(&r.get::<_, i32>(0))?;
-            let start: Option<i64> = r.get(2);
-            let range = match (&table.split_key, start) {
+    Ok(crate::control::unfinished_chunks(client, task)
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            let table = by_id.get(&c.table_id)?;
+            let range = match (&table.split_key, c.start_block) {
                 (Some(key), _) => Some(ChunkRange::Key(KeyRange {
                     key: key.clone(),
-                    lo: r.get(4),
-                    hi: r.get(5),
+                    lo: c.key_lo,
+                    hi: c.key_hi,
                 })),
                 (None, Some(start)) => Some(ChunkRange::Blocks(BlockRange {
                     start,
-                    end: r.get(3),
+                    end: c.end_block,
                 })),
                 (None, None) => None,
             };
             Some(ChunkJob {
                 table: (*table).clone(),
-                chunk_no: r.get(1),
+                chunk_no: c.chunk_no,
                 range,
             })
         })

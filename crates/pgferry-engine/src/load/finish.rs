@@ -52,25 +52,12 @@ pub async fn sync_sequences(
 
 pub async fn analyze(target_info: &ConnInfo, task: &str, jobs: usize) -> Result<usize> {
     let control = pgferry_pg::connect(Side::Target, target_info, "pgferry analyze").await?;
-    let rows = control
-        .query(
-            "listing tables to analyze",
-            "SELECT table_id, target_schema, target_table FROM pgferry.table_state
-             WHERE task = $1 AND NOT analyzed ORDER BY estimated_bytes DESC",
-            &[&task],
-        )
-        .await?;
-    let count = rows.len();
+    let tables = crate::control::unanalyzed_tables(&control, task).await?;
+    let count = tables.len();
     let queue = Arc::new(WorkQueue::new(
-        rows.iter()
-            .map(|r| {
-                let id: i32 = r.get(0);
-                (
-                    id,
-                    QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
-                    Vec::new(),
-                )
-            })
+        tables
+            .into_iter()
+            .map(|(id, table)| (id, table, Vec::new()))
             .collect(),
     ));
     let mut workers = tokio::task::JoinSet::new();
@@ -90,14 +77,7 @@ pub async fn analyze(target_info: &ConnInfo, task: &str, jobs: usize) -> Result<
                     .await;
                 queue.complete(&id, analyzed.is_ok());
                 analyzed?;
-                client
-                    .execute(
-                        "recording ANALYZE",
-                        "UPDATE pgferry.table_state SET analyzed = true
-                         WHERE task = $1 AND table_id = $2",
-                        &[&task, &id],
-                    )
-                    .await?;
+                crate::control::mark_analyzed(client.raw(), &task, id).await?;
             }
             Ok::<(), crate::error::EngineError>(())
         });

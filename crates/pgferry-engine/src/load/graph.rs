@@ -486,20 +486,18 @@ async fn analyze(
     table: &TableJob,
 ) -> Result<()> {
     let c = connections(n, shared, conns).await?;
-    let result = async {
-        let tx = c.target.raw_mut().transaction().await?;
+    let err = |e| EngineError::Pg(PgError::query(Side::Target, "analyzing a loaded table", e));
+    let result: Result<()> = async {
+        let tx = c.target.raw_mut().transaction().await.map_err(err)?;
         tx.batch_execute(&format!("ANALYZE {}", table.target.quoted()))
-            .await?;
-        tx.execute(
-            "UPDATE pgferry.table_state SET analyzed = true WHERE task = $1 AND table_id = $2",
-            &[&shared.ctx.task, &table.table_id],
-        )
-        .await?;
-        tx.commit().await
+            .await
+            .map_err(err)?;
+        control::mark_analyzed(&tx, &shared.ctx.task, table.table_id).await?;
+        tx.commit().await.map_err(err)
     }
     .await;
     if let Err(e) = result {
-        tracing::warn!(table = %table.target, error = %describe_pg_error(&e), "ANALYZE failed");
+        tracing::warn!(table = %table.target, error = %e, "ANALYZE failed");
         if c.target.is_closed() {
             *conns = None;
         }

@@ -18,26 +18,13 @@ use pgferry_pg::dump::{PgTools, RenderOptions};
 use pgferry_pg::replication::ReplicationClient;
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
 
-use crate::control::{self, Level};
+use crate::control::{self, CdcSetup, Level};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::load::plan::{self, PlanSettings};
 use crate::load::schema;
 use crate::load::snapshot::{self, SnapshotHolder};
 use crate::{cdc, preflight, transform};
-
-/// What CDC set up on the source while planning.
-pub(crate) struct CdcSetup {
-    pub slot: String,
-    pub publication: String,
-    pub publication_created: bool,
-    pub consistent_point: pgferry_pg::Lsn,
-    /// Left out of both the load and the stream (`no_key_tables = "exclude"`).
-    pub excluded: Vec<QualifiedName>,
-    /// Loaded, but left out of the stream: unlogged tables write no WAL.
-    pub unlogged: Vec<QualifiedName>,
-    pub binary: bool,
-}
 
 /// Sets up CDC on the source before the snapshot exists: tables without a key (so the
 /// publication never breaks the application), then the publication, then the slot, whose
@@ -137,52 +124,6 @@ pub(crate) async fn setup_cdc(
     ))
 }
 
-/// Records a slot as where the task's stream starts, inside the caller's transaction: at
-/// planning, or when a start-over replaces a lost slot (then the old checkpoint, figures,
-/// snapshot filters and exclusions go with the old slot).
-pub(crate) async fn store_cdc_setup(
-    tx: &tokio_postgres::Transaction<'_>,
-    task: &str,
-    setup: &CdcSetup,
-) -> Result<()> {
-    let err = |e| EngineError::Pg(PgError::query(Side::Target, "storing the CDC setup", e));
-    tx.execute(
-        "INSERT INTO pgferry.cdc_state (task, slot_name, publication, publication_created,
-                                        consistent_lsn, binary_mode)
-         VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6)
-         ON CONFLICT (task) DO UPDATE SET slot_name = excluded.slot_name,
-             publication = excluded.publication,
-             publication_created = cdc_state.publication_created OR excluded.publication_created,
-             consistent_lsn = excluded.consistent_lsn, binary_mode = excluded.binary_mode,
-             applied_lsn = NULL, applied_commit_time = NULL, received_lsn = NULL,
-             wal_retained_bytes = NULL, start_over_since = NULL, updated_at = now()",
-        &[
-            &task,
-            &setup.slot,
-            &setup.publication,
-            &setup.publication_created,
-            &setup.consistent_point.to_string(),
-            &setup.binary,
-        ],
-    )
-    .await
-    .map_err(err)?;
-    tx.execute("DELETE FROM pgferry.cdc_table WHERE task = $1", &[&task])
-        .await
-        .map_err(err)?;
-    // Both are left out of the stream; only `excluded` tables are left out of the load.
-    for t in setup.excluded.iter().chain(&setup.unlogged) {
-        tx.execute(
-            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, excluded)
-             VALUES ($1, $2, $3, true)",
-            &[&task, &t.schema, &t.name],
-        )
-        .await
-        .map_err(err)?;
-    }
-    Ok(())
-}
-
 /// Plans a CDC-only task: the target already holds the tables (loaded some other way), and
 /// the stream starts when the slot is created.
 pub(crate) async fn plan_cdc_only(
@@ -225,20 +166,13 @@ pub(crate) async fn plan_cdc_only(
         setup_cdc(task, endpoints, source, source_info, control_client, false).await?;
     let err = |e| EngineError::Pg(PgError::query(Side::Target, "storing the plan", e));
     let tx = control_client.raw_mut().transaction().await.map_err(err)?;
-    tx.execute(
-        "INSERT INTO pgferry.task (name, migration_type, settings, phase, source, target)
-         VALUES ($1, $2, $3, 'cdc', $4, $5)",
-        &[
-            &task.name,
-            &task.migration_type.as_str(),
-            &task.settings_json(),
-            &endpoints.source.describe(),
-            &endpoints.target.describe(),
-        ],
-    )
-    .await
-    .map_err(err)?;
-    store_cdc_setup(&tx, &task.name, &setup).await?;
+    let row = control::NewTask {
+        existing_tables: serde_json::json!([]),
+        phase: control::Phase::Cdc,
+        ..new_task(task, endpoints)
+    };
+    control::insert_task(&tx, &row).await.map_err(err)?;
+    control::store_cdc_setup(&tx, &task.name, &setup).await?;
     control::event(
         &tx,
         &task.name,
@@ -407,14 +341,10 @@ async fn store_plan(
         .await
         .map_err(err("storing the plan"))?;
     let row = control::NewTask {
-        name: &task.name,
-        migration_type: task.migration_type.as_str(),
-        settings: task.settings_json(),
-        source: endpoints.source.describe(),
-        target: endpoints.target.describe(),
-        schema_archive: p.archive,
-        schema_preamble: &p.schema.preamble,
+        schema_archive: Some(p.archive),
+        schema_preamble: Some(&p.schema.preamble),
         existing_tables: serde_json::to_value(p.existing).unwrap_or_default(),
+        ..new_task(task, endpoints)
     };
     control::insert_task(&tx, &row)
         .await
@@ -431,7 +361,7 @@ async fn store_plan(
     .await?;
     schema::store_steps(&tx, &task.name, &p.schema.steps).await?;
     if let Some(setup) = p.cdc {
-        store_cdc_setup(&tx, &task.name, setup).await?;
+        control::store_cdc_setup(&tx, &task.name, setup).await?;
     }
     control::event(
         &tx,
@@ -595,4 +525,20 @@ async fn in_the_way(
         .map(|t| transform::target_of(maps, t))
         .collect();
     Ok(catalog::existing_relations(target, &names).await?)
+}
+
+/// The task's row, before what its kind of plan adds: no schema, nothing in the way, and
+/// the phase a plan starts in.
+fn new_task<'a>(task: &'a Task, endpoints: &Endpoints) -> control::NewTask<'a> {
+    control::NewTask {
+        name: &task.name,
+        migration_type: task.migration_type.as_str(),
+        settings: task.settings_json(),
+        source: endpoints.source.describe(),
+        target: endpoints.target.describe(),
+        schema_archive: None,
+        schema_preamble: None,
+        existing_tables: serde_json::json!([]),
+        phase: control::Phase::Planned,
+    }
 }

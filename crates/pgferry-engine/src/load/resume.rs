@@ -26,18 +26,10 @@
 use std::collections::HashMap;
 
 use pgferry_pg::{PgClient, PgError, QualifiedName, Side};
+use tokio_postgres::Transaction;
 
+use crate::control::{self, StoredTable};
 use crate::error::{EngineError, Result};
-
-struct Part {
-    table_id: i32,
-    target: QualifiedName,
-    chunks_done: i32,
-    chunks_total: i32,
-    existed_before: bool,
-    /// Split by an integer key, and not a partition.
-    by_chunk: bool,
-}
 
 /// Records the new snapshot (`visibility`, `xmin:xmax:xip`) against what the load has
 /// left to copy. Returns a note for the event log.
@@ -46,34 +38,10 @@ pub(crate) async fn resync_for_new_snapshot(
     task: &str,
     visibility: &str,
 ) -> Result<String> {
-    let rows = control_client
-        .query(
-            "reading the load's state",
-            "SELECT table_id, target_schema, target_table,
-                    coalesce(root_schema, source_schema), coalesce(root_table, source_table),
-                    chunks_done, chunks_total, existed_before,
-                    coalesce((split_key->>'integer')::boolean AND (split_key->>'identity')::boolean, false)
-                    AND root_table IS NULL
-             FROM pgferry.table_state WHERE task = $1",
-            &[&task],
-        )
-        .await?;
-    let mut relations: HashMap<QualifiedName, Vec<Part>> = HashMap::new();
-    for r in &rows {
-        relations
-            .entry(QualifiedName::new(
-                r.get::<_, String>(3),
-                r.get::<_, String>(4),
-            ))
-            .or_default()
-            .push(Part {
-                table_id: r.get(0),
-                target: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
-                chunks_done: r.get(5),
-                chunks_total: r.get(6),
-                existed_before: r.get(7),
-                by_chunk: r.get(8),
-            });
+    // A partitioned table's partitions share one relation in the stream.
+    let mut relations: HashMap<QualifiedName, Vec<StoredTable>> = HashMap::new();
+    for t in control::stored_tables(control_client, task).await? {
+        relations.entry(t.relation.clone()).or_default().push(t);
     }
     let err = |e| EngineError::Pg(PgError::query(Side::Target, "resuming the load", e));
     let tx = control_client.raw_mut().transaction().await.map_err(err)?;
@@ -83,74 +51,17 @@ pub(crate) async fn resync_for_new_snapshot(
             continue;
         }
         if let [part] = parts.as_slice()
-            && part.by_chunk
+            && part.resumes_by_chunk
         {
-            // Finished chunks keep the snapshot they were copied from (a table-wide filter
-            // from an earlier resume moves onto them); the rest read the new one.
-            tx.execute(
-                "UPDATE pgferry.chunk c SET snapshot_filter = CASE WHEN c.state = 'done'
-                     THEN coalesce(c.snapshot_filter, (SELECT t.snapshot_filter
-                          FROM pgferry.cdc_table t WHERE t.task = $1 AND t.schema_name = $3
-                            AND t.table_name = $4))
-                     ELSE $5 END
-                 WHERE c.task = $1 AND c.table_id = $2",
-                &[
-                    &task,
-                    &part.table_id,
-                    &relation.schema,
-                    &relation.name,
-                    &visibility,
-                ],
-            )
-            .await
-            .map_err(err)?;
-            tx.execute(
-                "UPDATE pgferry.cdc_table SET snapshot_filter = NULL
-                 WHERE task = $1 AND schema_name = $2 AND table_name = $3",
-                &[&task, &relation.schema, &relation.name],
-            )
-            .await
-            .map_err(err)?;
+            control::keep_finished_chunks(&tx, task, part.table_id, relation, visibility).await?;
             resumed += 1;
             continue;
         }
         if parts.iter().any(|p| p.chunks_done > 0) {
-            if let Some(p) = parts.iter().find(|p| p.existed_before) {
-                return Err(EngineError::Pg(PgError::Prerequisite {
-                    side: Side::Target,
-                    problem: format!(
-                        "{} existed before the load (target_table_prep_mode = do_nothing) and \
-                         was partly copied from a snapshot that is now lost; pgferry will not \
-                         empty a table it did not create",
-                        p.target
-                    ),
-                    fix: format!(
-                        "empty it yourself (TRUNCATE {}) and run again",
-                        p.target.quoted()
-                    ),
-                }));
-            }
-            let names = parts
-                .iter()
-                .map(|p| p.target.quoted())
-                .collect::<Vec<_>>()
-                .join(", ");
-            tx.batch_execute(&format!("TRUNCATE ONLY {names}"))
-                .await
-                .map_err(err)?;
-            let ids: Vec<i32> = parts.iter().map(|p| p.table_id).collect();
-            crate::control::mark_pending(&tx, task, &ids).await?;
+            empty_again(&tx, task, parts).await?;
             reset += 1;
         }
-        tx.execute(
-            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, snapshot_filter)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (task, schema_name, table_name)
-             DO UPDATE SET snapshot_filter = excluded.snapshot_filter",
-            &[&task, &relation.schema, &relation.name, &visibility],
-        )
-        .await
-        .map_err(err)?;
+        control::set_snapshot_filter(&tx, task, relation, visibility).await?;
         filtered += 1;
     }
     tx.commit().await.map_err(err)?;
@@ -160,4 +71,34 @@ pub(crate) async fn resync_for_new_snapshot(
          copied again from scratch; {filtered} relation(s) copied from the new snapshot skip \
          the changes it already holds"
     ))
+}
+
+/// Empties a partly copied relation's tables to copy them again whole, in the caller's
+/// transaction; never a table that held rows before the load.
+async fn empty_again(tx: &Transaction<'_>, task: &str, parts: &[StoredTable]) -> Result<()> {
+    if let Some(p) = parts.iter().find(|p| p.existed_before) {
+        return Err(EngineError::Pg(PgError::Prerequisite {
+            side: Side::Target,
+            problem: format!(
+                "{} existed before the load (target_table_prep_mode = do_nothing) and was \
+                 partly copied from a snapshot that is now lost; pgferry will not empty a \
+                 table it did not create",
+                p.target
+            ),
+            fix: format!(
+                "empty it yourself (TRUNCATE {}) and run again",
+                p.target.quoted()
+            ),
+        }));
+    }
+    let names = parts
+        .iter()
+        .map(|p| p.target.quoted())
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.batch_execute(&format!("TRUNCATE ONLY {names}"))
+        .await
+        .map_err(|e| EngineError::Pg(PgError::query(Side::Target, "resuming the load", e)))?;
+    let ids: Vec<i32> = parts.iter().map(|p| p.table_id).collect();
+    control::mark_pending(tx, task, &ids).await
 }

@@ -220,17 +220,9 @@ impl Loop {
         let Some(client) = self.stats.target_client().await else {
             return;
         };
-        let exists: bool = match client
-            .query_one("", "SELECT to_regclass('pgferry.alarm') IS NOT NULL", &[])
-            .await
-        {
-            Ok(r) => r.get(0),
+        match crate::control::alarms::saved_states(client, &self.task.name).await {
+            Ok(saved) => self.observer.resume(saved),
             Err(_) => return,
-        };
-        if exists
-            && let Ok(saved) = crate::control::alarms::saved_states(client, &self.task.name).await
-        {
-            self.observer.resume(saved);
         }
         self.resumed = true;
     }

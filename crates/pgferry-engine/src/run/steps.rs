@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use pgferry_config::TargetTablePrepMode;
-use pgferry_pg::copy::CopyFormat;
-use pgferry_pg::{PgClient, QualifiedName, Side};
+use pgferry_pg::{PgClient, Side};
 
 use super::RunContext;
 use crate::control::{self, Level, Phase};
@@ -25,7 +24,10 @@ const MAX_PASSES: u32 = 4;
 /// Planned: the pre-data schema, in one target transaction that also records Loading.
 pub(super) async fn pre_data(ctx: &mut RunContext<'_>) -> Result<Phase> {
     ctx.progress.set_phase("schema");
-    let existing = existing_tables(&ctx.control, &ctx.task.name).await?;
+    let existing = control::load_task(&ctx.control, &ctx.task.name)
+        .await?
+        .map(|t| t.existing_tables)
+        .unwrap_or_default();
     let notes = schema::restore_pre_data(
         &mut ctx.control,
         &ctx.task.name,
@@ -258,72 +260,39 @@ pub(super) async fn stream(ctx: &mut RunContext<'_>) -> Result<()> {
     Ok(())
 }
 
-async fn existing_tables(client: &PgClient, task: &str) -> Result<Vec<QualifiedName>> {
-    let row = client
-        .query_one(
-            "reading the tables in the way",
-            "SELECT existing_tables FROM pgferry.task WHERE name = $1",
-            &[&task],
-        )
-        .await?;
-    Ok(serde_json::from_value(row.get(0)).unwrap_or_default())
-}
-
 /// The task's tables with their progress so far.
 pub(super) async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>> {
-    let rows = client
-        .query(
-            "reading the table plan",
-            "SELECT table_id, source_schema, source_table, target_schema, target_table,
-                    copy_format, columns, estimated_rows, estimated_bytes, chunks_total,
-                    chunks_done, rows_copied, bytes_copied, state, existed_before, analyzed,
-                    dump_id, coalesce(target_columns, columns), row_filter,
-                    EXISTS (SELECT FROM pgferry.schema_step s WHERE s.task = $1
-                            AND s.section = 'post-data' AND s.state = 'done'),
-                    split_key
-             FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
-            &[&task],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let source = QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2));
+    Ok(control::stored_tables(client, task)
+        .await?
+        .into_iter()
+        .map(|t| {
             let progress = TableProgress::new(
-                r.get(0),
-                source.clone(),
-                r.get(7),
-                r.get(8),
-                r.get::<_, i32>(9) as u32,
+                t.table_id,
+                t.source.clone(),
+                t.estimated_rows,
+                t.estimated_bytes,
+                t.chunks_total as u32,
             );
-            progress.chunks_done.store(
-                r.get::<_, i32>(10) as u32,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            progress
-                .rows_done
-                .store(r.get(11), std::sync::atomic::Ordering::Relaxed);
-            progress
-                .bytes_done
-                .store(r.get(12), std::sync::atomic::Ordering::Relaxed);
-            if r.get::<_, &str>(13) == "loaded" {
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            progress.chunks_done.store(t.chunks_done as u32, relaxed);
+            progress.rows_done.store(t.rows_copied, relaxed);
+            progress.bytes_done.store(t.bytes_copied, relaxed);
+            if t.loaded {
                 progress.set_state(TableState::Loaded);
             }
             Arc::new(TableJob {
-                table_id: r.get(0),
-                source,
-                target: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
-                columns: serde_json::from_value(r.get(6)).unwrap_or_default(),
-                target_columns: serde_json::from_value(r.get(17)).unwrap_or_default(),
-                filter: r.get(18),
-                format: CopyFormat::parse(r.get(5)).unwrap_or(CopyFormat::Text),
-                existed_before: r.get(14),
-                analyzed: r.get(15),
-                dump_id: r.get(16),
-                reload: r.get(19),
-                split_key: r
-                    .get::<_, Option<serde_json::Value>>(20)
-                    .and_then(|v| serde_json::from_value(v).ok()),
+                table_id: t.table_id,
+                source: t.source,
+                target: t.target,
+                columns: t.columns,
+                target_columns: t.target_columns,
+                filter: t.filter,
+                format: t.format,
+                existed_before: t.existed_before,
+                analyzed: t.analyzed,
+                dump_id: t.dump_id,
+                reload: t.post_data_built,
+                split_key: t.split_key,
                 progress: Arc::new(progress),
             })
         })

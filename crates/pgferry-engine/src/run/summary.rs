@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use pgferry_pg::QualifiedName;
-
 use super::{RunContext, RunSummary, TableSummary};
 use crate::control;
 use crate::error::Result;
@@ -15,23 +13,14 @@ pub(super) async fn summarize(
     started: Instant,
 ) -> Result<RunSummary> {
     let (client, task) = (&ctx.control, ctx.task);
-    let rows = client
-        .query(
-            "summarizing",
-            "SELECT target_schema, target_table, rows_copied, bytes_copied,
-                    coalesce((SELECT sum(seconds) FROM pgferry.chunk c
-                              WHERE c.task = t.task AND c.table_id = t.table_id), 0)
-             FROM pgferry.table_state t WHERE task = $1 ORDER BY table_id",
-            &[&task.name],
-        )
-        .await?;
-    let tables: Vec<TableSummary> = rows
-        .iter()
-        .map(|r| TableSummary {
-            table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)).to_string(),
-            rows: r.get(2),
-            bytes: r.get(3),
-            seconds: r.get(4),
+    let tables: Vec<TableSummary> = control::stored_tables(client, &task.name)
+        .await?
+        .into_iter()
+        .map(|t| TableSummary {
+            table: t.target.to_string(),
+            rows: t.rows_copied,
+            bytes: t.bytes_copied,
+            seconds: t.copy_seconds,
         })
         .collect();
     let task_row = control::load_task(client, &task.name).await?;

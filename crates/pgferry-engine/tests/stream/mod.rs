@@ -593,3 +593,71 @@ async fn array_columns_apply_in_bulk_in_binary_mode_without_a_failed_statement()
         "a bulk statement failed and the batch fell back to change by change:\n{log}"
     );
 }
+
+/// A drain, as a cutover runs it once writes have stopped: the run applies everything the
+/// source committed before the position, records where it ended, and stops by itself,
+/// with nothing left behind: no wait for the slot to catch up is needed to find the target
+/// identical.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_applies_everything_committed_before_its_position_then_stops_the_stream() {
+    let p = pair();
+    datagen::create_inventory(&p.source, "inv", 1)
+        .await
+        .unwrap();
+    p.target.create_database("inv").await.unwrap();
+    let mut t = cdc::cdc_task(&p.source, &p.target, "inv");
+    // Batches that wait: the drain must not end while a batch is still pending.
+    t.cdc.batch_max_delay = std::time::Duration::from_millis(1500);
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
+    // The target falls behind: a session holds a table the changes go to.
+    let blocker = p.target.connect("inv").await.unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE order_lines IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stop_writes = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = p.source.connect("inv").await.unwrap();
+    let flag = stop_writes.clone();
+    let writer = tokio::spawn(async move {
+        workload::inventory(
+            &client,
+            11,
+            flag,
+            Arc::new(workload::WorkloadCounts::default()),
+            std::time::Duration::from_millis(2),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop_writes.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap().unwrap();
+    let fence: String = scalar(&p.source, "inv", "SELECT pg_current_wal_lsn()::text").await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        blocker.batch_execute("COMMIT").await.unwrap();
+    });
+
+    let drained = pgferry_engine::drain(&t, None, std::time::Duration::from_secs(60))
+        .await
+        .expect("the stream drains");
+    release.await.unwrap();
+    assert!(drained >= fence.parse().unwrap(), "{drained} < {fence}");
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("a drained run stops by itself")
+        .unwrap()
+        .expect("the run ends without error");
+    assert_eq!(
+        summary.cdc.and_then(|c| c.drained_at),
+        Some(drained.to_string())
+    );
+    assert_identical(&p, "inv").await;
+    let recorded: Option<String> = scalar(
+        &p.target,
+        "inv",
+        "SELECT drained_lsn::text FROM pgferry.cdc_state WHERE task = 'default'",
+    )
+    .await;
+    assert_eq!(recorded, Some(drained.to_string()));
+}

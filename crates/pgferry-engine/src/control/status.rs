@@ -1,4 +1,5 @@
-//! `pgferry status`: a task's state, read from the control schema by any process.
+//! `pgferry status`: a task's state, read from the control schema by any process. Reads
+//! only; a crash or a concurrent `run` leaves nothing to clean up.
 
 use chrono::{DateTime, Utc};
 use pgferry_pg::{PgClient, QualifiedName};
@@ -256,6 +257,42 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
     let row = control::load_task(client, task)
         .await?
         .ok_or_else(unknown)?;
+    let tables = table_states(client, task).await?;
+    let totals = Totals {
+        tables: tables.len(),
+        tables_loaded: tables.iter().filter(|t| t.state == "loaded").count(),
+        tables_failed: tables.iter().filter(|t| t.state == "failed").count(),
+        rows: tables.iter().map(|t| t.rows).sum(),
+        bytes: tables.iter().map(|t| t.bytes).sum(),
+        chunks_done: tables.iter().map(|t| i64::from(t.chunks_done)).sum(),
+        chunks_total: tables.iter().map(|t| i64::from(t.chunks_total)).sum(),
+    };
+    let schema = schema_status(client, task).await?;
+    let validation = validations(client, task).await?;
+    let running = control::is_running(client, task).await?;
+    Ok(TaskStatus {
+        task: row.name,
+        migration_type: row.migration_type,
+        phase: row.phase.as_str().to_owned(),
+        source: row.source,
+        target: row.target,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        load_started_at: row.load_started_at,
+        load_finished_at: row.load_finished_at,
+        finished_at: row.finished_at,
+        last_error: row.last_error,
+        running,
+        totals,
+        tables,
+        schema,
+        validation,
+        cdc: cdc_status(client, task).await?,
+        events: control::recent_events(client, task, EVENTS_SHOWN).await?,
+    })
+}
+
+async fn table_states(client: &PgClient, task: &str) -> Result<Vec<TableStatus>> {
     let tables: Vec<TableStatus> = client
         .query(
             "reading table states",
@@ -309,15 +346,10 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
             }
         })
         .collect();
-    let totals = Totals {
-        tables: tables.len(),
-        tables_loaded: tables.iter().filter(|t| t.state == "loaded").count(),
-        tables_failed: tables.iter().filter(|t| t.state == "failed").count(),
-        rows: tables.iter().map(|t| t.rows).sum(),
-        bytes: tables.iter().map(|t| t.bytes).sum(),
-        chunks_done: tables.iter().map(|t| i64::from(t.chunks_done)).sum(),
-        chunks_total: tables.iter().map(|t| i64::from(t.chunks_total)).sum(),
-    };
+    Ok(tables)
+}
+
+async fn schema_status(client: &PgClient, task: &str) -> Result<SchemaStatus> {
     let counts = client
         .query_one(
             "reading schema steps",
@@ -355,6 +387,10 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
         failed: counts.get(5),
         problems,
     };
+    Ok(schema)
+}
+
+async fn validations(client: &PgClient, task: &str) -> Result<Vec<ValidationStatus>> {
     let validation = client
         .query(
             "reading validation results",
@@ -372,27 +408,7 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
             target_rows: r.get(5),
         })
         .collect();
-    let running = control::is_running(client, task).await?;
-    Ok(TaskStatus {
-        task: row.name,
-        migration_type: row.migration_type,
-        phase: row.phase.as_str().to_owned(),
-        source: row.source,
-        target: row.target,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        load_started_at: row.load_started_at,
-        load_finished_at: row.load_finished_at,
-        finished_at: row.finished_at,
-        last_error: row.last_error,
-        running,
-        totals,
-        tables,
-        schema,
-        validation,
-        cdc: cdc_status(client, task).await?,
-        events: control::recent_events(client, task, EVENTS_SHOWN).await?,
-    })
+    Ok(validation)
 }
 
 /// Runs a control query for a task that returns (schema, table) rows, as display names.
