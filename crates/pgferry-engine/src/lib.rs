@@ -29,7 +29,7 @@ mod transform;
 mod validate;
 
 pub use cdc::source::{Cleaned, default_name as slot_name};
-pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop, wait_caught_up};
+pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop};
 pub use control::alarms::{AlarmsReport, report as alarms_report};
 pub use control::{
     CdcStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus, Totals,

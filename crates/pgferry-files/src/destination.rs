@@ -285,41 +285,9 @@ fn open_s3(url: &str, parsed: &Url, options: &StoreOptions) -> Result<Destinatio
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&bucket)
         .with_checksum_algorithm(Checksum::SHA256);
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    // Credentials: an explicit --profile wins, then the environment, then the profile
-    // named by AWS_PROFILE or "default" (the AWS CLI's order).
-    let env_keys = env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some();
-    let mut credentials_found = env_keys;
-    if let (Some(key), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
-        builder = builder
-            .with_access_key_id(key)
-            .with_secret_access_key(secret.expose_secret());
-        credentials_found = true;
-    } else if let Some(p) = &profile
-        && (options.profile.is_some() || !env_keys)
-        && let (Some(key), Some(secret)) = (&p.access_key_id, &p.secret_access_key)
-    {
-        builder = builder
-            .with_access_key_id(key)
-            .with_secret_access_key(secret);
-        if let Some(token) = &p.session_token {
-            builder = builder.with_token(token);
-        }
-        credentials_found = true;
-    }
-    // Without keys, object_store falls back to container, web-identity and instance-role
-    // credentials. Where none of those can exist, say so now, with where we looked, rather
-    // than let a request fail later for a reason that sounds like something else.
-    let elsewhere = [
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-    ]
-    .iter()
-    .any(|k| env(k).is_some());
-    let metadata_disabled = env("AWS_EC2_METADATA_DISABLED")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    if !credentials_found && !elsewhere && metadata_disabled {
+    let (with_keys, credentials_found) = credentials(builder, options, profile.as_ref());
+    builder = with_keys;
+    if !credentials_found && !elsewhere_credentials() {
         return Err(no_credentials(url, options.profile.as_deref()));
     }
     let region = options
@@ -350,6 +318,94 @@ fn open_s3(url: &str, parsed: &Url, options: &StoreOptions) -> Result<Destinatio
             client = client.with_allow_http(true);
         }
     }
+    builder = encryption(builder, options)?;
+
+    let build = |builder: AmazonS3Builder, client: ClientOptions, retry: RetryConfig| {
+        builder
+            .with_client_options(client)
+            .with_retry(retry)
+            .build()
+            .map_err(|e| FilesError::bad_input(format!("cannot configure {url}: {e}"), None))
+    };
+    let store = build(builder.clone(), client.clone(), RetryConfig::default())?;
+    let probe = build(
+        builder,
+        client
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(20)),
+        RetryConfig {
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        },
+    )?;
+    Ok(Destination {
+        url: url.to_string(),
+        kind: Kind::S3,
+        store: Arc::new(store),
+        probe: Arc::new(probe),
+        prefix,
+        bucket: Some(bucket),
+        credentials_found,
+    })
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// Credentials in the AWS CLI's order: explicit keys (or an explicit --profile), then the
+/// environment, then the profile named by AWS_PROFILE or "default". Returns whether any
+/// keys were found.
+fn credentials(
+    mut builder: AmazonS3Builder,
+    options: &StoreOptions,
+    profile: Option<&profile::Profile>,
+) -> (AmazonS3Builder, bool) {
+    let env_keys = env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some();
+    if let (Some(key), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
+        builder = builder
+            .with_access_key_id(key)
+            .with_secret_access_key(secret.expose_secret());
+        return (builder, true);
+    }
+    if let Some(p) = profile
+        && (options.profile.is_some() || !env_keys)
+        && let (Some(key), Some(secret)) = (&p.access_key_id, &p.secret_access_key)
+    {
+        builder = builder
+            .with_access_key_id(key)
+            .with_secret_access_key(secret);
+        if let Some(token) = &p.session_token {
+            builder = builder.with_token(token);
+        }
+        return (builder, true);
+    }
+    (builder, env_keys)
+}
+
+/// Without keys, object_store falls back to container, web-identity and instance-role
+/// credentials. Where none of those can exist, the caller says so now, with where it
+/// looked, rather than let a request fail later for a reason that sounds like something
+/// else.
+fn elsewhere_credentials() -> bool {
+    let elsewhere = [
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|k| env(k).is_some());
+    let metadata_disabled = env("AWS_EC2_METADATA_DISABLED")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    elsewhere || !metadata_disabled
+}
+
+/// Server-side encryption from --sse and --sse-kms-key-id.
+fn encryption(
+    mut builder: AmazonS3Builder,
+    options: &StoreOptions,
+) -> Result<AmazonS3Builder, FilesError> {
     match options.sse.as_deref() {
         None => {
             if options.sse_kms_key_id.is_some() {
@@ -382,34 +438,7 @@ fn open_s3(url: &str, parsed: &Url, options: &StoreOptions) -> Result<Destinatio
         }
     }
 
-    let build = |builder: AmazonS3Builder, client: ClientOptions, retry: RetryConfig| {
-        builder
-            .with_client_options(client)
-            .with_retry(retry)
-            .build()
-            .map_err(|e| FilesError::bad_input(format!("cannot configure {url}: {e}"), None))
-    };
-    let store = build(builder.clone(), client.clone(), RetryConfig::default())?;
-    let probe = build(
-        builder,
-        client
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(20)),
-        RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(10),
-            ..RetryConfig::default()
-        },
-    )?;
-    Ok(Destination {
-        url: url.to_string(),
-        kind: Kind::S3,
-        store: Arc::new(store),
-        probe: Arc::new(probe),
-        prefix,
-        bucket: Some(bucket),
-        credentials_found,
-    })
+    Ok(builder)
 }
 
 /// No credentials anywhere the AWS CLI would look: says where pgferry looked.

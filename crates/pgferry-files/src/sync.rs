@@ -96,18 +96,7 @@ pub async fn sync(
     progress: Arc<Progress>,
 ) -> Result<SyncReport, FilesError> {
     let started = Instant::now();
-    if options.part_size < 5 << 20 {
-        return Err(FilesError::bad_input(
-            "the part size must be at least 5 MiB (S3's smallest multipart part)",
-            Some("use --part-size 8MiB or more"),
-        ));
-    }
-    if !options.metadata.is_empty() && !dest.supports_attributes() {
-        return Err(FilesError::bad_input(
-            "a local directory cannot store metadata",
-            Some("drop --metadata, or sync to s3://"),
-        ));
-    }
+    check_options(dest, options)?;
     walk::check_root(&options.source)?;
     dest.check().await?;
     let mut remote = remote::list(dest).await?;
@@ -133,27 +122,7 @@ pub async fn sync(
                 progress.clone(),
                 dest.clone(),
             );
-            async move {
-                let file = match job {
-                    Job::Upload(file) => file,
-                    Job::CompareThenUpload(file) => {
-                        if same_content(&dest, &file).await? {
-                            Progress::add(&progress.files_unchanged, 1);
-                            return Ok(());
-                        }
-                        count_transfer(&progress, &file);
-                        file
-                    }
-                };
-                match uploader.upload(&file).await? {
-                    Outcome::Uploaded => Progress::add(&progress.files_done, 1),
-                    Outcome::Problem(p) => {
-                        Progress::add(&progress.problems, 1);
-                        lock(&problems).push(p);
-                    }
-                }
-                Ok(())
-            }
+            async move { run_job(job, &uploader, &problems, &progress, &dest).await }
         }))
     };
 
@@ -216,6 +185,53 @@ pub async fn sync(
         seconds: started.elapsed().as_secs_f64(),
         problems,
     })
+}
+
+/// Refuses options the destination cannot honour, before anything is read.
+fn check_options(dest: &Destination, options: &SyncOptions) -> Result<(), FilesError> {
+    if options.part_size < 5 << 20 {
+        return Err(FilesError::bad_input(
+            "the part size must be at least 5 MiB (S3's smallest multipart part)",
+            Some("use --part-size 8MiB or more"),
+        ));
+    }
+    if !options.metadata.is_empty() && !dest.supports_attributes() {
+        return Err(FilesError::bad_input(
+            "a local directory cannot store metadata",
+            Some("drop --metadata, or sync to s3://"),
+        ));
+    }
+    Ok(())
+}
+
+/// Uploads one file, or with `--checksum` first compares it and uploads it only if it
+/// differs. A file that cannot be read is a problem recorded, not an error.
+async fn run_job(
+    job: Job,
+    uploader: &Uploader,
+    problems: &Mutex<Vec<Problem>>,
+    progress: &Progress,
+    dest: &Destination,
+) -> Result<(), FilesError> {
+    let file = match job {
+        Job::Upload(file) => file,
+        Job::CompareThenUpload(file) => {
+            if same_content(dest, &file).await? {
+                Progress::add(&progress.files_unchanged, 1);
+                return Ok(());
+            }
+            count_transfer(progress, &file);
+            file
+        }
+    };
+    match uploader.upload(&file).await? {
+        Outcome::Uploaded => Progress::add(&progress.files_done, 1),
+        Outcome::Problem(p) => {
+            Progress::add(&progress.problems, 1);
+            lock(problems).push(p);
+        }
+    }
+    Ok(())
 }
 
 /// `--checksum`: the stored hash (or, on a local directory, the content) against the file's.

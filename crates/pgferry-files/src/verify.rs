@@ -98,6 +98,56 @@ struct Findings {
     downloaded: u64,
 }
 
+impl Findings {
+    fn record(&mut self, file: LocalFile, result: Compared) {
+        match result {
+            Compared::Same { downloaded } => {
+                self.matched += 1;
+                self.downloaded += u64::from(downloaded);
+            }
+            Compared::Differs { kind, downloaded } => {
+                self.downloaded += u64::from(downloaded);
+                self.differences.push(Difference {
+                    path: file.relative,
+                    kind,
+                });
+            }
+            Compared::Unreadable(reason) => self.problems.push(Problem {
+                path: file.path.display().to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// Objects the walk did not find in the source. Under a directory the walk could not
+    /// read (`unread`: its path and its problem's index), an object is not "not in the
+    /// source": it could not be compared, and that directory's problem says how many.
+    fn not_in_source(&mut self, left: Vec<String>, unread: &[(String, usize)]) {
+        let mut not_compared = vec![0usize; unread.len()];
+        for path in left {
+            let under = unread.iter().position(|(dir, _)| {
+                dir.is_empty() || path == *dir || path.starts_with(&format!("{dir}/"))
+            });
+            match under {
+                Some(i) => not_compared[i] += 1,
+                None => self.differences.push(Difference {
+                    path,
+                    kind: DifferenceKind::NotInSource,
+                }),
+            }
+        }
+        for ((_, problem), count) in unread.iter().zip(not_compared) {
+            if count > 0
+                && let Some(p) = self.problems.get_mut(*problem)
+            {
+                p.reason.push_str(&format!(
+                    "; {count} object(s) under it in the destination could not be compared"
+                ));
+            }
+        }
+    }
+}
+
 /// Runs a verification. Nothing is changed anywhere.
 pub async fn verify(
     dest: &Destination,
@@ -124,24 +174,7 @@ pub async fn verify(
                 let result = compare(&dest, &file, deep).await?;
                 Progress::add(&progress.files_done, 1);
                 Progress::add(&progress.bytes_done, object.size);
-                let mut f = lock(&findings);
-                match result {
-                    Compared::Same { downloaded } => {
-                        f.matched += 1;
-                        f.downloaded += u64::from(downloaded);
-                    }
-                    Compared::Differs { kind, downloaded } => {
-                        f.downloaded += u64::from(downloaded);
-                        f.differences.push(Difference {
-                            path: file.relative,
-                            kind,
-                        });
-                    }
-                    Compared::Unreadable(reason) => f.problems.push(Problem {
-                        path: file.path.display().to_string(),
-                        reason,
-                    }),
-                }
+                lock(&findings).record(file, result);
                 Ok(())
             }
         }))
@@ -196,31 +229,11 @@ pub async fn verify(
         .map_err(|e| FilesError::bad_input(format!("the verify workers failed: {e}"), None))??;
 
     let mut findings = std::mem::take(&mut *lock(&findings));
-    let mut not_compared = vec![0usize; unread.len()];
-    for path in remote
+    let left: Vec<String> = remote
         .into_keys()
         .filter(|rel| options.filter.includes(rel))
-    {
-        let under = unread.iter().position(|(dir, _)| {
-            dir.is_empty() || path == *dir || path.starts_with(&format!("{dir}/"))
-        });
-        match under {
-            Some(i) => not_compared[i] += 1,
-            None => findings.differences.push(Difference {
-                path,
-                kind: DifferenceKind::NotInSource,
-            }),
-        }
-    }
-    for ((_, problem), count) in unread.iter().zip(not_compared) {
-        if count > 0
-            && let Some(p) = findings.problems.get_mut(*problem)
-        {
-            p.reason.push_str(&format!(
-                "; {count} object(s) under it in the destination could not be compared"
-            ));
-        }
-    }
+        .collect();
+    findings.not_in_source(left, &unread);
     findings.differences.sort_by(|a, b| a.path.cmp(&b.path));
     findings.problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(VerifyReport {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgferry_config::Task;
-use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName};
+use pgferry_pg::{PgClient, PgError, QualifiedName};
 use serde::Serialize;
 
 use crate::cdc::apply::{Applier, HEARTBEAT_PREFIX};
@@ -459,51 +459,6 @@ pub(super) fn human_bytes(b: i64) -> String {
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
-}
-
-/// Waits until the running task has applied everything the source has written so far:
-/// the slot's confirmed position (which pgferry only advances after the target committed)
-/// passes the source's WAL insert position as read now. The drain step of a cutover: fence
-/// the source first, so nothing new arrives. Returns the position reached.
-pub async fn wait_caught_up(task: &Task, timeout: Duration) -> Result<Lsn> {
-    let route = Route::of(task)?;
-    let target = route.connect_to("pgferry drain").await?;
-    let state = load_state(&target, &task.name).await?;
-    let source = route.connect_from("pgferry drain").await?;
-    let goal: Lsn = source
-        .query_one(
-            "reading the source's WAL position",
-            "SELECT pg_current_wal_insert_lsn()::text",
-            &[],
-        )
-        .await?
-        .get::<_, String>(0)
-        .parse()
-        .unwrap_or(Lsn::ZERO);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let confirmed = source::slot_info(&source, &state.slot)
-            .await?
-            .and_then(|s| s.confirmed_flush)
-            .unwrap_or(Lsn::ZERO);
-        if confirmed >= goal {
-            return Ok(confirmed);
-        }
-        if Instant::now() >= deadline {
-            return Err(EngineError::Pg(PgError::Prerequisite {
-                side: route.to(),
-                problem: format!(
-                    "task \"{}\" applied changes up to {confirmed}, short of {goal}, after {} s",
-                    task.name,
-                    timeout.as_secs()
-                ),
-                fix: "check that `pgferry run` is running and `pgferry status` for errors; \
-                      the target may be slower than the source's write rate"
-                    .to_owned(),
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `pgferry cleanup`: drops the task's slot and (if pgferry created it) publication on the

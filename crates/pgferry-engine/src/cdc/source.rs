@@ -10,7 +10,7 @@
 
 use pgferry_config::{NoKeyTables, Task};
 use pgferry_pg::catalog::Table;
-use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, Side, quote_ident};
+use pgferry_pg::{PgClient, PgError, QualifiedName, Side, quote_ident};
 
 use crate::control;
 use crate::error::{EngineError, Result};
@@ -252,7 +252,6 @@ pub async fn ensure_publication(
 #[derive(Debug, Clone)]
 pub struct SlotInfo {
     pub active_pid: Option<i32>,
-    pub confirmed_flush: Option<Lsn>,
     /// WAL the slot holds back on the source.
     pub retained_bytes: Option<i64>,
     /// `reserved`, `extended`, `unreserved` or `lost` (13 and later; `None` before).
@@ -288,7 +287,7 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
     let row = source
         .query_opt(
             "reading the replication slot",
-            "SELECT active_pid, confirmed_flush_lsn::text,
+            "SELECT active_pid,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
                     to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint
              FROM pg_replication_slots s WHERE slot_name = $1",
@@ -297,10 +296,9 @@ pub async fn slot_info(source: &PgClient, slot: &str) -> Result<Option<SlotInfo>
         .await?;
     Ok(row.map(|r| SlotInfo {
         active_pid: r.get(0),
-        confirmed_flush: r.get::<_, Option<String>>(1).and_then(|s| s.parse().ok()),
-        retained_bytes: r.get(2),
-        wal_status: r.get(3),
-        safe_wal_bytes: r.get(4),
+        retained_bytes: r.get(1),
+        wal_status: r.get(2),
+        safe_wal_bytes: r.get(3),
     }))
 }
 
@@ -422,7 +420,6 @@ mod tests {
     fn the_share_of_max_slot_wal_keep_size_used() {
         let info = |retained, safe| SlotInfo {
             active_pid: None,
-            confirmed_flush: None,
             retained_bytes: retained,
             wal_status: None,
             safe_wal_bytes: safe,

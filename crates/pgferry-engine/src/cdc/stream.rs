@@ -203,30 +203,26 @@ async fn event(
 }
 
 async fn read(
-    mut client: ReplicationClient,
+    client: ReplicationClient,
     tx: mpsc::Sender<Result<Events, PgError>>,
     mut stopped: watch::Receiver<bool>,
     positions: Arc<Positions>,
     budget: Arc<Semaphore>,
     receive_timeout: Duration,
 ) {
+    let now = tokio::time::Instant::now();
     let mut status = tokio::time::interval(FLUSH_REPORT_EVERY);
-    // Liveness: after STATUS_EVERY of silence each status update asks the server for an
-    // answer (a keepalive); nothing at all for `receive_timeout` means the connection is
-    // dead even if TCP has not noticed (a network cut, a half-open connection).
-    let mut heard = tokio::time::Instant::now();
-    let mut asked = heard;
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_report = (Lsn::ZERO, tokio::time::Instant::now());
-    // A status update when the flush position moved, or every STATUS_EVERY regardless.
-    let due = |last: &(Lsn, tokio::time::Instant)| {
-        Lsn(positions.flushed.load(Ordering::Acquire)) != last.0 || last.1.elapsed() >= STATUS_EVERY
-    };
-    let fail = |e: PgError| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(Err(e)).await;
-        }
+    let mut r = Reader {
+        client,
+        tx,
+        positions,
+        budget,
+        receive_timeout,
+        status,
+        heard: now,
+        asked: now,
+        last_report: (Lsn::ZERO, now),
     };
     loop {
         // Priorities: a stop request first, then whatever the server sent, then the
@@ -234,88 +230,105 @@ async fn read(
         let step = tokio::select! {
             biased;
             _ = stopped.changed() => Step::Stop,
-            m = client.recv() => Step::Message(m),
-            _ = status.tick() => Step::Status,
+            m = r.client.recv() => Step::Message(m),
+            _ = r.status.tick() => Step::Status,
         };
-        let first = match step {
+        let outcome = match step {
             Step::Stop => {
-                let _ = report(&mut client, &positions, false).await;
+                let _ = report(&mut r.client, &r.positions, false).await;
                 return;
             }
-            Step::Status => {
-                let silent = heard.elapsed();
-                if silent >= receive_timeout {
-                    fail(PgError::Protocol {
-                        side: client.side(),
-                        message: format!(
-                            "nothing from the {} for {} s, not even the answer to a \
-                             keepalive: the connection is presumed dead (a network cut or a \
-                             half-open TCP connection; cdc.receive_timeout_s)",
-                            client.side(),
-                            silent.as_secs()
-                        ),
-                    })
-                    .await;
-                    return;
+            Step::Status => r.status_due().await.map(|()| true),
+            Step::Message(m) => match m {
+                Ok(m) => {
+                    r.positions.heard.mark();
+                    r.forward(m).await
                 }
-                let ask = silent >= STATUS_EVERY && asked.elapsed() >= STATUS_EVERY;
-                if !ask && !due(&last_report) {
-                    continue;
-                }
-                if ask {
-                    asked = tokio::time::Instant::now();
-                }
-                match report(&mut client, &positions, ask).await {
-                    Ok(flushed) => last_report = (flushed, tokio::time::Instant::now()),
-                    Err(e) => {
-                        fail(e).await;
-                        return;
-                    }
-                }
-                continue;
-            }
-            Step::Message(Err(e)) => {
-                fail(e).await;
-                return;
-            }
-            Step::Message(Ok(m)) => {
-                positions.heard.mark();
-                m
-            }
+                Err(e) => Err(e),
+            },
         };
-        // This message, and every one already buffered behind it.
+        match outcome {
+            Ok(true) => {}
+            // The applier is gone: nothing to tell it.
+            Ok(false) => return,
+            Err(e) => {
+                let _ = r.tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The reader task's connection and what it keeps between messages.
+struct Reader {
+    client: ReplicationClient,
+    tx: mpsc::Sender<Result<Events, PgError>>,
+    positions: Arc<Positions>,
+    budget: Arc<Semaphore>,
+    receive_timeout: Duration,
+    status: tokio::time::Interval,
+    /// Liveness: after STATUS_EVERY of silence each status update asks the server for an
+    /// answer (a keepalive); nothing at all for `receive_timeout` means the connection is
+    /// dead even if TCP has not noticed (a network cut, a half-open connection).
+    heard: tokio::time::Instant,
+    asked: tokio::time::Instant,
+    last_report: (Lsn, tokio::time::Instant),
+}
+
+impl Reader {
+    /// The periodic status update: sent when the flush position moved, every STATUS_EVERY
+    /// regardless, and asking for an answer after a silence; a silence past
+    /// `receive_timeout` is a dead connection.
+    async fn status_due(&mut self) -> Result<(), PgError> {
+        let silent = self.heard.elapsed();
+        if silent >= self.receive_timeout {
+            return Err(PgError::Protocol {
+                side: self.client.side(),
+                message: format!(
+                    "nothing from the {} for {} s, not even the answer to a keepalive: the \
+                     connection is presumed dead (a network cut or a half-open TCP \
+                     connection; cdc.receive_timeout_s)",
+                    self.client.side(),
+                    silent.as_secs()
+                ),
+            });
+        }
+        let ask = silent >= STATUS_EVERY && self.asked.elapsed() >= STATUS_EVERY;
+        let moved = Lsn(self.positions.flushed.load(Ordering::Acquire)) != self.last_report.0;
+        if !ask && !moved && self.last_report.1.elapsed() < STATUS_EVERY {
+            return Ok(());
+        }
+        if ask {
+            self.asked = tokio::time::Instant::now();
+        }
+        let flushed = report(&mut self.client, &self.positions, ask).await?;
+        self.last_report = (flushed, tokio::time::Instant::now());
+        Ok(())
+    }
+
+    /// Decodes this message and every one already buffered behind it, and queues them as
+    /// one batch. Returns false when the applier is gone.
+    async fn forward(&mut self, first: ReplicationMessage) -> Result<bool, PgError> {
         let mut events = Vec::new();
         let mut units = 0;
         let mut reached = Lsn::ZERO;
         let mut next = Some(first);
         while let Some(m) = next.take() {
-            match event(&mut client, &positions, m).await {
-                Ok((e, lsn, u)) => {
-                    events.push(e);
-                    reached = reached.max(lsn);
-                    units += u;
-                }
-                Err(e) => {
-                    fail(e).await;
-                    return;
-                }
-            }
-            if events.len() < READ_BATCH && client.has_buffered_message() {
-                match client.recv().await {
-                    Ok(m) => next = Some(m),
-                    Err(e) => {
-                        fail(e).await;
-                        return;
-                    }
-                }
+            let (e, lsn, u) = event(&mut self.client, &self.positions, m).await?;
+            events.push(e);
+            reached = reached.max(lsn);
+            units += u;
+            if events.len() < READ_BATCH && self.client.has_buffered_message() {
+                next = Some(self.client.recv().await?);
             }
         }
         // Wait for budget, then for room in the queue, still reporting status while the
         // applier catches up (the server drops a silent client after wal_sender_timeout).
         let units = units.clamp(1, BUDGET_BYTES / BUDGET_UNIT) as u32;
-        let room = async {
-            let permit = budget.clone().acquire_many_owned(units).await.ok()?;
-            let slot = tx.reserve().await.ok()?;
+        let (budget, tx) = (self.budget.clone(), self.tx.clone());
+        let room = async move {
+            let permit = budget.acquire_many_owned(units).await.ok()?;
+            let slot = tx.reserve_owned().await.ok()?;
             Some((permit, slot))
         };
         tokio::pin!(room);
@@ -324,13 +337,10 @@ async fn read(
                 biased;
                 r = &mut room => match r {
                     Some(r) => break r,
-                    None => return,
+                    None => return Ok(false),
                 },
-                _ = status.tick() => {
-                    if let Err(e) = report(&mut client, &positions, false).await {
-                        fail(e).await;
-                        return;
-                    }
+                _ = self.status.tick() => {
+                    report(&mut self.client, &self.positions, false).await?;
                 }
             }
         };
@@ -339,10 +349,13 @@ async fn read(
             _budget: permit,
         }));
         // Heard just now; and waiting for the applier is not the source's silence.
-        heard = tokio::time::Instant::now();
-        positions.heard.mark();
+        self.heard = tokio::time::Instant::now();
+        self.positions.heard.mark();
         // Only now, with the events queued: an applier that finds the queue empty and
         // itself idle has applied everything up to here (see `acknowledge_when_idle`).
-        positions.received.fetch_max(reached.0, Ordering::AcqRel);
+        self.positions
+            .received
+            .fetch_max(reached.0, Ordering::AcqRel);
+        Ok(true)
     }
 }

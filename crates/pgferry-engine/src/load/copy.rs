@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use pgferry_pg::copy::{
-    BlockRange, ChunkRange, CopyCounters, CopyFormat, CopyOutcome, CopySpec, copy_statements, pipe,
+    BlockRange, ChunkRange, CopyCounters, CopyFormat, CopyOutcome, CopySpec, CopyStatements,
+    copy_statements, pipe,
 };
 use pgferry_pg::dump::set_snapshot_sql;
 use pgferry_pg::split::KeyRange;
@@ -130,62 +131,7 @@ pub async fn copy_chunk(
         })?;
     let chunk = CopyCounters::default();
     let source = source.raw();
-    let result = async {
-        let tx = target
-            .raw_mut()
-            .transaction()
-            .await
-            .map_err(|e| PgError::query(Side::Target, "starting a chunk transaction", e))?;
-        let this = Some((table.table_id, job.chunk_no));
-        if control::claim_chunk(&tx, &ctx.task, this).await?.is_none() {
-            let done = control::chunk_done(&tx, &ctx.task, table.table_id, job.chunk_no).await?;
-            let _ = tx.rollback().await;
-            return match done {
-                true => Ok(CopyOutcome { rows: 0, bytes: 0 }),
-                false => Err(EngineError::ChunkBusy {
-                    table: table.source.to_string(),
-                    chunk_no: job.chunk_no,
-                }),
-            };
-        }
-        if freeze {
-            // Empty already (pgferry created it); TRUNCATE makes FREEZE legal in this
-            // transaction.
-            tx.batch_execute(&format!("TRUNCATE ONLY {}", table.target.quoted()))
-                .await
-                .map_err(|e| PgError::query(Side::Target, "preparing a frozen load", e))?;
-        }
-        let piped = pipe(
-            source,
-            tx.client(),
-            &statements,
-            &[&chunk, &table.progress.in_flight],
-        )
-        .await;
-        match piped {
-            Ok(outcome) => {
-                control::finish_chunk(
-                    &tx,
-                    &ctx.task,
-                    table.table_id,
-                    job.chunk_no,
-                    outcome.rows as i64,
-                    outcome.bytes as i64,
-                    started.elapsed().as_secs_f64(),
-                )
-                .await?;
-                tx.commit()
-                    .await
-                    .map_err(|e| PgError::query(Side::Target, "committing a chunk", e))?;
-                Ok(outcome)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(EngineError::from(e))
-            }
-        }
-    }
-    .await;
+    let result = copy_in_target(ctx, source, target, job, &statements, &chunk, started).await;
     // Whatever happened, the snapshot's transaction ends: the connection serves the next
     // chunk.
     let _ = source.batch_execute("COMMIT").await;
@@ -212,6 +158,75 @@ pub async fn copy_chunk(
         .bytes_done
         .fetch_add(outcome.bytes as i64, Ordering::Relaxed);
     Ok(())
+}
+
+/// The target side of one chunk: claims the chunk, copies its rows and marks it done, in
+/// one transaction. A chunk found done (an earlier attempt whose commit's answer was lost)
+/// is not copied again.
+async fn copy_in_target(
+    ctx: &LoadContext,
+    source: &tokio_postgres::Client,
+    target: &mut PgClient,
+    job: &ChunkJob,
+    statements: &CopyStatements,
+    chunk: &CopyCounters,
+    started: Instant,
+) -> Result<CopyOutcome> {
+    let table = &job.table;
+    let freeze = table.loads_frozen();
+    let tx = target
+        .raw_mut()
+        .transaction()
+        .await
+        .map_err(|e| PgError::query(Side::Target, "starting a chunk transaction", e))?;
+    let this = Some((table.table_id, job.chunk_no));
+    if control::claim_chunk(&tx, &ctx.task, this).await?.is_none() {
+        let done = control::chunk_done(&tx, &ctx.task, table.table_id, job.chunk_no).await?;
+        let _ = tx.rollback().await;
+        return match done {
+            true => Ok(CopyOutcome { rows: 0, bytes: 0 }),
+            false => Err(EngineError::ChunkBusy {
+                table: table.source.to_string(),
+                chunk_no: job.chunk_no,
+            }),
+        };
+    }
+    if freeze {
+        // Empty already (pgferry created it); TRUNCATE makes FREEZE legal in this
+        // transaction.
+        tx.batch_execute(&format!("TRUNCATE ONLY {}", table.target.quoted()))
+            .await
+            .map_err(|e| PgError::query(Side::Target, "preparing a frozen load", e))?;
+    }
+    let piped = pipe(
+        source,
+        tx.client(),
+        statements,
+        &[chunk, &table.progress.in_flight],
+    )
+    .await;
+    match piped {
+        Ok(outcome) => {
+            control::finish_chunk(
+                &tx,
+                &ctx.task,
+                table.table_id,
+                job.chunk_no,
+                outcome.rows as i64,
+                outcome.bytes as i64,
+                started.elapsed().as_secs_f64(),
+            )
+            .await?;
+            tx.commit()
+                .await
+                .map_err(|e| PgError::query(Side::Target, "committing a chunk", e))?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(EngineError::from(e))
+        }
+    }
 }
 
 /// The chunks of `tables` that the control schema does not record as done: what is left

@@ -18,32 +18,42 @@ pub fn explain(args: TaskArgs) -> anyhow::Result<u8> {
         pgferry_pg::conninfo::ConnParams::parse(&endpoint.url)
             .map_err(|source| pgferry_pg::PgError::ConnInfo { side, source })?;
     }
-    let m = &task.mapping;
     if args.json {
-        let out = serde_json::json!({
-            "task": task.name,
-            "settings": task.explanation.settings,
-            "selection": {
-                "include": task.selection.include_rules(),
-                "exclude": task.selection.exclude_rules(),
-            },
-            "transform": m.transforms.iter().map(|t| {
-                let mut v = serde_json::to_value(t).unwrap_or_default();
-                v["origin"] = t.origin.clone().into();
-                v
-            }).collect::<Vec<_>>(),
-            "filter": m.filters.iter().map(|f| {
-                let mut v = serde_json::to_value(f).unwrap_or_default();
-                v["origin"] = f.origin.clone().into();
-                v
-            }).collect::<Vec<_>>(),
-            "table_settings": m.table_settings,
-            "load_order": m.load_order,
-            "warnings": task.explanation.warnings,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&explain_json(&task))?);
         return Ok(crate::exit::OK);
     }
+    print_settings(&task);
+    print_rules(&task.mapping);
+    print_warnings(&task);
+    Ok(crate::exit::OK)
+}
+
+fn explain_json(task: &Task) -> serde_json::Value {
+    let m = &task.mapping;
+    serde_json::json!({
+        "task": task.name,
+        "settings": task.explanation.settings,
+        "selection": {
+            "include": task.selection.include_rules(),
+            "exclude": task.selection.exclude_rules(),
+        },
+        "transform": m.transforms.iter().map(|t| {
+            let mut v = serde_json::to_value(t).unwrap_or_default();
+            v["origin"] = t.origin.clone().into();
+            v
+        }).collect::<Vec<_>>(),
+        "filter": m.filters.iter().map(|f| {
+            let mut v = serde_json::to_value(f).unwrap_or_default();
+            v["origin"] = f.origin.clone().into();
+            v
+        }).collect::<Vec<_>>(),
+        "table_settings": m.table_settings,
+        "load_order": m.load_order,
+        "warnings": task.explanation.warnings,
+    })
+}
+
+fn print_settings(task: &Task) {
     println!("Task {} ({})\n", task.name, task.migration_type);
     println!("Settings:");
     let width = task
@@ -72,6 +82,9 @@ pub fn explain(args: TaskArgs) -> anyhow::Result<u8> {
     for r in task.selection.exclude_rules() {
         println!("  exclude {}.{}", r.schema, r.table);
     }
+}
+
+fn print_rules(m: &pgferry_config::Mapping) {
     if !m.transforms.is_empty() {
         println!("\nTransformations, in the order they apply:");
         for t in &m.transforms {
@@ -125,6 +138,9 @@ pub fn explain(args: TaskArgs) -> anyhow::Result<u8> {
             );
         }
     }
+}
+
+fn print_warnings(task: &Task) {
     if !task.explanation.warnings.is_empty() {
         println!("\nDMS settings pgferry ignores or treats differently:");
         for w in &task.explanation.warnings {
@@ -135,7 +151,6 @@ pub fn explain(args: TaskArgs) -> anyhow::Result<u8> {
             println!("  {} ({kind}): {}", w.setting, w.reason);
         }
     }
-    Ok(crate::exit::OK)
 }
 
 /// Prints a TOML task file equivalent to the DMS files.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pgferry_config::{MigrationType, Task};
-use pgferry_engine::RunProgress;
+use pgferry_engine::{EngineError, RunProgress, RunSummary};
 use pgferry_testkit::{Cluster, datagen, workload};
 
 use crate::cli::DemoArgs;
@@ -56,34 +56,8 @@ async fn story(
     source: &Cluster,
     target: &Cluster,
 ) -> anyhow::Result<u8> {
-    let seeding = Instant::now();
-    println!(
-        "Seeding the sample inventory database (scale {}: {} products, {} orders)…",
-        args.scale,
-        2000 * args.scale,
-        5000 * args.scale
-    );
-    datagen::create_inventory(source, "inventory", args.scale)
-        .await
-        .context("seeding the source")?;
-    target
-        .create_database("inventory")
-        .await
-        .context("creating the target database")?;
-    println!("  seeded in {:.1}s", seeding.elapsed().as_secs_f64());
-
-    let mut task = Task::new(
-        MigrationType::FullLoadAndCdc,
-        &source.url("inventory"),
-        &target.url("inventory"),
-    );
-    task.name = "demo".to_owned();
-    task.full_load.chunk_size = DEMO_CHUNK_SIZE;
-    task.cdc.heartbeat_interval = Duration::from_secs(1);
-    task.monitoring.sample_interval = Duration::from_secs(1);
-    if let Some(jobs) = args.jobs {
-        task.full_load.jobs = jobs;
-    }
+    seed(args, source, target).await?;
+    let task = demo_task(args, source, target);
 
     // The application: orders placed, stock moving, prices changing, all through the
     // migration.
@@ -115,21 +89,7 @@ async fn story(
         let (task, progress) = (task.clone(), progress.clone());
         tokio::spawn(async move { pgferry_engine::run(&task, progress).await })
     };
-    let streamed = async {
-        while progress.phase() != "cdc" {
-            if running.is_finished() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        progress::say(&format!(
-            "Full load done; streaming changes for {} s while the application writes…",
-            args.stream_seconds
-        ));
-        tokio::time::sleep(Duration::from_secs(args.stream_seconds)).await;
-    };
-    streamed.await;
-    if running.is_finished() {
+    if !stream_for(args.stream_seconds, &progress, &running).await {
         display.finish().await;
         watch.finish().await;
         app.stop().await;
@@ -137,20 +97,18 @@ async fn story(
         anyhow::bail!("the run ended before it streamed changes");
     }
 
-    // The cutover: fence, drain, stop (which sets the sequences), validate.
+    // The cutover: fence, drain (the run then stops and sets the sequences), validate.
     progress::say("Cutting over. Fencing the source: the application stops writing…");
     let fenced = app.fence(source).await?;
     progress::say(&format!(
-        "  fenced after {} application transactions; draining the last changes…",
-        fenced
+        "  fenced after {fenced} application transactions; draining the last changes…"
     ));
     let draining = Instant::now();
-    let drained = pgferry_engine::wait_caught_up(&task, Duration::from_secs(300)).await?;
+    let drained = pgferry_engine::drain(&task, None, Duration::from_secs(300)).await?;
     progress::say(&format!(
-        "  the target has applied everything up to {drained} ({:.1} s)",
+        "  the target has applied everything the source committed before {drained} ({:.1} s)",
         draining.elapsed().as_secs_f64()
     ));
-    pgferry_engine::request_stop(&task, Duration::from_secs(60)).await?;
     let summary = running.await?;
     display.finish().await;
     let summary = summary?;
@@ -168,8 +126,78 @@ async fn story(
     }
 
     let files_identical = product_images().await?;
+    leave_running(args, source, target, &watch).await?;
+    watch.finish().await;
+    Ok(if report.all_match() && files_identical {
+        exit::OK
+    } else {
+        exit::DIFFERENCES
+    })
+}
 
-    // A task file for the two servers, so the other commands can be tried on them.
+async fn seed(args: &DemoArgs, source: &Cluster, target: &Cluster) -> anyhow::Result<()> {
+    let seeding = Instant::now();
+    println!(
+        "Seeding the sample inventory database (scale {}: {} products, {} orders)…",
+        args.scale,
+        2000 * args.scale,
+        5000 * args.scale
+    );
+    datagen::create_inventory(source, "inventory", args.scale)
+        .await
+        .context("seeding the source")?;
+    target
+        .create_database("inventory")
+        .await
+        .context("creating the target database")?;
+    println!("  seeded in {:.1}s", seeding.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn demo_task(args: &DemoArgs, source: &Cluster, target: &Cluster) -> Task {
+    let mut task = Task::new(
+        MigrationType::FullLoadAndCdc,
+        &source.url("inventory"),
+        &target.url("inventory"),
+    );
+    task.name = "demo".to_owned();
+    task.full_load.chunk_size = DEMO_CHUNK_SIZE;
+    task.cdc.heartbeat_interval = Duration::from_secs(1);
+    task.monitoring.sample_interval = Duration::from_secs(1);
+    if let Some(jobs) = args.jobs {
+        task.full_load.jobs = jobs;
+    }
+    task
+}
+
+/// Waits for streaming, then lets it run `seconds` under the application's writes.
+/// Returns false if the run ended before it streamed.
+async fn stream_for(
+    seconds: u64,
+    progress: &RunProgress,
+    running: &tokio::task::JoinHandle<Result<RunSummary, EngineError>>,
+) -> bool {
+    while progress.phase() != "cdc" {
+        if running.is_finished() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress::say(&format!(
+        "Full load done; streaming changes for {seconds} s while the application writes…"
+    ));
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    !running.is_finished()
+}
+
+/// Writes a task file for the two servers so the other commands can be tried on them,
+/// and waits for Ctrl-C unless told not to.
+async fn leave_running(
+    args: &DemoArgs,
+    source: &Cluster,
+    target: &Cluster,
+    watch: &Watch,
+) -> anyhow::Result<()> {
     let task_file = std::env::temp_dir().join(format!("pgferry-demo-{}.toml", std::process::id()));
     std::fs::write(
         &task_file,
@@ -194,13 +222,8 @@ async fn story(
         commands::shutdown_signal().await;
         println!("Stopping both servers and removing their files.");
     }
-    watch.finish().await;
     let _ = std::fs::remove_file(&task_file);
-    Ok(if report.all_match() && files_identical {
-        exit::OK
-    } else {
-        exit::DIFFERENCES
-    })
+    Ok(())
 }
 
 /// The files that go with the database: a tree of product images, synced to a local
