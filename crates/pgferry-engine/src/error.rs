@@ -66,11 +66,11 @@ pub enum EngineError {
     #[error("restoring {entry} on the target failed: {message}")]
     SchemaRestore { entry: String, message: String },
 
-    #[error("{failed} of {total} tables failed to load: {}", list_strs(.tables))]
+    #[error("{failed} of {total} tables failed to load: {}", list_items(.tables))]
     LoadFailed {
         failed: usize,
         total: usize,
-        tables: Vec<String>,
+        tables: Vec<TableFailure>,
     },
 
     /// An earlier attempt's transaction still holds the chunk (its commit's outcome never
@@ -86,11 +86,12 @@ pub enum EngineError {
     #[error("{} schema object(s) could not be created after the load: {}", .steps.len(), list_strs(.steps))]
     PostDataFailed { steps: Vec<String> },
 
-    #[error("stopped by STOP_TASK: {operation} on {table} failed: {error}")]
+    #[error("stopped by STOP_TASK: {operation} on {table} failed: {refusal}")]
     ApplyStopped {
-        table: String,
-        operation: String,
-        error: String,
+        table: QualifiedName,
+        operation: &'static str,
+        #[source]
+        refusal: Refusal,
     },
 
     #[error("interrupted")]
@@ -147,7 +148,49 @@ impl From<MappingProblem> for EngineError {
 }
 
 fn list(names: &[QualifiedName]) -> String {
-    list_strs(&names.iter().map(ToString::to_string).collect::<Vec<_>>())
+    list_items(names)
+}
+
+/// A table whose load failed, with the error that ended its last attempt.
+#[derive(Debug)]
+pub struct TableFailure {
+    pub table: QualifiedName,
+    pub error: Box<EngineError>,
+}
+
+impl std::fmt::Display for TableFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.table, self.error)
+    }
+}
+
+/// Why the target refused one streamed change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The server rejected the statement: a key that already exists, or a value the
+    /// column does not accept.
+    #[error("{message}")]
+    Server { sqlstate: String, message: String },
+    /// An update or delete found no row to change.
+    #[error("the row does not exist on the target")]
+    RowMissing,
+    /// An update brings a row into a filtered table's range, but left a large value
+    /// unchanged, so the row cannot be built from the change.
+    #[error(
+        "the row enters the filter's range, but the change left a large value unchanged, so \
+         the row cannot be built from it"
+    )]
+    UnchangedValueEntersFilter,
+    /// The policy's second statement (an update as an insert, or the reverse) failed too.
+    #[error("{first}; then {then}")]
+    RetryFailed {
+        first: Box<Refusal>,
+        then: Box<Refusal>,
+    },
+}
+
+fn list_items<T: ToString>(items: &[T]) -> String {
+    list_strs(&items.iter().map(ToString::to_string).collect::<Vec<_>>())
 }
 
 fn list_strs(items: &[String]) -> String {

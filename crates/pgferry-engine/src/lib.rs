@@ -37,7 +37,7 @@ pub use control::{
 };
 pub use control::{Event, Level, recent_events};
 pub use endpoints::Endpoints;
-pub use error::{EngineError, MappingProblem, Result};
+pub use error::{EngineError, MappingProblem, Refusal, Result, TableFailure};
 pub use monitor::Monitor;
 pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
 pub use run::{RunOptions, RunSummary, TableSummary, run, run_with};

@@ -25,10 +25,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgferry_pg::{PgClient, PgError, QualifiedName, Side, describe_pg_error};
+use pgferry_pg::{PgClient, PgError, Side, describe_pg_error};
 
 use crate::control::{self, Level, Phase};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Result, TableFailure};
 use crate::load::copy::{self, ChunkJob, LoadContext, TableJob};
 use crate::load::schema::{
     self, DUPLICATE_OBJECT, RETRY_SQLSTATES, STEP_ATTEMPTS, StoredStep, sqlstate,
@@ -83,7 +83,7 @@ pub struct BuildOutcome {
     pub chunks_copied: usize,
     pub steps_done: usize,
     /// Tables that could not be loaded, with the error.
-    pub failed_tables: Vec<(QualifiedName, String)>,
+    pub failed_tables: Vec<TableFailure>,
     /// Objects kept as they were on the target.
     pub skipped: Vec<String>,
     /// Objects that could not be created (or could not start because of an earlier failure).
@@ -470,7 +470,10 @@ async fn copy(
                     None,
                 )
                 .await?;
-                outcome.failed_tables.push((table.source.clone(), message));
+                outcome.failed_tables.push(TableFailure {
+                    table: table.source.clone(),
+                    error: Box::new(e),
+                });
                 return Ok(false);
             }
         }

@@ -178,11 +178,7 @@ async fn settle(
         return Err(EngineError::LoadFailed {
             failed: outcome.failed_tables.len(),
             total: ctx.tables.len(),
-            tables: outcome
-                .failed_tables
-                .iter()
-                .map(|(t, e)| format!("{t} ({e})"))
-                .collect(),
+            tables: outcome.failed_tables,
         });
     }
     if !outcome.failed_steps.is_empty() {

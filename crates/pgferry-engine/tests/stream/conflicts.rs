@@ -144,9 +144,19 @@ async fn suspend_table_stops_one_table_and_stop_task_stops_the_run_until_fixed()
         .unwrap();
     match ended {
         Err(EngineError::ApplyStopped {
-            table, operation, ..
+            table,
+            operation,
+            refusal,
         }) => {
-            assert_eq!((table.as_str(), operation.as_str()), ("public.b", "update"));
+            assert_eq!(
+                (table.to_string().as_str(), operation),
+                ("public.b", "update")
+            );
+            assert!(
+                matches!(&refusal, pgferry_engine::Refusal::Server { sqlstate, .. } if sqlstate == "23505")
+                    || refusal == pgferry_engine::Refusal::RowMissing,
+                "{refusal:?}"
+            );
         }
         other => panic!("expected STOP_TASK to end the run, got {other:?}"),
     }

@@ -26,7 +26,7 @@ impl Applier {
                             "ROLLBACK TO SAVEPOINT pgferry_change",
                         )
                         .await?;
-                    exceptions += self.conflict(c, &error).await?;
+                    exceptions += self.conflict(c, error).await?;
                 }
                 Outcome::Failed(error) => {
                     self.target
@@ -35,7 +35,7 @@ impl Applier {
                             "ROLLBACK TO SAVEPOINT pgferry_change",
                         )
                         .await?;
-                    exceptions += self.data_error(c, &error).await?;
+                    exceptions += self.data_error(c, error).await?;
                 }
             }
             self.target
@@ -114,18 +114,16 @@ impl Applier {
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         match self.target.raw().execute(&statement, &refs).await {
-            Ok(0) if !matches!(c.op, Op::Insert(_)) => Ok(Outcome::Conflict(
-                "the row does not exist on the target".to_owned(),
-            )),
+            Ok(0) if !matches!(c.op, Op::Insert(_)) => Ok(Outcome::Conflict(Refusal::RowMissing)),
             Ok(_) => Ok(Outcome::Applied),
             Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "23505") => {
-                Ok(Outcome::Conflict(describe_pg_error(&e)))
+                Ok(Outcome::Conflict(refusal(&e)))
             }
             Err(e)
                 if e.as_db_error()
                     .is_some_and(|d| sqlstate_is_data_error(d.code().code())) =>
             {
-                Ok(Outcome::Failed(describe_pg_error(&e)))
+                Ok(Outcome::Failed(refusal(&e)))
             }
             // A full disk, a shutdown, a missing privilege: nothing about this change.
             // The batch fails whole, so the checkpoint stays before it; transient ones are
@@ -135,7 +133,7 @@ impl Applier {
     }
 
     /// A row that exists when it should not, or is missing when it should exist.
-    pub(super) async fn conflict(&mut self, c: &Change, error: &str) -> Result<i64> {
+    pub(super) async fn conflict(&mut self, c: &Change, error: Refusal) -> Result<i64> {
         // In a filtered table a missing row is expected: the filter kept it out. A delete
         // of it has nothing to do; an update brings it into the filter's range, so the row
         // is inserted whole (when the change carries every value).
@@ -154,8 +152,7 @@ impl Applier {
                         .record(
                             c,
                             ErrorPolicy::LogError,
-                            "the row enters the filter's range, but the change left a large \
-                             value unchanged, so the row cannot be built from it",
+                            Refusal::UnchangedValueEntersFilter,
                         )
                         .await;
                 }
@@ -204,7 +201,7 @@ impl Applier {
         &mut self,
         replacement: &Change,
         original: &Change,
-        error: &str,
+        error: Refusal,
     ) -> Result<i64> {
         self.target
             .batch("applying a change", "SAVEPOINT pgferry_retry")
@@ -220,18 +217,17 @@ impl Applier {
                 self.target
                     .batch("applying a change", "ROLLBACK TO SAVEPOINT pgferry_retry")
                     .await?;
-                self.record(
-                    original,
-                    ErrorPolicy::LogError,
-                    &format!("{error}; then {e2}"),
-                )
-                .await
+                let both = Refusal::RetryFailed {
+                    first: Box::new(error),
+                    then: Box::new(e2),
+                };
+                self.record(original, ErrorPolicy::LogError, both).await
             }
         }
     }
 
     /// A change the target rejects for its data.
-    pub(super) async fn data_error(&mut self, c: &Change, error: &str) -> Result<i64> {
+    pub(super) async fn data_error(&mut self, c: &Change, error: Refusal) -> Result<i64> {
         self.data_errors += 1;
         let e = &self.settings.errors;
         let policy = if e.data_error_escalation_count > 0
@@ -250,20 +246,22 @@ impl Applier {
         &mut self,
         c: &Change,
         policy: ErrorPolicy,
-        error: &str,
+        error: Refusal,
     ) -> Result<i64> {
         match policy {
             ErrorPolicy::IgnoreRecord => Ok(0),
             ErrorPolicy::StopTask => Err(EngineError::ApplyStopped {
-                table: c.table.source.to_string(),
-                operation: c.op.name().to_owned(),
-                error: error.to_owned(),
+                table: c.table.source.clone(),
+                operation: c.op.name(),
+                refusal: error,
             }),
             ErrorPolicy::LogError
             | ErrorPolicy::SuspendTable
             | ErrorPolicy::InsertRecord
             | ErrorPolicy::UpdateRecord => {
                 let change = self.change_json(c).await;
+                let error = error.to_string();
+                let error = error.as_str();
                 let exception = crate::control::ApplyException {
                     commit_lsn: c.commit_lsn,
                     xid: c.xid,
@@ -382,5 +380,16 @@ impl Applier {
             }
         }
         serde_json::Value::Object(obj)
+    }
+}
+
+/// The server's refusal of one change, typed.
+fn refusal(e: &tokio_postgres::Error) -> Refusal {
+    Refusal::Server {
+        sqlstate: e
+            .as_db_error()
+            .map(|d| d.code().code().to_owned())
+            .unwrap_or_default(),
+        message: describe_pg_error(e),
     }
 }

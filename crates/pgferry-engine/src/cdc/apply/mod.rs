@@ -53,7 +53,7 @@ use crate::cdc::live::{Lag, OpCounts};
 use crate::cdc::sql;
 use crate::cdc::stream::{Event, Positions};
 use crate::cdc::tables::{self, Resolution, Scope, SnapshotFilter, TableInfo};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Refusal, Result};
 
 mod bulk;
 pub use bulk::Fallback;
@@ -178,8 +178,10 @@ impl Batch {
 /// The outcome of applying one change carefully.
 enum Outcome {
     Applied,
-    Conflict(String),
-    Failed(String),
+    /// A row that exists when it should not, or is missing when it should exist.
+    Conflict(Refusal),
+    /// A value the target does not accept.
+    Failed(Refusal),
 }
 
 /// The applier's state.
