@@ -8,6 +8,7 @@
 pub mod alarm;
 mod cdc;
 pub mod convert;
+pub mod cutover;
 pub mod dms;
 mod error;
 pub mod explain;
@@ -22,6 +23,7 @@ mod suggest;
 mod task;
 
 pub use cdc::{CdcSettings, ErrorBehavior, ErrorPolicy, NoKeyTables};
+pub use cutover::{CutoverSettings, SwitchCommand};
 pub use error::{ConfigError, ErrorKind};
 pub use mapping::{Mapping, MappingError, TableMap};
 pub use monitoring::{CommandMetric, HttpSettings, InactiveAlarm, Monitoring};

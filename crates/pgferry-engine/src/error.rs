@@ -96,6 +96,14 @@ pub enum EngineError {
 
     #[error("interrupted")]
     Interrupted,
+
+    /// The task's cutover is done: the target is the application's database now.
+    #[error("task \"{task}\" is cut over: the application writes to the target now")]
+    CutOver { task: String },
+
+    /// A cutover refused to start, or stopped before the target opened.
+    #[error("the cutover of task \"{task}\" cannot go on: {}", .problems.join("; "))]
+    CutoverRefused { task: String, problems: Vec<String> },
 }
 
 /// Why the task's transformation and filter rules cannot be carried out.
@@ -276,6 +284,18 @@ impl EngineError {
                  is not repeated"
                     .to_owned(),
             ),
+            EngineError::CutOver { .. } => Some(
+                "`pgferry status --task FILE` shows the cutover's report; reverse streaming and \
+                 `pgferry rollback` are not built yet, and `pgferry cleanup` drops the task's \
+                 slot and publication on the source"
+                    .to_owned(),
+            ),
+            EngineError::CutoverRefused { .. } => Some(
+                "fix what is listed, then run `pgferry cutover` again; a cutover that was \
+                 fenced resumes from its last step, and `pgferry cutover --abort` lifts the \
+                 fence and lets streaming go on"
+                    .to_owned(),
+            ),
             EngineError::ChunkBusy { .. } => Some(
                 "pgferry retries on its own; if this persists, look for an old pgferry session \
                  on the target (pg_stat_activity, application_name pgferry) and end it"
@@ -315,7 +335,9 @@ impl EngineError {
             | EngineError::ControlSchemaTooNew { .. }
             | EngineError::UnknownTask { .. }
             | EngineError::CannotStream { .. }
-            | EngineError::CannotStartOver { .. } => ErrorKind::Prerequisite,
+            | EngineError::CannotStartOver { .. }
+            | EngineError::CutOver { .. }
+            | EngineError::CutoverRefused { .. } => ErrorKind::Prerequisite,
             EngineError::TaskBusy { .. } => ErrorKind::Busy,
             EngineError::ChunkBusy { .. } => ErrorKind::Transient,
             EngineError::Interrupted => ErrorKind::Interrupted,

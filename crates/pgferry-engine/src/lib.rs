@@ -13,6 +13,7 @@
 
 mod cdc;
 mod control;
+mod cutover;
 mod endpoints;
 mod error;
 mod load;
@@ -32,10 +33,11 @@ pub use cdc::source::{Cleaned, default_name as slot_name};
 pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop};
 pub use control::alarms::{AlarmsReport, report as alarms_report};
 pub use control::{
-    CdcStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus, Totals,
-    ValidationStatus, status,
+    CdcStatus, CutoverStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus,
+    Totals, ValidationStatus, status,
 };
 pub use control::{Event, Level, recent_events};
+pub use cutover::{CutoverOptions, CutoverReport, StepReport, cutover};
 pub use endpoints::Endpoints;
 pub use error::{EngineError, MappingProblem, Refusal, Result, TableFailure};
 pub use monitor::Monitor;

@@ -3,6 +3,7 @@
 
 mod cdc;
 mod connect;
+mod cutover;
 mod faults;
 mod full_load;
 mod mapping;

@@ -59,6 +59,17 @@ pub enum Command {
     /// exits. The next `pgferry run` resumes from the checkpoint.
     Stop(StopArgs),
 
+    /// Cut over to the target: check (lag, exceptions, suspended tables), fence the source
+    /// (read-only, sessions ended), drain every change committed before the fence, set the
+    /// sequences, validate every table, then open the target (stop streaming, run the
+    /// task's on_switch commands, write probe). Prints the steps and the downtime, and
+    /// writes a Markdown report beside the task file.
+    ///
+    /// `pgferry run` must be streaming the task. Each step is recorded: after any failure
+    /// or kill, run `cutover` again to go on, or `cutover --abort` (before the target
+    /// opens) to lift the fence and keep streaming. See docs/cutover.md.
+    Cutover(CutoverArgs),
+
     /// Drop the task's replication slot and (if pgferry created it) its publication on the
     /// source, and restore replica identities pgferry changed. Until then the slot keeps
     /// WAL on the source. Refused while the task runs.
@@ -316,6 +327,24 @@ pub struct StopArgs {
     /// Seconds to wait for the run to stop.
     #[arg(long, default_value_t = 60)]
     pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// Run the checks and print the plan; change nothing.
+    #[arg(long, conflicts_with = "abort")]
+    pub dry_run: bool,
+
+    /// Lift the fence and let forward streaming go on. Only before the target opens.
+    #[arg(long)]
+    pub abort: bool,
+
+    /// Seconds the drain may take before the cutover stops (fenced; run it again or abort).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub drain_wait: u64,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Run(a) => a.task.json,
         Command::Stop(a) => a.task.json,
+        Command::Cutover(a) => a.task.json,
         Command::Cleanup(a) => a.json,
         Command::Status(a) => a.json,
         Command::Alarms(a) => a.json,
@@ -53,6 +54,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Stop(args) => commands::interruptible(commands::cdc::stop(args)).await,
+            Command::Cutover(args) => {
+                commands::interruptible(commands::cutover::cutover(args)).await
+            }
             Command::Cleanup(args) => commands::interruptible(commands::cdc::cleanup(args)).await,
             Command::Status(args) => commands::interruptible(commands::status::status(args)).await,
             Command::Alarms(args) => commands::interruptible(commands::alarms::alarms(args)).await,

@@ -157,6 +157,8 @@ pub struct Task {
     pub selection: Selection,
     pub full_load: FullLoadSettings,
     pub cdc: CdcSettings,
+    /// How `pgferry cutover` fences the source and opens the target.
+    pub cutover: crate::cutover::CutoverSettings,
     /// Transformation, filter and table-settings rules.
     pub mapping: Mapping,
     /// Parallel checksums of `pgferry validate` unless its command line says otherwise.
@@ -232,6 +234,7 @@ impl Task {
                 keep_privileges: false,
             },
             cdc: CdcSettings::default(),
+            cutover: crate::cutover::CutoverSettings::default(),
             mapping: Mapping::default(),
             validation_jobs: None,
             log_filter: None,

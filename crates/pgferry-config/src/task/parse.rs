@@ -54,6 +54,7 @@ struct RawTask {
     #[serde(default)]
     exclude: Vec<TableRule>,
     cdc: Option<RawCdc>,
+    cutover: Option<crate::cutover::RawCutover>,
     error_behavior: Option<toml::Table>,
     /// A DMS table-mappings JSON file, read as it is.
     table_mappings: Option<PathBuf>,
@@ -163,6 +164,7 @@ pub(super) fn task(text: &str, path: Option<&Path>) -> Result<Task, ConfigError>
         .check()
         .map_err(|e| r.invalid(&e.origin, e.message))?;
     cdc.binary = r.binary(binary, &mapping);
+    let cutover = crate::cutover::build(raw.cutover.unwrap_or_default(), &|k, m| r.invalid(k, m))?;
     let validation_jobs = r.validation_jobs(raw.validation, &dms)?;
     let log_filter = r.log_filter(raw.log_filter, &dms)?;
 
@@ -186,6 +188,7 @@ pub(super) fn task(text: &str, path: Option<&Path>) -> Result<Task, ConfigError>
         selection: Selection::new(include, exclude),
         full_load,
         cdc,
+        cutover,
         mapping,
         validation_jobs,
         log_filter,

@@ -64,9 +64,6 @@ pub struct CdcOutcome {
     pub totals: OpCounts,
     /// Sub-batches applied change by change, by why the bulk path passed them on.
     pub fallbacks: std::collections::BTreeMap<&'static str, i64>,
-    /// Where a drain ended, when the stream stopped because it was drained.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drained_at: Option<String>,
 }
 
 /// Sets up an apply session: canonical value formats, no timeouts, durable commits (the

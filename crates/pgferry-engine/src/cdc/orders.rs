@@ -53,7 +53,8 @@ pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
 
 /// Drains the stream: asks the running task to apply every transaction its source
 /// committed before `to` (by default the source's current WAL position), waits up to
-/// `wait` for it, and returns where the drain ended. The run stops streaming once drained.
+/// `wait` for it, and returns where the drain ended. The run goes on streaming; a cutover
+/// stops it when the target opens.
 pub async fn drain(task: &Task, to: Option<Lsn>, wait: Duration) -> Result<Lsn> {
     let route = Route::of(task)?;
     let target = route.connect_to("pgferry drain").await?;

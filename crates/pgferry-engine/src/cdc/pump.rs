@@ -3,8 +3,10 @@
 //! control schema asks of the stream (a stop, a drain).
 //!
 //! The loop never leaves in the middle of a target transaction on its own account: a stop
-//! commits what is complete first, and a drain ends only when nothing is pending. A crash
-//! anywhere loses at most the uncommitted batch, which the slot sends again.
+//! commits what is complete first. A drain is recorded only when nothing is pending, and
+//! streaming goes on after it (a cutover that is aborted needs the stream as it was; one
+//! that goes ahead stops it). A crash anywhere loses at most the uncommitted batch, which
+//! the slot sends again.
 
 use std::sync::Arc;
 
@@ -40,7 +42,7 @@ pub(super) struct Pump<'a> {
 }
 
 impl Pump<'_> {
-    /// Applies changes until a stop or a finished drain, or an error.
+    /// Applies changes until a stop, or an error.
     pub async fn run(&mut self, applier: &mut Applier, stream: &mut Stream) -> Result<CdcOutcome> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,11 +128,12 @@ impl Pump<'_> {
             applier.rollback().await;
             let message = format!("stopped on request at {}", applier.applied());
             control::event(client.raw(), task, Level::Info, "cdc", &message, None).await?;
-            return Ok(Some(outcome(applier, None)));
+            return Ok(Some(outcome(applier)));
         }
         // Drained: everything received is applied and committed, and what was received
         // reaches the drain's position, so every transaction committed before it is on
-        // the target (the argument of `acknowledge_when_idle`).
+        // the target (the argument of `acknowledge_when_idle`). Recorded once (that clears
+        // the request); the stream goes on.
         if let Some(to) = orders.drain_to
             && received >= to
             && applier.idle()
@@ -143,7 +146,6 @@ impl Pump<'_> {
                 self.route.from()
             );
             control::event(client.raw(), task, Level::Info, "cdc", &message, None).await?;
-            return Ok(Some(outcome(applier, Some(received))));
         }
         Ok(None)
     }
@@ -197,12 +199,11 @@ pub(super) struct SlotWatch {
     wal_retained: Option<i64>,
 }
 
-fn outcome(applier: &Applier, drained_at: Option<Lsn>) -> CdcOutcome {
+fn outcome(applier: &Applier) -> CdcOutcome {
     CdcOutcome {
         applied_lsn: applier.applied().to_string(),
         totals: applier.totals,
         fallbacks: applier.fallbacks.clone(),
-        drained_at: drained_at.map(|l| l.to_string()),
     }
 }
 

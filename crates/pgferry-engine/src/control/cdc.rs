@@ -541,3 +541,15 @@ pub async fn stream_objects(client: &PgClient, task: &str) -> Result<Option<Stre
         publication_created: r.get(2),
     }))
 }
+
+/// Withdraws a drain request and forgets the last drain (a cutover that was aborted).
+pub async fn cancel_drain(client: &PgClient, task: &str) -> Result<()> {
+    client
+        .execute(
+            "withdrawing the drain",
+            "UPDATE pgferry.cdc_state SET drain_to = NULL, drained_lsn = NULL WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(())
+}

@@ -17,6 +17,7 @@
 pub mod alarms;
 mod cdc;
 mod chunks;
+pub mod cutover;
 mod events;
 mod migrate;
 mod status;
@@ -26,12 +27,12 @@ mod task;
 mod validation;
 
 pub use cdc::{
-    AppliedBatch, ApplyException, CdcSetup, CdcState, StreamFigures, cdc_state, checkpoint,
-    cleaned_up_at, drained, excluded_tables, forget_identity_change, forget_retained_wal,
-    identity_changes, mark_drained, mark_start_over, record_exception, record_identity_change,
-    request_drain, request_stop, save_checkpoint, save_lag, save_progress, set_snapshot_filter,
-    start_over_began, store_cdc_setup, stream_objects, stream_tables, streaming_started,
-    suspend_table,
+    AppliedBatch, ApplyException, CdcSetup, CdcState, StreamFigures, cancel_drain, cdc_state,
+    checkpoint, cleaned_up_at, drained, excluded_tables, forget_identity_change,
+    forget_retained_wal, identity_changes, mark_drained, mark_start_over, record_exception,
+    record_identity_change, request_drain, request_stop, save_checkpoint, save_lag, save_progress,
+    set_snapshot_filter, start_over_began, store_cdc_setup, stream_objects, stream_tables,
+    streaming_started, suspend_table,
 };
 pub use chunks::{
     chunk_done, claim_chunk, fail_chunk, finish_chunk, keep_finished_chunks,
@@ -40,8 +41,8 @@ pub use chunks::{
 pub use events::{Event, Level, event, recent_events, warn};
 pub use migrate::{ensure_schema, schema_exists};
 pub use status::{
-    CdcStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus, Totals,
-    ValidationStatus, status,
+    CdcStatus, CutoverStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus,
+    Totals, ValidationStatus, status,
 };
 pub use steps::{
     Step, StoredStep, mark_step, pending_steps, step_done, step_skipped, steps_done, store_steps,
@@ -52,8 +53,8 @@ pub use tables::{
     unanalyzed_tables,
 };
 pub use task::{
-    NewTask, Phase, advance_phase, forget_load_times, insert_task, load_task, set_last_error,
-    set_phase,
+    NewTask, Phase, TaskRow, advance_phase, forget_load_times, insert_task, load_task,
+    set_last_error, set_phase,
 };
 pub use validation::{ValidationRecord, store_validation};
 

@@ -241,7 +241,16 @@ pub struct TaskStatus {
     pub validation: Vec<ValidationStatus>,
     /// For tasks that stream changes.
     pub cdc: Option<CdcStatus>,
+    /// The cutover: its state (`running`, `done`, `aborted`) and, once it ended, its report.
+    pub cutover: Option<CutoverStatus>,
     pub events: Vec<Event>,
+}
+
+/// A task's cutover, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutoverStatus {
+    pub state: String,
+    pub report: Option<serde_json::Value>,
 }
 
 /// How many recent events `status` shows.
@@ -288,6 +297,7 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
         schema,
         validation,
         cdc: cdc_status(client, task).await?,
+        cutover: cutover_status(client, task).await?,
         events: control::recent_events(client, task, EVENTS_SHOWN).await?,
     })
 }
@@ -423,4 +433,24 @@ async fn table_names(
         .iter()
         .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)).to_string())
         .collect())
+}
+
+async fn cutover_status(client: &PgClient, task: &str) -> Result<Option<CutoverStatus>> {
+    let has = client
+        .query_one(
+            "looking for a cutover",
+            "SELECT to_regclass('pgferry.cutover') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if !has {
+        return Ok(None);
+    }
+    Ok(control::cutover::cutover(client, task)
+        .await?
+        .map(|c| CutoverStatus {
+            state: c.state,
+            report: c.report,
+        }))
 }

@@ -21,6 +21,9 @@ pub enum Phase {
     Finishing,
     /// Streaming changes (full-load-and-cdc, cdc).
     Cdc,
+    /// Cut over: the target is open for the application's writes and the source stays
+    /// fenced.
+    CutOver,
     Done,
 }
 
@@ -32,6 +35,7 @@ impl Phase {
             Phase::PostData => "post-data",
             Phase::Finishing => "finishing",
             Phase::Cdc => "cdc",
+            Phase::CutOver => "cut-over",
             Phase::Done => "done",
         }
     }
@@ -43,6 +47,7 @@ impl Phase {
             "post-data" => Phase::PostData,
             "finishing" => Phase::Finishing,
             "cdc" => Phase::Cdc,
+            "cut-over" => Phase::CutOver,
             "done" => Phase::Done,
             _ => return None,
         })

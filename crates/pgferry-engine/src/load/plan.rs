@@ -250,6 +250,18 @@ pub fn plan_tables(
     planned
 }
 
+/// The in-scope schemas of the source.
+pub(crate) async fn scope_schemas(
+    source: &pgferry_pg::PgClient,
+    task: &pgferry_config::Task,
+) -> crate::error::Result<Vec<String>> {
+    Ok(pgferry_pg::catalog::list_schemas(source)
+        .await?
+        .into_iter()
+        .filter(|s| task.selection.includes_schema(s))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use pgferry_config::TableRule;

@@ -144,6 +144,13 @@ async fn drive(
                 steps::stream(&mut ctx).await?;
                 break;
             }
+            // The application writes to the target now: streaming forward again would
+            // undo nothing and mean nothing.
+            Phase::CutOver => {
+                return Err(EngineError::CutOver {
+                    task: task.name.clone(),
+                });
+            }
             Phase::Done => break,
         };
     }

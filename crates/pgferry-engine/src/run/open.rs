@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pgferry_config::Task;
-use pgferry_pg::catalog::{self, ServerInfo};
+use pgferry_pg::catalog::ServerInfo;
 use pgferry_pg::dump::PgTools;
 use pgferry_pg::{PgClient, Side};
 
@@ -41,7 +41,7 @@ pub(super) async fn open<'a>(
     let source_info = ServerInfo::load(&source).await?;
     let target_info = ServerInfo::load(&control_client).await?;
     preflight::check_source(task, &source_info)?;
-    let schemas = scope_schemas(&source, task).await?;
+    let schemas = crate::load::plan::scope_schemas(&source, task).await?;
     preflight::check_target(&control_client, &target_info, &schemas).await?;
     let mut warnings = Vec::new();
     if target_info.major() < source_info.major() {
@@ -161,13 +161,4 @@ async fn plan(
         ctx.warnings.extend(notes);
     }
     Ok(())
-}
-
-/// The in-scope schemas of the source.
-async fn scope_schemas(source: &PgClient, task: &Task) -> Result<Vec<String>> {
-    Ok(catalog::list_schemas(source)
-        .await?
-        .into_iter()
-        .filter(|s| task.selection.includes_schema(s))
-        .collect())
 }

@@ -3,6 +3,7 @@
 pub mod alarms;
 pub mod cdc;
 pub mod config;
+pub mod cutover;
 pub mod demo;
 pub mod files;
 pub mod run;
