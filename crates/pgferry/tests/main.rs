@@ -10,6 +10,7 @@ use pgferry_testkit::compare::compare_databases;
 
 mod commands;
 mod crashes;
+mod cutover;
 mod files;
 mod hostile;
 mod memory;

@@ -441,4 +441,43 @@ table = "audit_%"
         );
         assert!("nope".parse::<TargetTablePrepMode>().is_err());
     }
+
+    #[test]
+    fn the_cutover_section_is_checked_and_defaults_to_five_seconds_of_lag() {
+        let base = "migration_type = \"full-load-and-cdc\"\n[source]\nurl = \"postgres://a@h/d\"\n\
+                    [target]\nurl = \"postgres://a@h2/d\"\n";
+        let t = Task::parse(base, None).unwrap();
+        assert_eq!(t.cutover.max_lag, std::time::Duration::from_secs(5));
+        let t = Task::parse(
+            &format!(
+                "{base}[cutover]\nmax_lag_s = 1.5\nfence_roles = [\"app\"]\n\
+                 [[cutover.on_switch]]\ncommand = \"true\"\ntimeout_s = 5\n"
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.cutover.max_lag, std::time::Duration::from_millis(1500));
+        assert_eq!(t.cutover.fence_roles, ["app"]);
+        assert_eq!(
+            t.cutover.on_switch[0].timeout,
+            std::time::Duration::from_secs(5)
+        );
+        for (bad, key) in [
+            ("max_lag_s = -1", "cutover.max_lag_s"),
+            ("fence_roles = [\"\"]", "cutover.fence_roles"),
+            (
+                "[[cutover.on_switch]]\ncommand = \" \"",
+                "cutover.on_switch[0].command",
+            ),
+            (
+                "[[cutover.on_switch]]\ncommand = \"x\"\ntimeout_s = 0",
+                "cutover.on_switch[0].timeout_s",
+            ),
+        ] {
+            let e = Task::parse(&format!("{base}[cutover]\n{bad}\n"), None).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+        let e = Task::parse(&format!("{base}[cutover]\nmax_lag = 5\n"), None).unwrap_err();
+        assert!(e.to_string().contains("max_lag"), "{e}");
+    }
 }

@@ -164,7 +164,19 @@ pub(super) fn task(text: &str, path: Option<&Path>) -> Result<Task, ConfigError>
         .check()
         .map_err(|e| r.invalid(&e.origin, e.message))?;
     cdc.binary = r.binary(binary, &mapping);
-    let cutover = crate::cutover::build(raw.cutover.unwrap_or_default(), &|k, m| r.invalid(k, m))?;
+    let raw_cutover = raw.cutover.unwrap_or_default();
+    let lag_origin = if raw_cutover.max_lag_s.is_some() {
+        Origin::Toml
+    } else {
+        Origin::Default
+    };
+    let cutover = crate::cutover::build(raw_cutover, &|k, m| r.invalid(k, m))?;
+    r.explanation.set(
+        "cutover.max_lag_s",
+        cutover.max_lag.as_secs_f64(),
+        lag_origin,
+        None,
+    );
     let validation_jobs = r.validation_jobs(raw.validation, &dms)?;
     let log_filter = r.log_filter(raw.log_filter, &dms)?;
 

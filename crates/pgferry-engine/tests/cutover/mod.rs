@@ -194,7 +194,34 @@ async fn a_cutover_is_refused_without_a_stream_and_above_the_lag_limit() {
 async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
     let p = pair();
     inventory_with_app(&p).await;
-    let t = task_with_fence(&p);
+    // A role whose name would break out of any statement that did not quote it.
+    const ODD: &str = "odd \"role\"; DROP TABLE products; --";
+    p.source
+        .execute(
+            "inv",
+            "CREATE ROLE \"odd \"\"role\"\"; DROP TABLE products; --\" LOGIN",
+        )
+        .await
+        .unwrap();
+    let mut t = task_with_fence(&p);
+    t.cutover.fence_roles.push(ODD.to_owned());
+    let can_login = |p: &Pair| {
+        let c = p.source.url("postgres");
+        async move {
+            let (client, conn) = tokio_postgres::connect(&c, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .query_one(
+                    "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                    &[&ODD],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
     let blocker = p.target.connect("inv").await.unwrap();
@@ -214,6 +241,10 @@ async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
     let stuck = pgferry_engine::cutover(&t, short).await;
     assert!(stuck.is_err(), "the drain cannot finish: {stuck:?}");
     assert!(app_session(&p).await.is_err(), "fenced while stopped");
+    assert!(
+        !can_login(&p).await,
+        "the odd role is fenced, by its quoted name"
+    );
 
     let aborted = pgferry_engine::cutover(
         &t,
@@ -225,6 +256,7 @@ async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
     .await
     .expect("the abort succeeds");
     assert_eq!(aborted.state, "aborted");
+    assert!(can_login(&p).await, "the abort gives LOGIN back");
     blocker.batch_execute("COMMIT").await.unwrap();
     // The application writes again, and streaming goes on.
     let app = app_session(&p).await.expect("app logs in again");

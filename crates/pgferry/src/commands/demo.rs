@@ -4,9 +4,9 @@
 //! Two throwaway clusters start under the system's temporary directory, and a sample
 //! inventory database is seeded on one. An application (the inventory workload) writes to
 //! it from then on. pgferry migrates it to the other server: full load, then streaming
-//! changes with live lag. Then the cutover: the application is stopped and the source made
-//! read-only (the fence), the last changes drain, streaming stops and the sequences are
-//! set, and every table is validated. The servers keep running until Ctrl-C so you can
+//! changes with live lag. Then the cutover, as `pgferry cutover` runs it, while the
+//! application still writes: the source is fenced (read-only, sessions ended), the last
+//! changes drain, the sequences are set, every table is validated, and the target opens. The servers keep running until Ctrl-C so you can
 //! look around with psql; then both are stopped and their files removed.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pgferry_config::{MigrationType, Task};
-use pgferry_engine::{EngineError, RunProgress, RunSummary};
+use pgferry_engine::{CutoverOptions, EngineError, RunProgress, RunSummary};
 use pgferry_testkit::{Cluster, datagen, workload};
 
 use crate::cli::DemoArgs;
@@ -97,17 +97,29 @@ async fn story(
         anyhow::bail!("the run ended before it streamed changes");
     }
 
-    // The cutover: fence, drain (the run then stops and sets the sequences), validate.
-    progress::say("Cutting over. Fencing the source: the application stops writing…");
-    let fenced = app.fence(source).await?;
+    // The cutover, as `pgferry cutover` runs it, while the application still writes.
+    progress::say(
+        "Cutting over (pgferry cutover): checks, fence the source, drain to the fence, \
+         sequences, validate every table, open the target…",
+    );
+    let options = CutoverOptions {
+        validation_jobs: task.full_load.jobs,
+        ..CutoverOptions::default()
+    };
+    let cut = pgferry_engine::cutover(&task, options).await;
+    let written = app.stop().await;
+    let cut = cut?;
+    for s in &cut.steps {
+        progress::say(&format!(
+            "  {:<10} {:>6.2} s",
+            s.step,
+            s.seconds.unwrap_or_default()
+        ));
+    }
     progress::say(&format!(
-        "  fenced after {fenced} application transactions; draining the last changes…"
-    ));
-    let draining = Instant::now();
-    let drained = pgferry_engine::drain(&task, None, Duration::from_secs(300)).await?;
-    progress::say(&format!(
-        "  the target has applied everything the source committed before {drained} ({:.1} s)",
-        draining.elapsed().as_secs_f64()
+        "  the application committed {written} transactions before the fence; downtime \
+         (fence to write probe): {:.1} s",
+        cut.downtime_seconds.unwrap_or_default()
     ));
     let summary = running.await?;
     display.finish().await;
@@ -309,19 +321,5 @@ impl App {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.writer.await;
         self.counts.transactions.load(Ordering::Relaxed)
-    }
-
-    /// Stops the application and makes the source database read-only, as a cutover's
-    /// fence does: new sessions cannot write. Returns the transactions it committed.
-    async fn fence(self, source: &Cluster) -> anyhow::Result<u64> {
-        let written = self.stop().await;
-        source
-            .execute(
-                "postgres",
-                "ALTER DATABASE inventory SET default_transaction_read_only = on",
-            )
-            .await
-            .context("fencing the source")?;
-        Ok(written)
     }
 }

@@ -1,0 +1,172 @@
+//! `pgferry cutover` as a user runs it beside `pgferry run`: the plan, the report (JSON and
+//! Markdown), the exit codes, and a cutover killed at random moments that finishes when run
+//! again, with nothing lost or doubled and the source still fenced.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::*;
+
+const SETUP: &[&str] = &[
+    "CREATE TABLE t (id serial PRIMARY KEY, v text)",
+    "INSERT INTO t (v) SELECT 'x' || g FROM generate_series(1, 2000) g",
+];
+
+fn spawn_run(task: &str) -> std::process::Child {
+    pgferry()
+        .args(["run", "--task", task, "--no-progress"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Writes to `t` until `stop`, ignoring refusals (the fence ends the session).
+fn writer(source: &Cluster, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let url = source.url("app");
+    tokio::spawn(async move {
+        let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+            return;
+        };
+        tokio::spawn(conn);
+        while !stop.load(Ordering::Relaxed) {
+            if client
+                .batch_execute(
+                    "INSERT INTO t (v) VALUES ('w'); UPDATE t SET v = v || '!' WHERE id % 97 = 0",
+                )
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+async fn assert_fenced(source: &Cluster) {
+    let c = source.connect("app").await.unwrap();
+    let e = c
+        .execute("INSERT INTO t (v) VALUES ('after')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("25006"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cutover_prints_a_plan_then_a_report_with_the_downtime_and_refuses_twice() {
+    let (source, target, dir, task) = cdc_pair(SETUP).await;
+    let refused = run(&["cutover", "--task", &task]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+
+    let mut child = spawn_run(&task);
+    wait_for_cdc(&target, "app", &mut child).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(&source, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let plan = run(&["cutover", "--task", &task, "--dry-run", "--json"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["state"], "planned");
+    assert!(
+        !dir.path().join("task.cutover.md").exists(),
+        "a dry run writes nothing"
+    );
+
+    let out = run(&["cutover", "--task", &task, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    stop.store(true, Ordering::Relaxed);
+    let _ = writes.await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["downtime_seconds"].as_f64().is_some(), "{report}");
+    assert_eq!(
+        report["steps"].as_array().map(Vec::len),
+        Some(6),
+        "{report}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("task.cutover.md")).unwrap();
+    assert!(
+        md.contains("**Downtime**") && md.contains("| validate | done |"),
+        "{md}"
+    );
+
+    let ran = child.wait().unwrap();
+    assert!(
+        ran.success(),
+        "the run stops cleanly when the target opens: {ran}"
+    );
+    assert_identical(&source, &target, "app").await;
+    assert_fenced(&source).await;
+    let again = run(&["cutover", "--task", &task]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    assert!(text(&again).contains("cut over"), "{}", text(&again));
+    let status = run(&["status", "--task", &task, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["phase"], "cut-over");
+    assert_eq!(status["cutover"]["state"], "done");
+}
+
+/// SIGKILL at moments spread over the steps, then `cutover` again until it is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cutover_killed_at_random_moments_finishes_when_run_again() {
+    let (source, target, _dir, task) = cdc_pair(SETUP).await;
+    let mut child = spawn_run(&task);
+    wait_for_cdc(&target, "app", &mut child).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(&source, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut killed_in = Vec::new();
+    for delay_ms in [150u64, 500, 900, 1400] {
+        let mut cut = pgferry()
+            .args(["cutover", "--task", &task])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let _ = cut.kill();
+        let ended = cut.wait().unwrap();
+        let control = target.connect("app").await.unwrap();
+        let steps: Vec<String> = control
+            .query(
+                "SELECT step || ':' || state FROM pgferry.cutover_step ORDER BY ordinal",
+                &[],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default();
+        eprintln!("killed after {delay_ms} ms: {steps:?}");
+        killed_in.extend(steps.into_iter().filter(|s| s.ends_with(":running")));
+        if ended.success() {
+            break;
+        }
+    }
+    // At least one kill landed inside a step, which the next attempt did again.
+    assert!(!killed_in.is_empty(), "no kill landed inside a step");
+    let mut finished = false;
+    for _ in 0..3 {
+        let out = run(&["cutover", "--task", &task]);
+        match out.status.code() {
+            Some(0) => {
+                finished = true;
+                break;
+            }
+            // Cut over by a killed attempt that ended just in time.
+            Some(3) if text(&out).contains("is cut over") => {
+                finished = true;
+                break;
+            }
+            _ => eprintln!("cutover again: {}", text(&out)),
+        }
+    }
+    assert!(finished, "the cutover finishes when run again");
+    stop.store(true, Ordering::Relaxed);
+    let _ = writes.await;
+    let _ = child.wait();
+    assert_identical(&source, &target, "app").await;
+    assert_fenced(&source).await;
+}
