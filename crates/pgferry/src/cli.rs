@@ -355,6 +355,12 @@ pub struct ValidateArgs {
     /// Tables compared at the same time, overriding the task file's `jobs`.
     #[arg(short, long, value_parser = parse_jobs)]
     pub jobs: Option<usize>,
+
+    /// Compare the schema instead of the rows: tables and columns (type, nullability,
+    /// default), indexes, constraints, triggers, views, functions (body hashes),
+    /// sequences and extensions, with the task's rules applied.
+    #[arg(long)]
+    pub schema: bool,
 }
 
 #[derive(Debug, Args)]

@@ -45,8 +45,8 @@ pub use status::{
     Totals, ValidationStatus, status,
 };
 pub use steps::{
-    Step, StoredStep, mark_step, pending_steps, step_done, step_skipped, steps_done, store_steps,
-    table_step_ids, unfinished_steps,
+    Step, StoredStep, mark_step, pending_steps, skipped_objects, step_done, step_skipped,
+    steps_done, store_steps, table_step_ids, unfinished_steps,
 };
 pub use tables::{
     PlannedTable, StoredTable, mark_analyzed, mark_pending, store_tables, stored_tables,

@@ -209,3 +209,35 @@ pub async fn step_skipped(
     .await?;
     Ok(())
 }
+
+/// Schema objects the plan skipped on purpose (a rule removed what they use, a table kept
+/// as it was), as (kind, name): `INDEX`, `customers_secret_idx`. Empty without a control
+/// schema.
+pub async fn skipped_objects(client: &PgClient, task: &str) -> Result<Vec<(String, String)>> {
+    let has: bool = client
+        .query_one(
+            "looking for the schema plan",
+            "SELECT to_regclass('pgferry.schema_step') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !has {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "reading skipped schema steps",
+            "SELECT kind, label FROM pgferry.schema_step WHERE task = $1 AND state = 'skipped'",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let label: String = r.get(1);
+            let name = label.rsplit(' ').next().unwrap_or_default().to_owned();
+            (r.get(0), name)
+        })
+        .collect())
+}

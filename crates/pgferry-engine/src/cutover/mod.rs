@@ -187,6 +187,20 @@ async fn check(task: &Task, control: &PgClient, phase: Phase) -> Result<()> {
             suspended.join(", ")
         ));
     }
+    let schema = crate::schema_compare::compare_schema(task).await?;
+    if !schema.matches() {
+        let shown: Vec<String> = schema
+            .differences
+            .iter()
+            .take(5)
+            .map(|d| format!("{} {} {}", d.kind, d.object, d.problem))
+            .collect();
+        problems.push(format!(
+            "the schema differs in {} object(s) (`pgferry validate --schema` lists them): {}",
+            schema.differences.len(),
+            shown.join("; ")
+        ));
+    }
     let exceptions = control::cutover::exception_count(control, &task.name).await?;
     if exceptions > 0 {
         problems.push(format!(
@@ -298,22 +312,30 @@ impl Cutover<'_> {
         Ok(source)
     }
 
-    /// Rows and checksums of every table on the fenced source; a difference aborts.
+    /// Rows and checksums of every table, and the schema, on the fenced source; a
+    /// difference aborts.
     async fn validate(&self) -> Result<serde_json::Value> {
         let report = crate::validate::validate(self.task, self.options.validation_jobs).await?;
-        if !report.all_match() {
+        let schema = crate::schema_compare::compare_schema(self.task).await?;
+        if !report.all_match() || !schema.matches() {
             let differing: Vec<String> = report
                 .tables
                 .iter()
                 .filter(|t| t.outcome != crate::validate::Outcome::Match)
                 .map(|t| format!("{} ({})", t.table, t.outcome.as_str()))
+                .chain(
+                    schema
+                        .differences
+                        .iter()
+                        .map(|d| format!("{} {} ({})", d.kind, d.object, d.problem)),
+                )
                 .collect();
             abort(self.task, self.endpoints, self.control).await?;
             return Err(EngineError::CutoverRefused {
                 task: self.task.name.clone(),
                 problems: vec![format!(
-                    "the final validation found {} table(s) that differ: {}; the cutover is \
-                     aborted (fence lifted, streaming goes on)",
+                    "the final validation found {} difference(s): {}; the cutover is aborted \
+                     (fence lifted, streaming goes on)",
                     differing.len(),
                     differing.join(", ")
                 )],
@@ -324,7 +346,11 @@ impl Cutover<'_> {
             .iter()
             .map(report::CheckedTable::from)
             .collect();
-        Ok(serde_json::json!({ "tables": tables, "matched": report.matched }))
+        Ok(serde_json::json!({
+            "tables": tables,
+            "matched": report.matched,
+            "schema_objects": schema.objects,
+        }))
     }
 
     /// Stops the forward stream, runs the switch commands, and proves the target takes

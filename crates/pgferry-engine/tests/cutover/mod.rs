@@ -153,10 +153,10 @@ async fn a_cutover_is_refused_without_a_stream_and_above_the_lag_limit() {
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
 
-    // The target falls behind: a session holds a table the changes go to.
+    // The target falls behind: a session holds the rows the changes go to.
     let blocker = p.target.connect("inv").await.unwrap();
     blocker
-        .batch_execute("BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        .batch_execute("BEGIN; SELECT FROM products FOR UPDATE")
         .await
         .unwrap();
     p.source
@@ -224,9 +224,10 @@ async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
     };
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
+    // The target falls behind: a session holds the rows the changes go to.
     let blocker = p.target.connect("inv").await.unwrap();
     blocker
-        .batch_execute("BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        .batch_execute("BEGIN; SELECT FROM products WHERE id < 50 FOR UPDATE")
         .await
         .unwrap();
     let app = app_session(&p).await.unwrap();
@@ -277,4 +278,46 @@ async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
         .unwrap()
         .unwrap();
     assert_identical(&p, "inv").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schema_comparison_finds_a_missing_index_and_the_cutover_refuses_it() {
+    let p = pair();
+    inventory_with_app(&p).await;
+    let t = task_with_fence(&p);
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
+    let same = pgferry_engine::compare_schema(&t).await.unwrap();
+    assert!(same.matches(), "{:#?}", same.differences);
+    assert!(same.objects > 50, "{}", same.objects);
+
+    let index: String = scalar(
+        &p.target,
+        "inv",
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'
+         AND indexname NOT LIKE '%pkey' AND indexname NOT LIKE '%key' ORDER BY 1 LIMIT 1",
+    )
+    .await;
+    p.target
+        .execute("inv", &format!("DROP INDEX public.\"{index}\""))
+        .await
+        .unwrap();
+    let differs = pgferry_engine::compare_schema(&t).await.unwrap();
+    assert_eq!(differs.differences.len(), 1, "{:#?}", differs.differences);
+    let d = &differs.differences[0];
+    assert_eq!(d.kind, "index");
+    assert!(
+        d.object.ends_with(&index) && d.problem.contains("missing"),
+        "{d:?}"
+    );
+    match pgferry_engine::cutover(&t, CutoverOptions::default()).await {
+        Err(EngineError::CutoverRefused { problems, .. }) => assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("schema differs") && p.contains(&index)),
+            "{problems:?}"
+        ),
+        other => panic!("expected a refusal for the schema, got {other:?}"),
+    }
+    cdc::stop(&p.target, "inv", "default", run).await;
 }

@@ -233,6 +233,10 @@ async fn every_rule_kind_holds_through_the_load_and_the_stream() {
         2,
         "the excluded table is not validated"
     );
+    // The schema compares with every rule applied: renamed schemas, tables and columns,
+    // removed, added and retyped columns, a defined key.
+    let schema = pgferry_engine::compare_schema(&task).await.unwrap();
+    assert!(schema.matches(), "{:#?}", schema.differences);
     // ... and notices when a filtered row on the target does not belong there.
     p.target
         .execute(

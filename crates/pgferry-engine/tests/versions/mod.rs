@@ -32,6 +32,13 @@ async fn migrate_between(source_major: u32, target_major: u32) {
         "{source_major} to {target_major}: {:#?}",
         report.tables
     );
+    // The schema compares alike across versions, awkward types and names included.
+    let schema = pgferry_engine::compare_schema(&t).await.unwrap();
+    assert!(
+        schema.matches(),
+        "{source_major} to {target_major}: {:#?}",
+        schema.differences
+    );
     // Partitions: published through their root from 13 on, each by itself on 12.
     let partitions = [
         "INSERT INTO measurements VALUES (99999, '2025-05-05', 1.5)",

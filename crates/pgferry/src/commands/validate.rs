@@ -9,6 +9,9 @@ use crate::{commands, exit};
 
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task.task)?;
+    if args.schema {
+        return validate_schema(&task, args.task.json).await;
+    }
     let jobs = args
         .jobs
         .or(task.validation_jobs)
@@ -52,4 +55,36 @@ pub fn print_report(report: &ValidationReport) {
             report.matched
         );
     }
+}
+
+async fn validate_schema(task: &pgferry_config::Task, json: bool) -> anyhow::Result<u8> {
+    let report = pgferry_engine::compare_schema(task).await?;
+    if json {
+        output::print_json(&report)?;
+    } else if report.matches() {
+        println!(
+            "The schema matches: {} objects compared, none missing or different on the target.",
+            report.objects
+        );
+    } else {
+        let mut t = output::table(&["Kind", "Object", "Problem"]);
+        for d in &report.differences {
+            t.add_row(vec![
+                Cell::new(&d.kind),
+                Cell::new(&d.object),
+                Cell::new(&d.problem),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "{} of {} objects are missing or different on the target.",
+            report.differences.len(),
+            report.objects
+        );
+    }
+    Ok(if report.matches() {
+        exit::OK
+    } else {
+        exit::DIFFERENCES
+    })
 }

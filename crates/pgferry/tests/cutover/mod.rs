@@ -67,6 +67,22 @@ async fn cutover_prints_a_plan_then_a_report_with_the_downtime_and_refuses_twice
     let writes = writer(&source, stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let schema = run(&["validate", "--task", &task, "--schema", "--json"]);
+    assert_eq!(schema.status.code(), Some(0), "{}", text(&schema));
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
+    assert!(schema["objects"].as_u64().unwrap_or(0) >= 4, "{schema}");
+    target
+        .execute("app", "ALTER TABLE t ALTER COLUMN v SET DEFAULT 'changed'")
+        .await
+        .unwrap();
+    let differs = run(&["validate", "--task", &task, "--schema"]);
+    assert_eq!(differs.status.code(), Some(1), "{}", text(&differs));
+    assert!(text(&differs).contains("public.t.v"), "{}", text(&differs));
+    target
+        .execute("app", "ALTER TABLE t ALTER COLUMN v DROP DEFAULT")
+        .await
+        .unwrap();
+
     let plan = run(&["cutover", "--task", &task, "--dry-run", "--json"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
