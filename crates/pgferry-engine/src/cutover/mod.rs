@@ -87,6 +87,15 @@ pub async fn cutover(task: &Task, options: CutoverOptions) -> Result<CutoverRepo
         return abort(task, &endpoints, &control).await;
     }
     if row.phase == Phase::CutOver {
+        // Opened, but killed before the report was stored: only the report is left to do.
+        if running {
+            let open = control::cutover::step_state(&control, &task.name, "open").await?;
+            if open.is_some_and(|(state, _)| state != "done") {
+                let detail = serde_json::json!({ "write_probe": true });
+                control::cutover::finish_step(&control, &task.name, "open", &detail).await?;
+            }
+            return finish(task, &control).await;
+        }
         return Err(EngineError::CutOver {
             task: task.name.clone(),
         });
@@ -123,9 +132,14 @@ pub async fn cutover(task: &Task, options: CutoverOptions) -> Result<CutoverRepo
         let detail = c.step(step).await?;
         control::cutover::finish_step(&control, &task.name, step, &detail).await?;
     }
-    let report = report(task, &control, "done").await?;
+    finish(task, &control).await
+}
+
+/// Stores the report of a cutover whose target is open, and ends it.
+async fn finish(task: &Task, control: &PgClient) -> Result<CutoverReport> {
+    let report = report(task, control, "done").await?;
     let json = serde_json::to_value(&report).unwrap_or_default();
-    control::cutover::end_cutover(&control, &task.name, "done", Some(&json)).await?;
+    control::cutover::end_cutover(control, &task.name, "done", Some(&json)).await?;
     control::event(
         control.raw(),
         &task.name,
