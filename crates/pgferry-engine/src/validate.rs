@@ -378,7 +378,7 @@ async fn target_columns(
 }
 
 async fn store(target: &PgClient, task: &str, checks: &[TableCheck]) -> Result<()> {
-    if !control::schema_exists(target).await? || control::load_task(target, task).await?.is_none() {
+    if control::find_task(target, task).await?.is_none() {
         return Ok(());
     }
     for c in checks {

@@ -117,9 +117,7 @@ async fn current_wal_lsn(client: &PgClient) -> Result<Lsn> {
 }
 
 async fn known_task(target: &PgClient, task: &Task) -> Result<()> {
-    if !control::schema_exists(target).await?
-        || control::load_task(target, &task.name).await?.is_none()
-    {
+    if control::find_task(target, &task.name).await?.is_none() {
         return Err(EngineError::UnknownTask {
             task: task.name.clone(),
         });

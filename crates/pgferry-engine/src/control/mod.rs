@@ -53,7 +53,7 @@ pub use tables::{
     unanalyzed_tables,
 };
 pub use task::{
-    NewTask, Phase, TaskRow, advance_phase, forget_load_times, insert_task, load_task,
+    NewTask, Phase, advance_phase, find_task, forget_load_times, insert_task, load_task,
     set_last_error, set_phase,
 };
 pub use validation::{ValidationRecord, store_validation};

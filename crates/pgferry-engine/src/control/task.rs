@@ -206,3 +206,11 @@ pub async fn forget_load_times(tx: &impl GenericClient, task: &str) -> Result<()
     .map_err(target_err("starting over"))?;
     Ok(())
 }
+
+/// The task's row, or `None` when the target has no control schema or no such task.
+pub async fn find_task(client: &PgClient, task: &str) -> Result<Option<TaskRow>> {
+    if !super::schema_exists(client).await? {
+        return Ok(None);
+    }
+    load_task(client, task).await
+}

@@ -75,7 +75,7 @@ const STEPS: [&str; 6] = ["checks", "fence", "drain", "sequences", "validate", "
 pub async fn cutover(task: &Task, options: CutoverOptions) -> Result<CutoverReport> {
     let endpoints = Endpoints::resolve(task)?;
     let control = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry cutover").await?;
-    let Some(row) = known_task(&control, task).await? else {
+    let Some(row) = control::find_task(&control, &task.name).await? else {
         return Err(EngineError::UnknownTask {
             task: task.name.clone(),
         });
@@ -153,13 +153,6 @@ async fn finish(task: &Task, control: &PgClient) -> Result<CutoverReport> {
     )
     .await?;
     Ok(report)
-}
-
-async fn known_task(control: &PgClient, task: &Task) -> Result<Option<control::TaskRow>> {
-    if !control::schema_exists(control).await? {
-        return Ok(None);
-    }
-    control::load_task(control, &task.name).await
 }
 
 /// The pre-checks: streaming, lag under the limit, no suspended table, no exception.
