@@ -17,6 +17,11 @@ pub struct CutoverSettings {
     /// Commands run when the target opens (flip DNS, update a secret, reload PgBouncer),
     /// in order, each within its timeout.
     pub on_switch: Vec<SwitchCommand>,
+    /// Stream the target's changes back to the source after the cutover, so that
+    /// `pgferry rollback` loses nothing (`reverse = false` skips it).
+    pub reverse: bool,
+    /// Commands run when a rollback reopens the source (point the application back).
+    pub on_rollback: Vec<SwitchCommand>,
 }
 
 impl Default for CutoverSettings {
@@ -25,6 +30,8 @@ impl Default for CutoverSettings {
             max_lag: Duration::from_secs(5),
             fence_roles: Vec::new(),
             on_switch: Vec::new(),
+            reverse: true,
+            on_rollback: Vec::new(),
         }
     }
 }
@@ -44,6 +51,9 @@ pub(crate) struct RawCutover {
     pub fence_roles: Vec<String>,
     #[serde(default)]
     pub on_switch: Vec<RawSwitchCommand>,
+    pub reverse: Option<bool>,
+    #[serde(default)]
+    pub on_rollback: Vec<RawSwitchCommand>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,11 +89,28 @@ pub(crate) fn build(
             ));
         }
     }
-    let mut on_switch = Vec::new();
-    for (i, c) in raw.on_switch.into_iter().enumerate() {
+    let on_switch = commands(raw.on_switch, "on_switch", invalid)?;
+    let on_rollback = commands(raw.on_rollback, "on_rollback", invalid)?;
+    Ok(CutoverSettings {
+        max_lag,
+        fence_roles: raw.fence_roles,
+        on_switch,
+        reverse: raw.reverse.unwrap_or(true),
+        on_rollback,
+    })
+}
+
+/// Checks one list of commands (`on_switch`, `on_rollback`).
+fn commands(
+    raw: Vec<RawSwitchCommand>,
+    key: &str,
+    invalid: &dyn Fn(&str, String) -> crate::ConfigError,
+) -> Result<Vec<SwitchCommand>, crate::ConfigError> {
+    let mut out = Vec::new();
+    for (i, c) in raw.into_iter().enumerate() {
         if c.command.trim().is_empty() {
             return Err(invalid(
-                &format!("cutover.on_switch[{i}].command"),
+                &format!("cutover.{key}[{i}].command"),
                 "is empty".to_owned(),
             ));
         }
@@ -92,19 +119,15 @@ pub(crate) fn build(
             Some(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
             Some(s) => {
                 return Err(invalid(
-                    &format!("cutover.on_switch[{i}].timeout_s"),
+                    &format!("cutover.{key}[{i}].timeout_s"),
                     format!("is {s}; it must be between 1 and 3600 seconds"),
                 ));
             }
         };
-        on_switch.push(SwitchCommand {
+        out.push(SwitchCommand {
             command: c.command,
             timeout,
         });
     }
-    Ok(CutoverSettings {
-        max_lag,
-        fence_roles: raw.fence_roles,
-        on_switch,
-    })
+    Ok(out)
 }

@@ -27,7 +27,7 @@ pub use cutover::{CutoverSettings, SwitchCommand};
 pub use error::{ConfigError, ErrorKind};
 pub use mapping::{Mapping, MappingError, TableMap};
 pub use monitoring::{CommandMetric, HttpSettings, InactiveAlarm, Monitoring};
-pub use pattern::NamePattern;
+pub use pattern::{NamePattern, exact as exact_pattern};
 pub use selection::{Selection, TableRule};
 pub use task::{
     DEFAULT_CHUNK_SIZE, Endpoint, FullLoadSettings, MAX_JOBS, MigrationType, PasswordSource,

@@ -96,6 +96,22 @@ impl NamePattern {
     }
 }
 
+/// A pattern that matches exactly `name`: its wildcard characters (and the bracket that
+/// escapes) are written in brackets.
+pub fn exact(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '%' | '_' | '[') {
+            out.push('[');
+            out.push(c);
+            out.push(']');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl fmt::Debug for NamePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NamePattern({:?})", self.source)
@@ -133,6 +149,16 @@ mod tests {
         assert!(!m("t_", "t"));
         assert!(!m("t_", "t12"));
         assert!(m("_é_", "aéb"), "one character, not one byte");
+    }
+
+    #[test]
+    fn an_exact_pattern_matches_its_name_only() {
+        for name in ["order_lines", "100%", "[x]", "a[_]b", "plain"] {
+            let p = NamePattern::new(&super::exact(name));
+            assert!(p.matches(name), "{name}");
+            assert!(p.is_exact(), "{name}");
+        }
+        assert!(!NamePattern::new(&super::exact("t_")).matches("t1"));
     }
 
     #[test]

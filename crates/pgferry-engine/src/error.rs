@@ -101,9 +101,14 @@ pub enum EngineError {
     #[error("task \"{task}\" is cut over: the application writes to the target now")]
     CutOver { task: String },
 
-    /// A cutover refused to start, or stopped before the target opened.
-    #[error("the cutover of task \"{task}\" cannot go on: {}", .problems.join("; "))]
-    CutoverRefused { task: String, problems: Vec<String> },
+    /// A cutover (or rollback, or finish) refused to start, or stopped before the side it
+    /// opens was opened. `what` names the command.
+    #[error("the {what} of task \"{task}\" cannot go on: {}", .problems.join("; "))]
+    CutoverRefused {
+        what: &'static str,
+        task: String,
+        problems: Vec<String>,
+    },
 }
 
 /// Why the task's transformation and filter rules cannot be carried out.
@@ -285,17 +290,16 @@ impl EngineError {
                     .to_owned(),
             ),
             EngineError::CutOver { .. } => Some(
-                "`pgferry status --task FILE` shows the cutover's report; reverse streaming and \
-                 `pgferry rollback` are not built yet, and `pgferry cleanup` drops the task's \
-                 slot and publication on the source"
+                "`pgferry status --task FILE` shows the cutover's report; `pgferry rollback` \
+                 returns to the source (when the cutover streams back), `pgferry finish` ends \
+                 the migration and cleans up both sides"
                     .to_owned(),
             ),
-            EngineError::CutoverRefused { .. } => Some(
-                "fix what is listed, then run `pgferry cutover` again; a cutover that was \
-                 fenced resumes from its last step, and `pgferry cutover --abort` lifts the \
-                 fence and lets streaming go on"
-                    .to_owned(),
-            ),
+            EngineError::CutoverRefused { what, .. } => Some(format!(
+                "fix what is listed, then run `pgferry {what}` again; one that fenced resumes \
+                 from its last step, and `pgferry {what} --abort` lifts the fence and lets \
+                 streaming go on"
+            )),
             EngineError::ChunkBusy { .. } => Some(
                 "pgferry retries on its own; if this persists, look for an old pgferry session \
                  on the target (pg_stat_activity, application_name pgferry) and end it"

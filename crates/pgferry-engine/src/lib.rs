@@ -22,6 +22,7 @@ mod preflight;
 mod progress;
 mod queue;
 mod retry;
+mod reverse;
 mod route;
 mod run;
 mod schema_compare;
@@ -34,15 +35,19 @@ pub use cdc::source::{Cleaned, default_name as slot_name};
 pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop};
 pub use control::alarms::{AlarmsReport, report as alarms_report};
 pub use control::{
-    CdcStatus, CutoverStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus,
-    Totals, ValidationStatus, status,
+    CdcStatus, CutoverStatus, ExceptionSummary, ReverseStatus, SchemaStatus, StepProblem,
+    TableStatus, TaskStatus, Totals, ValidationStatus, status,
 };
 pub use control::{Event, Level, recent_events};
-pub use cutover::{CutoverOptions, CutoverReport, StepReport, cutover};
+pub use cutover::{
+    CutoverOptions, CutoverReport, FinishOptions, FinishReport, StepReport, cutover, finish,
+    rollback,
+};
 pub use endpoints::Endpoints;
 pub use error::{EngineError, MappingProblem, Refusal, Result, TableFailure};
 pub use monitor::Monitor;
 pub use progress::{PhaseTime, RunProgress, TableProgress, TableState};
+pub use reverse::{TornDown, status as reverse_status};
 pub use run::{RunOptions, RunSummary, TableSummary, run, run_with};
 pub use schema_compare::{SchemaDifference, SchemaReport, compare_schema};
 pub use validate::{Outcome, TableCheck, ValidationReport, validate};

@@ -113,7 +113,11 @@ impl PgClient {
     }
 }
 
-fn tokio_config(info: &ConnInfo, application_name: &str) -> tokio_postgres::Config {
+/// pgferry's own sessions write through a cutover's fence: the database's read-only default
+/// is for the application, not for the applier or the control schema.
+const READ_WRITE: &str = "-c default_transaction_read_only=off";
+
+fn tokio_config(info: &ConnInfo, application_name: &str, as_app: bool) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     for (host, port) in info.hosts.iter().zip(&info.ports) {
         config.host(host);
@@ -125,7 +129,13 @@ fn tokio_config(info: &ConnInfo, application_name: &str) -> tokio_postgres::Conf
         config.password(pw.expose_secret());
     }
     config.application_name(info.application_name.as_deref().unwrap_or(application_name));
-    if let Some(options) = &info.options {
+    let options = match (&info.options, as_app) {
+        (Some(o), true) => Some(o.clone()),
+        (Some(o), false) => Some(format!("{o} {READ_WRITE}")),
+        (None, true) => None,
+        (None, false) => Some(READ_WRITE.to_owned()),
+    };
+    if let Some(options) = &options {
         config.options(options);
     }
     config.connect_timeout(info.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
@@ -149,7 +159,26 @@ pub async fn connect(
     info: &ConnInfo,
     application_name: &str,
 ) -> Result<PgClient, PgError> {
-    let config = tokio_config(info, application_name);
+    open(side, info, application_name, false).await
+}
+
+/// [`connect`] as the application would: the session starts read-only where the database
+/// says so (a cutover's write probe checks the fence is gone).
+pub async fn connect_as_application(
+    side: Side,
+    info: &ConnInfo,
+    application_name: &str,
+) -> Result<PgClient, PgError> {
+    open(side, info, application_name, true).await
+}
+
+async fn open(
+    side: Side,
+    info: &ConnInfo,
+    application_name: &str,
+    as_app: bool,
+) -> Result<PgClient, PgError> {
+    let config = tokio_config(info, application_name, as_app);
     let client = match tls::client_config(side, info)? {
         None => {
             let (client, connection) = config

@@ -25,7 +25,7 @@ pub mod replication;
 pub mod split;
 pub mod tls;
 
-pub use connect::{PgClient, connect};
+pub use connect::{PgClient, connect, connect_as_application};
 pub use conninfo::{ConnInfo, SslMode};
 pub use error::{PgError, Side, describe_pg_error};
 pub use ident::{QualifiedName, quote_ident, quote_literal};

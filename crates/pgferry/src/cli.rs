@@ -68,7 +68,28 @@ pub enum Command {
     /// `pgferry run` must be streaming the task. Each step is recorded: after any failure
     /// or kill, run `cutover` again to go on, or `cutover --abort` (before the target
     /// opens) to lift the fence and keep streaming. See docs/cutover.md.
+    ///
+    /// When the target opens, the target's changes start streaming back to the source
+    /// (`cutover.reverse`, on by default), and the running `pgferry run` carries on with
+    /// that stream, so `pgferry rollback` loses nothing.
     Cutover(CutoverArgs),
+
+    /// Go back to the source after a cutover, losing no write made on the target since:
+    /// fence the target, drain the reverse stream to the target's fence position, set the
+    /// sequences on the source, validate every table, then reopen the source (the forward
+    /// stream goes on, the source's fence is lifted, the task's on_rollback commands run,
+    /// write probe). The target stays fenced until the next cutover.
+    ///
+    /// `pgferry run` must be streaming back. Resumable and abortable like `cutover`; writes
+    /// a Markdown report beside the task file.
+    Rollback(CutoverArgs),
+
+    /// End the migration after the confidence period: drain and stop the reverse stream,
+    /// drop the slots and publications on both sides and the reverse stream's control
+    /// schema on the source, restore replica identities. Refused while the target holds
+    /// changes the source has not received, unless --force. The source stays fenced unless
+    /// --unfence-source.
+    Finish(FinishArgs),
 
     /// Drop the task's replication slot and (if pgferry created it) its publication on the
     /// source, and restore replica identities pgferry changed. Until then the slot keeps
@@ -338,12 +359,36 @@ pub struct CutoverArgs {
     #[arg(long, conflicts_with = "abort")]
     pub dry_run: bool,
 
-    /// Lift the fence and let forward streaming go on. Only before the target opens.
+    /// Lift the fence and let streaming go on. Only before the other side opens.
     #[arg(long)]
     pub abort: bool,
 
     /// Seconds the drain may take before the cutover stops (fenced; run it again or abort).
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub drain_wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct FinishArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// Finish even though the target holds changes the source has not received: they are
+    /// given up on the source.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Keep the reverse stream's `pgferry` schema on the source, for its history.
+    #[arg(long)]
+    pub keep_control_schema: bool,
+
+    /// Lift the cutover's fence on the source (by default it stays read-only: it is the
+    /// old copy now).
+    #[arg(long)]
+    pub unfence_source: bool,
+
+    /// Seconds the reverse stream may take to catch up before it stops.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub drain_wait: u64,
 }
 

@@ -39,7 +39,8 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Run(a) => a.task.json,
         Command::Stop(a) => a.task.json,
-        Command::Cutover(a) => a.task.json,
+        Command::Cutover(a) | Command::Rollback(a) => a.task.json,
+        Command::Finish(a) => a.task.json,
         Command::Cleanup(a) => a.json,
         Command::Status(a) => a.json,
         Command::Alarms(a) => a.json,
@@ -57,6 +58,10 @@ fn main() -> ExitCode {
             Command::Cutover(args) => {
                 commands::interruptible(commands::cutover::cutover(args)).await
             }
+            Command::Rollback(args) => {
+                commands::interruptible(commands::cutover::rollback(args)).await
+            }
+            Command::Finish(args) => commands::interruptible(commands::cutover::finish(args)).await,
             Command::Cleanup(args) => commands::interruptible(commands::cdc::cleanup(args)).await,
             Command::Status(args) => commands::interruptible(commands::status::status(args)).await,
             Command::Alarms(args) => commands::interruptible(commands::alarms::alarms(args)).await,

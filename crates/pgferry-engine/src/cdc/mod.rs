@@ -22,6 +22,7 @@ pub mod apply;
 pub mod chunks;
 pub mod live;
 mod orders;
+pub(crate) use orders::current_wal_lsn;
 pub use orders::{drain, request_stop, signal_stop};
 mod pump;
 pub mod source;
@@ -210,12 +211,15 @@ pub(super) async fn cannot_stream(
     }
 }
 
-/// Streams changes until a stop is requested, retrying recoverable errors.
+/// Streams changes until a stop is requested, retrying recoverable errors. A run that
+/// starts streaming clears a stop request left from before it (`fresh`); one that turns
+/// round within the same run (a cutover, a rollback) keeps a request made meanwhile.
 pub async fn run(
     task: &Task,
     route: &Route,
     control_client: &mut PgClient,
     progress: &Arc<RunProgress>,
+    fresh: bool,
 ) -> Result<CdcOutcome> {
     // Only a definite answer stops the run here; a source that is down or does not answer
     // now is retried below like any outage.
@@ -230,7 +234,7 @@ pub async fn run(
         return Err(e);
     }
     // What stopped an earlier run is history once this one can stream.
-    control::streaming_started(control_client, &task.name).await?;
+    control::streaming_started(control_client, &task.name, fresh).await?;
     let errors = &task.cdc.errors;
     let mut attempt: u32 = 0;
     // Retry messages the event log could not take (the target was down): written once it
@@ -342,7 +346,7 @@ async fn reconnect_control(
     route: &Route,
     control_client: &mut PgClient,
 ) -> Result<()> {
-    control::reconnect(&task.name, route.to_info(), control_client).await
+    control::reconnect(&task.name, route.to(), route.to_info(), control_client).await
 }
 
 async fn stream_once(
@@ -461,7 +465,7 @@ pub(super) fn human_bytes(b: i64) -> String {
 /// `pgferry cleanup`: drops the task's slot and (if pgferry created it) publication on the
 /// source, and restores replica identities it changed. Refused while the task runs.
 pub async fn cleanup(task: &Task) -> Result<source::Cleaned> {
-    let route = Route::of(task)?;
+    let route = Route::current(task).await?;
     let target = route.connect_to("pgferry cleanup").await?;
     if !control::schema_exists(&target).await? {
         return Err(EngineError::UnknownTask {

@@ -15,7 +15,7 @@ use crate::route::Route;
 /// Sets a task's stop flag without waiting: the run in this process sees it within a second
 /// and stops as [`request_stop`] describes. For `POST /api/v1/stop`.
 pub async fn signal_stop(task: &Task) -> Result<()> {
-    let route = Route::of(task)?;
+    let route = Route::current(task).await?;
     let target = route.connect_to("pgferry stop").await?;
     control::request_stop(&target, &task.name).await
 }
@@ -24,15 +24,21 @@ pub async fn signal_stop(task: &Task) -> Result<()> {
 /// complete and exits at a transaction boundary. Waits up to `wait` for it; returns whether
 /// a run was stopped.
 pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
-    let route = Route::of(task)?;
+    let route = Route::current(task).await?;
     let target = route.connect_to("pgferry stop").await?;
     known_task(&target, task).await?;
+    // Asked even when no stream runs: a run that is turning round (right after a cutover)
+    // keeps the request and stops; a fresh `pgferry run` clears it.
+    control::request_stop(&target, &task.name).await?;
     if !control::is_running(&target, &task.name).await? {
         return Ok(false);
     }
-    control::request_stop(&target, &task.name).await?;
     let deadline = Instant::now() + wait;
-    while control::is_running(&target, &task.name).await? {
+    // A run that stops one stream may go on with the other (a cutover turns it round):
+    // it says when this one stopped.
+    while control::is_running(&target, &task.name).await?
+        && !control::stopped(&target, &task.name).await?
+    {
         if Instant::now() >= deadline {
             return Err(EngineError::Pg(PgError::Prerequisite {
                 side: route.to(),
@@ -56,7 +62,7 @@ pub async fn request_stop(task: &Task, wait: Duration) -> Result<bool> {
 /// `wait` for it, and returns where the drain ended. The run goes on streaming; a cutover
 /// stops it when the target opens.
 pub async fn drain(task: &Task, to: Option<Lsn>, wait: Duration) -> Result<Lsn> {
-    let route = Route::of(task)?;
+    let route = Route::current(task).await?;
     let target = route.connect_to("pgferry drain").await?;
     known_task(&target, task).await?;
     let to = match to {
@@ -98,8 +104,8 @@ pub async fn drain(task: &Task, to: Option<Lsn>, wait: Duration) -> Result<Lsn> 
     }
 }
 
-/// The source's WAL position now.
-async fn current_wal_lsn(client: &PgClient) -> Result<Lsn> {
+/// A server's WAL position now.
+pub(crate) async fn current_wal_lsn(client: &PgClient) -> Result<Lsn> {
     let text: String = client
         .query_one(
             "reading the WAL position",

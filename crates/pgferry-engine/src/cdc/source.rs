@@ -99,7 +99,7 @@ pub async fn handle_tables_without_key(
         NoKeyTables::ReplicaIdentityFull => {
             for t in &no_key {
                 control::record_identity_change(
-                    control_client,
+                    control_client.raw(),
                     &task.name,
                     &t.name,
                     &t.replica_identity.to_string(),
@@ -350,7 +350,7 @@ pub async fn free_slot(source: &PgClient, slot: &str) -> Result<()> {
 }
 
 /// What cleanup removed.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Cleaned {
     pub slot_dropped: Option<String>,
     pub publication_dropped: Option<String>,

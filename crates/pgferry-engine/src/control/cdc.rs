@@ -90,7 +90,7 @@ pub async fn forget_retained_wal(client: &PgClient, task: &str) -> Result<()> {
 }
 
 /// A stream starts: an earlier run's error and stop request are history.
-pub async fn streaming_started(client: &PgClient, task: &str) -> Result<()> {
+pub async fn streaming_started(client: &PgClient, task: &str, clear_orders: bool) -> Result<()> {
     client
         .execute(
             "clearing the last error",
@@ -101,9 +101,10 @@ pub async fn streaming_started(client: &PgClient, task: &str) -> Result<()> {
     client
         .execute(
             "starting CDC",
-            "UPDATE pgferry.cdc_state SET stop_requested = false, streaming_since = now()
+            "UPDATE pgferry.cdc_state SET stop_requested = stop_requested AND NOT $2,
+                 streaming_since = now(), stopped_at = NULL
              WHERE task = $1",
-            &[&task],
+            &[&task, &clear_orders],
         )
         .await?;
     Ok(())
@@ -220,11 +221,36 @@ pub async fn request_stop(client: &PgClient, task: &str) -> Result<()> {
     client
         .execute(
             "requesting a stop",
-            "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
+            "UPDATE pgferry.cdc_state SET stop_requested = true, stopped_at = NULL
+             WHERE task = $1",
             &[&task],
         )
         .await?;
     Ok(())
+}
+
+/// Records that the run stopped streaming (it may go on streaming the other way).
+pub async fn mark_stopped(client: &PgClient, task: &str) -> Result<()> {
+    client
+        .execute(
+            "recording the stream stopped",
+            "UPDATE pgferry.cdc_state SET stopped_at = now() WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Whether the stream stopped since the last stop request.
+pub async fn stopped(client: &PgClient, task: &str) -> Result<bool> {
+    Ok(client
+        .query_opt(
+            "reading whether the stream stopped",
+            "SELECT stopped_at IS NOT NULL FROM pgferry.cdc_state WHERE task = $1",
+            &[&task],
+        )
+        .await?
+        .is_some_and(|r| r.get(0)))
 }
 
 /// Where applying resumes: the last applied position, or the slot's consistent point.
@@ -484,19 +510,19 @@ pub async fn identity_changes(
 /// Records a replica identity about to be changed, before the change, so `cleanup` can
 /// always restore it.
 pub async fn record_identity_change(
-    client: &PgClient,
+    client: &impl GenericClient,
     task: &str,
     table: &QualifiedName,
     original: &str,
 ) -> Result<()> {
     client
         .execute(
-            "recording a replica identity change",
             "INSERT INTO pgferry.replica_identity_change (task, schema_name, table_name, original)
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             &[&task, &table.schema, &table.name, &original],
         )
-        .await?;
+        .await
+        .map_err(target_err("recording a replica identity change"))?;
     Ok(())
 }
 
@@ -549,6 +575,23 @@ pub async fn cancel_drain(client: &PgClient, task: &str) -> Result<()> {
             "withdrawing the drain",
             "UPDATE pgferry.cdc_state SET drain_to = NULL, drained_lsn = NULL WHERE task = $1",
             &[&task],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Moves the stream's checkpoint to `at`, after a rollback: the reverse stream wrote
+/// everything the source holds before `at` (it came from the target), so the forward
+/// stream goes on from there. Clears the figures and orders of the stream before.
+pub async fn restart_stream_at(client: &PgClient, task: &str, at: Lsn) -> Result<()> {
+    client
+        .execute(
+            "moving the stream's checkpoint",
+            "UPDATE pgferry.cdc_state SET applied_lsn = $2::text::pg_lsn, received_lsn = NULL,
+                 drain_to = NULL, drained_lsn = NULL, stop_requested = false,
+                 updated_at = now()
+             WHERE task = $1",
+            &[&task, &at.to_string()],
         )
         .await?;
     Ok(())

@@ -11,6 +11,23 @@ use pgferry_pg::{Lsn, PgClient};
 
 use crate::error::Result;
 
+/// Which switch a record is: the cutover (source fenced, target opened) or a rollback
+/// after it (target fenced, source reopened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    Cutover,
+    Rollback,
+}
+
+impl Switch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Switch::Cutover => "cutover",
+            Switch::Rollback => "rollback",
+        }
+    }
+}
+
 /// The task's cutover, as far as it went.
 #[derive(Debug, Clone)]
 pub struct CutoverRow {
@@ -23,13 +40,13 @@ pub struct CutoverRow {
     pub report: Option<serde_json::Value>,
 }
 
-pub async fn cutover(client: &PgClient, task: &str) -> Result<Option<CutoverRow>> {
+pub async fn cutover(client: &PgClient, task: &str, kind: Switch) -> Result<Option<CutoverRow>> {
     let row = client
         .query_opt(
             "reading the cutover",
             "SELECT state, fence, fence_lsn::text, report
-             FROM pgferry.cutover WHERE task = $1",
-            &[&task],
+             FROM pgferry.cutover WHERE task = $1 AND kind = $2",
+            &[&task, &kind.as_str()],
         )
         .await?;
     Ok(row.map(|r| CutoverRow {
@@ -42,24 +59,25 @@ pub async fn cutover(client: &PgClient, task: &str) -> Result<Option<CutoverRow>
 
 /// Starts a cutover, or goes on with the one that is running; one that was aborted or
 /// done before starts afresh.
-pub async fn begin_cutover(client: &PgClient, task: &str) -> Result<()> {
+pub async fn begin_cutover(client: &PgClient, task: &str, kind: Switch) -> Result<()> {
     client
         .execute(
             "starting the cutover",
-            "DELETE FROM pgferry.cutover_step WHERE task = $1
-             AND (SELECT state FROM pgferry.cutover WHERE task = $1) <> 'running'",
-            &[&task],
+            "DELETE FROM pgferry.cutover_step WHERE task = $1 AND kind = $2
+             AND (SELECT state FROM pgferry.cutover WHERE task = $1 AND kind = $2)
+                 <> 'running'",
+            &[&task, &kind.as_str()],
         )
         .await?;
     client
         .execute(
             "starting the cutover",
-            "INSERT INTO pgferry.cutover (task) VALUES ($1)
-             ON CONFLICT (task) DO UPDATE SET state = 'running', started_at = now(),
+            "INSERT INTO pgferry.cutover (task, kind) VALUES ($1, $2)
+             ON CONFLICT (task, kind) DO UPDATE SET state = 'running', started_at = now(),
                  finished_at = NULL, fence = NULL, fence_lsn = NULL, fenced_at = NULL,
                  opened_at = NULL, report = NULL
              WHERE cutover.state <> 'running'",
-            &[&task],
+            &[&task, &kind.as_str()],
         )
         .await?;
     Ok(())
@@ -69,27 +87,35 @@ pub async fn begin_cutover(client: &PgClient, task: &str) -> Result<()> {
 pub async fn step_state(
     client: &PgClient,
     task: &str,
+    kind: Switch,
     step: &str,
 ) -> Result<Option<(String, Option<serde_json::Value>)>> {
     let row = client
         .query_opt(
             "reading a cutover step",
-            "SELECT state, detail FROM pgferry.cutover_step WHERE task = $1 AND step = $2",
-            &[&task, &step],
+            "SELECT state, detail FROM pgferry.cutover_step
+             WHERE task = $1 AND kind = $3 AND step = $2",
+            &[&task, &step, &kind.as_str()],
         )
         .await?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
-pub async fn start_step(client: &PgClient, task: &str, step: &str, ordinal: i32) -> Result<()> {
+pub async fn start_step(
+    client: &PgClient,
+    task: &str,
+    kind: Switch,
+    step: &str,
+    ordinal: i32,
+) -> Result<()> {
     client
         .execute(
             "recording a cutover step",
-            "INSERT INTO pgferry.cutover_step (task, step, ordinal, state)
-             VALUES ($1, $2, $3, 'running')
-             ON CONFLICT (task, step) DO UPDATE SET state = 'running',
+            "INSERT INTO pgferry.cutover_step (task, kind, step, ordinal, state)
+             VALUES ($1, $4, $2, $3, 'running')
+             ON CONFLICT (task, kind, step) DO UPDATE SET state = 'running',
                  started_at = clock_timestamp(), finished_at = NULL",
-            &[&task, &step, &ordinal],
+            &[&task, &step, &ordinal, &kind.as_str()],
         )
         .await?;
     Ok(())
@@ -98,6 +124,7 @@ pub async fn start_step(client: &PgClient, task: &str, step: &str, ordinal: i32)
 pub async fn finish_step(
     client: &PgClient,
     task: &str,
+    kind: Switch,
     step: &str,
     detail: &serde_json::Value,
 ) -> Result<()> {
@@ -106,8 +133,8 @@ pub async fn finish_step(
             "recording a finished cutover step",
             "UPDATE pgferry.cutover_step SET state = 'done', finished_at = clock_timestamp(),
                  detail = $3
-             WHERE task = $1 AND step = $2",
-            &[&task, &step, detail],
+             WHERE task = $1 AND kind = $4 AND step = $2",
+            &[&task, &step, detail, &kind.as_str()],
         )
         .await?;
     Ok(())
@@ -123,13 +150,13 @@ pub struct StepRecord {
     pub detail: Option<serde_json::Value>,
 }
 
-pub async fn steps(client: &PgClient, task: &str) -> Result<Vec<StepRecord>> {
+pub async fn steps(client: &PgClient, task: &str, kind: Switch) -> Result<Vec<StepRecord>> {
     let rows = client
         .query(
             "reading the cutover steps",
             "SELECT step, state, started_at, finished_at, detail FROM pgferry.cutover_step
-             WHERE task = $1 ORDER BY ordinal",
-            &[&task],
+             WHERE task = $1 AND kind = $2 ORDER BY ordinal",
+            &[&task, &kind.as_str()],
         )
         .await?;
     Ok(rows
@@ -150,47 +177,42 @@ pub async fn steps(client: &PgClient, task: &str) -> Result<Vec<StepRecord>> {
 pub async fn record_fence_plan(
     client: &PgClient,
     task: &str,
+    kind: Switch,
     fence: &serde_json::Value,
 ) -> Result<()> {
     client
         .execute(
             "recording the fence",
-            "UPDATE pgferry.cutover SET fence = coalesce(fence, $2) WHERE task = $1",
-            &[&task, fence],
+            "UPDATE pgferry.cutover SET fence = coalesce(fence, $2)
+             WHERE task = $1 AND kind = $3",
+            &[&task, fence, &kind.as_str()],
         )
         .await?;
     Ok(())
 }
 
 /// Records the verified fence and the source's WAL position after it.
-pub async fn record_fenced(client: &PgClient, task: &str, lsn: Lsn) -> Result<()> {
+pub async fn record_fenced(client: &PgClient, task: &str, kind: Switch, lsn: Lsn) -> Result<()> {
     client
         .execute(
             "recording the fence",
             "UPDATE pgferry.cutover SET fence_lsn = $2::text::pg_lsn,
                  fenced_at = coalesce(fenced_at, now())
-             WHERE task = $1",
-            &[&task, &lsn.to_string()],
+             WHERE task = $1 AND kind = $3",
+            &[&task, &lsn.to_string(), &kind.as_str()],
         )
         .await?;
     Ok(())
 }
 
-/// Records the target opened (the write probe succeeded) and the task cut over.
-pub async fn record_opened(client: &PgClient, task: &str) -> Result<()> {
+/// Records the side opened: the write probe succeeded.
+pub async fn record_opened(client: &PgClient, task: &str, kind: Switch) -> Result<()> {
     client
         .execute(
-            "recording the open target",
+            "recording the opened side",
             "UPDATE pgferry.cutover SET opened_at = coalesce(opened_at, clock_timestamp())
-             WHERE task = $1",
-            &[&task],
-        )
-        .await?;
-    client
-        .execute(
-            "recording the task cut over",
-            "UPDATE pgferry.task SET phase = 'cut-over', updated_at = now() WHERE name = $1",
-            &[&task],
+             WHERE task = $1 AND kind = $2",
+            &[&task, &kind.as_str()],
         )
         .await?;
     Ok(())
@@ -200,6 +222,7 @@ pub async fn record_opened(client: &PgClient, task: &str) -> Result<()> {
 pub async fn end_cutover(
     client: &PgClient,
     task: &str,
+    kind: Switch,
     state: &str,
     report: Option<&serde_json::Value>,
 ) -> Result<()> {
@@ -208,8 +231,8 @@ pub async fn end_cutover(
             "ending the cutover",
             "UPDATE pgferry.cutover SET state = $2, finished_at = now(),
                  report = coalesce($3, report)
-             WHERE task = $1",
-            &[&task, &state, &report],
+             WHERE task = $1 AND kind = $4",
+            &[&task, &state, &report, &kind.as_str()],
         )
         .await?;
     Ok(())

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_chunk_snapshot_filter.sql"),
     include_str!("migrations/0008_drain.sql"),
     include_str!("migrations/0009_cutover.sql"),
+    include_str!("migrations/0010_rollback.sql"),
 ];
 
 /// Whether the target has a control schema at all.

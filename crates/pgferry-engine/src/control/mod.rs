@@ -29,10 +29,10 @@ mod validation;
 pub use cdc::{
     AppliedBatch, ApplyException, CdcSetup, CdcState, StreamFigures, cancel_drain, cdc_state,
     checkpoint, cleaned_up_at, drained, excluded_tables, forget_identity_change,
-    forget_retained_wal, identity_changes, mark_drained, mark_start_over, record_exception,
-    record_identity_change, request_drain, request_stop, save_checkpoint, save_lag, save_progress,
-    set_snapshot_filter, start_over_began, store_cdc_setup, stream_objects, stream_tables,
-    streaming_started, suspend_table,
+    forget_retained_wal, identity_changes, mark_drained, mark_start_over, mark_stopped,
+    record_exception, record_identity_change, request_drain, request_stop, restart_stream_at,
+    save_checkpoint, save_lag, save_progress, set_snapshot_filter, start_over_began, stopped,
+    store_cdc_setup, stream_objects, stream_tables, streaming_started, suspend_table,
 };
 pub use chunks::{
     chunk_done, claim_chunk, fail_chunk, finish_chunk, keep_finished_chunks,
@@ -41,8 +41,8 @@ pub use chunks::{
 pub use events::{Event, Level, event, recent_events, warn};
 pub use migrate::{ensure_schema, schema_exists};
 pub use status::{
-    CdcStatus, CutoverStatus, ExceptionSummary, SchemaStatus, StepProblem, TableStatus, TaskStatus,
-    Totals, ValidationStatus, status,
+    CdcStatus, CutoverStatus, ExceptionSummary, ReverseStatus, SchemaStatus, StepProblem,
+    TableStatus, TaskStatus, Totals, ValidationStatus, reverse_status, status,
 };
 pub use steps::{
     Step, StoredStep, mark_step, pending_steps, skipped_objects, step_done, step_skipped,
@@ -143,16 +143,21 @@ pub async fn is_running(client: &PgClient, task: &str) -> Result<bool> {
 /// takes the task lock again: the old one died with its session. The target is given
 /// about a minute to come back; if another process took the task meanwhile, that is an
 /// error that is not retried. Does nothing while the connection is alive.
-pub async fn reconnect(task: &str, target: &ConnInfo, client: &mut PgClient) -> Result<()> {
+pub async fn reconnect(
+    task: &str,
+    side: Side,
+    info: &ConnInfo,
+    client: &mut PgClient,
+) -> Result<()> {
     if !client.is_closed() {
         return Ok(());
     }
-    *client = crate::retry::retried("reconnecting to the target", || async {
-        let fresh = pgferry_pg::connect(Side::Target, target, &control_application_name()).await?;
+    *client = crate::retry::retried("reconnecting to the control schema", || async {
+        let fresh = pgferry_pg::connect(side, info, &control_application_name()).await?;
         lock_task(&fresh, task, "run").await?;
         Ok(fresh)
     })
     .await?;
-    tracing::info!("reconnected to the target and took the task lock again");
+    tracing::info!(%side, "reconnected to the control schema and took the task lock again");
     Ok(())
 }

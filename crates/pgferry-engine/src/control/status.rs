@@ -243,7 +243,32 @@ pub struct TaskStatus {
     pub cdc: Option<CdcStatus>,
     /// The cutover: its state (`running`, `done`, `aborted`) and, once it ended, its report.
     pub cutover: Option<CutoverStatus>,
+    /// The last rollback, like the cutover.
+    pub rollback: Option<CutoverStatus>,
+    /// After a cutover: the stream of the target's changes back to the source, as the
+    /// source's control schema records it ([`reverse_status`]; `status` leaves it out).
+    pub reverse: Option<ReverseStatus>,
     pub events: Vec<Event>,
+}
+
+/// The reverse stream, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReverseStatus {
+    /// Whether a `run` streams it right now.
+    pub running: bool,
+    pub stream: Option<CdcStatus>,
+}
+
+/// The reverse stream's state from the source's control schema (a read-write session is
+/// not needed); `None` when the source has none.
+pub async fn reverse_status(source: &PgClient, task: &str) -> Result<Option<ReverseStatus>> {
+    if control::find_task(source, task).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ReverseStatus {
+        running: control::is_running(source, task).await?,
+        stream: cdc_status(source, task).await?,
+    }))
 }
 
 /// A task's cutover, as `status` shows it.
@@ -297,7 +322,9 @@ pub async fn status(client: &PgClient, task: &str) -> Result<TaskStatus> {
         schema,
         validation,
         cdc: cdc_status(client, task).await?,
-        cutover: cutover_status(client, task).await?,
+        cutover: cutover_status(client, task, control::cutover::Switch::Cutover).await?,
+        rollback: cutover_status(client, task, control::cutover::Switch::Rollback).await?,
+        reverse: None,
         events: control::recent_events(client, task, EVENTS_SHOWN).await?,
     })
 }
@@ -435,7 +462,11 @@ async fn table_names(
         .collect())
 }
 
-async fn cutover_status(client: &PgClient, task: &str) -> Result<Option<CutoverStatus>> {
+async fn cutover_status(
+    client: &PgClient,
+    task: &str,
+    kind: control::cutover::Switch,
+) -> Result<Option<CutoverStatus>> {
     let has = client
         .query_one(
             "looking for a cutover",
@@ -447,7 +478,7 @@ async fn cutover_status(client: &PgClient, task: &str) -> Result<Option<CutoverS
     if !has {
         return Ok(None);
     }
-    Ok(control::cutover::cutover(client, task)
+    Ok(control::cutover::cutover(client, task, kind)
         .await?
         .map(|c| CutoverStatus {
             state: c.state,

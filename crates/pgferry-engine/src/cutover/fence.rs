@@ -11,7 +11,8 @@
 //!    that began before it is left and no transaction holds an xid.
 //!
 //! Replication connections (the walsender pgferry streams from) are not sessions of this
-//! kind and stay. What a superuser, or a role not in `fence_roles` that runs `SET
+//! kind and stay. pgferry's own sessions start read-write whatever the database's default
+//! (`pgferry_pg::connect`), so its applier and control schema write through the fence. What a superuser, or a role not in `fence_roles` that runs `SET
 //! default_transaction_read_only = off`, can still do is written in `docs/cutover.md`.
 //!
 //! The plan (what the fence changes, as found before) is recorded in the control schema
@@ -38,20 +39,14 @@ pub struct FencePlan {
 /// How long the fence waits for terminated sessions to go and open transactions to end.
 const SETTLE: Duration = Duration::from_secs(15);
 
-/// A session on `client`'s server that may change the fence: pgferry's own sessions are
-/// never read-only, whatever the database's default says.
-pub async fn writable(client: &PgClient) -> Result<()> {
-    client
-        .batch(
-            "opening a session for the fence",
-            "SET default_transaction_read_only = off",
-        )
-        .await?;
-    Ok(())
-}
-
-/// Reads what the fence would change.
-pub async fn plan(client: &PgClient, fence_roles: &[String]) -> Result<FencePlan> {
+/// Reads what the fence would change. With `missing_ok`, a role of `fence_roles` that does
+/// not exist on this server is passed over (no one logs in as it); otherwise it is an
+/// error, since a misspelt role would leave the application unfenced.
+pub async fn plan(
+    client: &PgClient,
+    fence_roles: &[String],
+    missing_ok: bool,
+) -> Result<FencePlan> {
     let row = client
         .query_one(
             "reading the database's settings",
@@ -66,13 +61,17 @@ pub async fn plan(client: &PgClient, fence_roles: &[String]) -> Result<FencePlan
         .await?;
     let mut roles = Vec::new();
     for role in fence_roles {
-        let can_login = client
+        let found = client
             .query_opt(
                 "reading a role",
                 "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
                 &[role],
             )
-            .await?
+            .await?;
+        if found.is_none() && missing_ok {
+            continue;
+        }
+        let can_login = found
             .ok_or_else(|| {
                 EngineError::Pg(PgError::Prerequisite {
                     side: client.side(),
@@ -147,20 +146,7 @@ pub async fn put_up(client: &PgClient, plan: &FencePlan) -> Result<Lsn> {
             .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let lsn: String = client
-        .query_one(
-            "reading the fence position",
-            "SELECT pg_current_wal_lsn()::text",
-            &[],
-        )
-        .await?
-        .get(0);
-    lsn.parse().map_err(|_| {
-        EngineError::Pg(PgError::Protocol {
-            side: client.side(),
-            message: format!("unreadable WAL position {lsn:?}"),
-        })
-    })
+    crate::cdc::current_wal_lsn(client).await
 }
 
 /// Sessions that could still write: begun before the fence, or holding an xid, and

@@ -3,10 +3,13 @@
 //!
 //! ```text
 //!   checks ──► fence ──► drain ──► sequences ──► validate ──► open
-//!   lag,       source     to the    set from the  rows and     stop forward
-//!   exceptions read-only  fence LSN fenced source checksums    stream, switch
-//!                                                              commands, write probe
+//!   lag,       source     to the    set from the  rows and     stop forward stream,
+//!   exceptions read-only  fence LSN fenced source checksums    set up the reverse one,
+//!                                                              switch commands, probe
 //! ```
+//!
+//! [`rollback`] is the same machine the other way round, after a cutover; [`finish`] ends
+//! the way back and cleans up both sides.
 //!
 //! `pgferry run` keeps streaming through the cutover, in another process; the cutover
 //! steers it through the control schema (a drain position, then a stop).
@@ -20,15 +23,20 @@
 //! * during the drain, sequences or validation: a fenced source and a target that holds
 //!   everything applied so far; a rerun goes on, `--abort` lifts the fence and streaming
 //!   goes on as before;
-//! * during the open: the forward stream may be stopped and switch commands may have run;
-//!   a rerun runs them again (they must be safe to repeat), and `--abort` is refused since
-//!   the application may already write to the target.
+//! * during the open: the forward stream may be stopped, the reverse stream set up (its
+//!   setup is stored on the source before the target takes a write, and never made
+//!   again), and switch commands may have run; a rerun goes on from there (the commands
+//!   run again, so they must be safe to repeat), and `--abort` is refused since the
+//!   application may already write to the target.
 //!
 //! A validation that finds a difference aborts the cutover by itself: the fence is lifted
 //! and the stream goes on, so nothing is lost while the difference is looked into.
 
-mod fence;
+pub(crate) mod fence;
+mod finish;
 mod report;
+mod rollback;
+mod steps;
 mod switch;
 
 use std::time::Duration;
@@ -36,13 +44,17 @@ use std::time::Duration;
 use pgferry_config::Task;
 use pgferry_pg::{PgClient, Side};
 
+pub use finish::{FinishOptions, FinishReport, finish};
 pub use report::{CutoverReport, StepReport};
+pub use rollback::rollback;
 
-use crate::control::{self, Level, Phase};
+use crate::control::cutover::Switch;
+use crate::control::{self, Phase};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
 use crate::load::finish as finishing;
 use fence::FencePlan;
+use steps::Steps;
 
 /// How `pgferry cutover` runs.
 #[derive(Debug, Clone, Copy)]
@@ -68,9 +80,6 @@ impl Default for CutoverOptions {
     }
 }
 
-/// The steps, in order.
-const STEPS: [&str; 6] = ["checks", "fence", "drain", "sequences", "validate", "open"];
-
 /// Runs (or resumes, or aborts) the task's cutover.
 pub async fn cutover(task: &Task, options: CutoverOptions) -> Result<CutoverReport> {
     let endpoints = Endpoints::resolve(task)?;
@@ -81,78 +90,30 @@ pub async fn cutover(task: &Task, options: CutoverOptions) -> Result<CutoverRepo
         });
     };
     control::lock_task(&control, &format!("{}/cutover", task.name), "cutover").await?;
-    let existing = control::cutover::cutover(&control, &task.name).await?;
+    let existing = control::cutover::cutover(&control, &task.name, Switch::Cutover).await?;
     let running = existing.as_ref().is_some_and(|c| c.state == "running");
     if options.abort {
-        return abort(task, &endpoints, &control).await;
-    }
-    if row.phase == Phase::CutOver {
-        // Opened, but killed before the report was stored: only the report is left to do.
-        if running {
-            let open = control::cutover::step_state(&control, &task.name, "open").await?;
-            if open.is_some_and(|(state, _)| state != "done") {
-                let detail = serde_json::json!({ "write_probe": true });
-                control::cutover::finish_step(&control, &task.name, "open", &detail).await?;
-            }
-            return finish(task, &control).await;
-        }
-        return Err(EngineError::CutOver {
-            task: task.name.clone(),
-        });
+        return abort(task, &endpoints, &control, Switch::Cutover).await;
     }
     if !running {
+        if row.phase == Phase::CutOver {
+            return Err(EngineError::CutOver {
+                task: task.name.clone(),
+            });
+        }
         check(task, &control, row.phase).await?;
     }
     if options.dry_run {
         return Ok(dry_run_report(task, running));
     }
-    control::cutover::begin_cutover(&control, &task.name).await?;
-    let c = Cutover {
+    let c = Cutover(Switching {
         task,
         endpoints: &endpoints,
         control: &control,
         options,
-    };
-    for (ordinal, step) in STEPS.iter().enumerate() {
-        if let Some((state, _)) = control::cutover::step_state(&control, &task.name, step).await?
-            && state == "done"
-        {
-            continue;
-        }
-        control::cutover::start_step(&control, &task.name, step, ordinal as i32).await?;
-        control::event(
-            control.raw(),
-            &task.name,
-            Level::Info,
-            "cutover",
-            &format!("cutover step {step} begins"),
-            None,
-        )
-        .await?;
-        let detail = c.step(step).await?;
-        control::cutover::finish_step(&control, &task.name, step, &detail).await?;
-    }
-    finish(task, &control).await
-}
-
-/// Stores the report of a cutover whose target is open, and ends it.
-async fn finish(task: &Task, control: &PgClient) -> Result<CutoverReport> {
-    let report = report(task, control, "done").await?;
-    let json = serde_json::to_value(&report).unwrap_or_default();
-    control::cutover::end_cutover(control, &task.name, "done", Some(&json)).await?;
-    control::event(
-        control.raw(),
-        &task.name,
-        Level::Info,
-        "cutover",
-        &format!(
-            "cut over; downtime {:.1} s",
-            report.downtime_seconds.unwrap_or_default()
-        ),
-        None,
-    )
-    .await?;
-    Ok(report)
+    });
+    steps::run_all(&c, &control, &task.name).await?;
+    steps::end(&task.name, &control, Switch::Cutover, "done").await
 }
 
 /// The pre-checks: streaming, lag under the limit, no suspended table, no exception.
@@ -208,6 +169,12 @@ async fn check(task: &Task, control: &PgClient, phase: Phase) -> Result<()> {
             shown.join("; ")
         ));
     }
+    if task.cutover.reverse
+        && let Err(EngineError::CutoverRefused { problems: why, .. }) =
+            crate::reverse::reversed_task(task, control).await
+    {
+        problems.extend(why);
+    }
     let exceptions = control::cutover::exception_count(control, &task.name).await?;
     if exceptions > 0 {
         problems.push(format!(
@@ -219,6 +186,7 @@ async fn check(task: &Task, control: &PgClient, phase: Phase) -> Result<()> {
         Ok(())
     } else {
         Err(EngineError::CutoverRefused {
+            what: "cutover",
             task: task.name.clone(),
             problems,
         })
@@ -246,12 +214,20 @@ fn dry_run_report(task: &Task, resuming: bool) -> CutoverReport {
     plan.push("drain: apply every transaction committed before the fence".to_owned());
     plan.push("set the sequences on the target from the fenced source".to_owned());
     plan.push("validate every table (row count and checksum) on the fenced source".to_owned());
+    let reverse = if task.cutover.reverse {
+        "set up the reverse stream (target to source), "
+    } else {
+        ""
+    };
     plan.push(format!(
-        "open the target: stop forward streaming, run {} switch command(s), write probe",
+        "open the target: stop forward streaming, {reverse}run {} switch command(s), write \
+         probe",
         task.cutover.on_switch.len()
     ));
     CutoverReport {
         task: task.name.clone(),
+        kind: "cutover".to_owned(),
+        reverse: None,
         state: "planned".to_owned(),
         steps: Vec::new(),
         fence_lsn: None,
@@ -263,43 +239,38 @@ fn dry_run_report(task: &Task, resuming: bool) -> CutoverReport {
     }
 }
 
-/// One cutover's connections and settings, for its steps.
-struct Cutover<'a> {
+/// One switch's task, servers, control session and settings, for its steps.
+struct Switching<'a> {
     task: &'a Task,
     endpoints: &'a Endpoints,
     control: &'a PgClient,
     options: CutoverOptions,
 }
 
-impl Cutover<'_> {
+/// The cutover's steps.
+struct Cutover<'a>(Switching<'a>);
+
+impl<'a> std::ops::Deref for Cutover<'a> {
+    type Target = Switching<'a>;
+    fn deref(&self) -> &Switching<'a> {
+        &self.0
+    }
+}
+
+impl Steps for Cutover<'_> {
+    const KIND: Switch = Switch::Cutover;
+    const NAMES: &'static [&'static str] =
+        &["checks", "fence", "drain", "sequences", "validate", "open"];
+
     async fn step(&self, step: &str) -> Result<serde_json::Value> {
         let (task, control) = (&self.task.name, self.control);
         match step {
             "checks" => Ok(serde_json::json!({})),
             "fence" => {
                 let source = self.source().await?;
-                let plan = match control::cutover::cutover(control, task)
-                    .await?
-                    .and_then(|c| c.fence)
-                    .and_then(|f| serde_json::from_value::<FencePlan>(f).ok())
-                {
-                    Some(plan) => plan,
-                    None => fence::plan(&source, &self.task.cutover.fence_roles).await?,
-                };
-                let json = serde_json::to_value(&plan).unwrap_or_default();
-                control::cutover::record_fence_plan(control, task, &json).await?;
-                let lsn = fence::put_up(&source, &plan).await?;
-                control::cutover::record_fenced(control, task, lsn).await?;
-                Ok(serde_json::json!({ "fence_lsn": lsn.to_string(), "roles": plan.roles }))
+                fence_side(&source, control, task, Switch::Cutover, &self.task.cutover).await
             }
-            "drain" => {
-                let fence_lsn = control::cutover::cutover(control, task)
-                    .await?
-                    .and_then(|c| c.fence_lsn);
-                let drained =
-                    crate::cdc::drain(self.task, fence_lsn, self.options.drain_wait).await?;
-                Ok(serde_json::json!({ "drained_lsn": drained.to_string() }))
-            }
+            "drain" => drain_to_fence(self.task, control, Switch::Cutover, self.options).await,
             "sequences" => {
                 let source = self.source().await?;
                 let schemas = crate::load::plan::scope_schemas(&source, self.task).await?;
@@ -307,161 +278,197 @@ impl Cutover<'_> {
                     .await?;
                 Ok(serde_json::json!({ "sequences": n }))
             }
-            "validate" => self.validate().await,
+            "validate" => {
+                validate(
+                    self.task,
+                    self.endpoints,
+                    control,
+                    Switch::Cutover,
+                    self.options,
+                )
+                .await
+            }
             _ => self.open().await,
         }
     }
+}
 
+impl Cutover<'_> {
     async fn source(&self) -> Result<PgClient> {
         let source =
             pgferry_pg::connect(Side::Source, &self.endpoints.source, "pgferry cutover").await?;
-        fence::writable(&source).await?;
         Ok(source)
     }
 
-    /// Rows and checksums of every table, and the schema, on the fenced source; a
-    /// difference aborts.
-    async fn validate(&self) -> Result<serde_json::Value> {
-        let report = crate::validate::validate(self.task, self.options.validation_jobs).await?;
-        let schema = crate::schema_compare::compare_schema(self.task).await?;
-        if !report.all_match() || !schema.matches() {
-            let differing: Vec<String> = report
-                .tables
-                .iter()
-                .filter(|t| t.outcome != crate::validate::Outcome::Match)
-                .map(|t| format!("{} ({})", t.table, t.outcome.as_str()))
-                .chain(
-                    schema
-                        .differences
-                        .iter()
-                        .map(|d| format!("{} {} ({})", d.kind, d.object, d.problem)),
-                )
-                .collect();
-            abort(self.task, self.endpoints, self.control).await?;
-            return Err(EngineError::CutoverRefused {
-                task: self.task.name.clone(),
-                problems: vec![format!(
-                    "the final validation found {} difference(s): {}; the cutover is aborted \
-                     (fence lifted, streaming goes on)",
-                    differing.len(),
-                    differing.join(", ")
-                )],
-            });
-        }
-        let tables: Vec<report::CheckedTable> = report
-            .tables
-            .iter()
-            .map(report::CheckedTable::from)
-            .collect();
-        Ok(serde_json::json!({
-            "tables": tables,
-            "matched": report.matched,
-            "schema_objects": schema.objects,
-        }))
-    }
-
-    /// Stops the forward stream, runs the switch commands, and proves the target takes
-    /// writes.
+    /// Stops the forward stream, sets up the reverse one, runs the switch commands, and
+    /// proves the target takes writes. Each part is safe to repeat: the phase says whether
+    /// the forward stream was stopped already.
     async fn open(&self) -> Result<serde_json::Value> {
         let (task, control) = (&self.task.name, self.control);
-        crate::cdc::request_stop(self.task, Duration::from_secs(120)).await?;
+        let phase = control::load_task(control, task).await?.map(|t| t.phase);
+        if phase == Some(Phase::Cdc) {
+            crate::cdc::request_stop(self.task, Duration::from_secs(120)).await?;
+        }
+        // A rollback left the target fenced; the application writes to it again now.
+        if let Some(plan) = recorded_fence(control, task, Switch::Rollback).await? {
+            fence::lift(control, &plan).await?;
+        }
+        let reverse = if self.task.cutover.reverse {
+            let prepared = crate::reverse::prepare(self.task, self.endpoints, control).await?;
+            Some(serde_json::to_value(prepared).unwrap_or_default())
+        } else {
+            None
+        };
+        control::set_phase(control.raw(), task, Phase::CutOver).await?;
         let switched = switch::run_all(&self.task.cutover.on_switch, task).await?;
         let token = format!("{}-{}", task, std::process::id());
         if !control::cutover::write_probe(control, task, &token).await? {
             return Err(EngineError::CutoverRefused {
+                what: "cutover",
                 task: task.clone(),
                 problems: vec!["the write probe on the target did not read back".to_owned()],
             });
         }
-        control::cutover::record_opened(control, task).await?;
-        Ok(serde_json::json!({ "switch": switched, "write_probe": true }))
+        control::cutover::record_opened(control, task, Switch::Cutover).await?;
+        Ok(serde_json::json!({ "switch": switched, "write_probe": true, "reverse": reverse }))
     }
 }
 
-/// Lifts the fence and lets forward streaming go on; refused once the target may be open.
-async fn abort(task: &Task, endpoints: &Endpoints, control: &PgClient) -> Result<CutoverReport> {
-    let existing = control::cutover::cutover(control, &task.name).await?;
-    let Some(c) = existing.filter(|c| c.state == "running") else {
-        return Err(EngineError::CutoverRefused {
-            task: task.name.clone(),
-            problems: vec!["no cutover is running, so there is nothing to abort".to_owned()],
-        });
+/// The fence step on either side: records the plan first (kept as first written), puts
+/// the fence up, records the WAL position after it.
+async fn fence_side(
+    fenced: &PgClient,
+    control: &PgClient,
+    task: &str,
+    kind: Switch,
+    settings: &pgferry_config::CutoverSettings,
+) -> Result<serde_json::Value> {
+    let plan = match recorded_fence(control, task, kind).await? {
+        Some(plan) => plan,
+        // Roles are not migrated: the target may lack some of the source's.
+        None => fence::plan(fenced, &settings.fence_roles, kind == Switch::Rollback).await?,
     };
-    if control::cutover::step_state(control, &task.name, "open")
+    let json = serde_json::to_value(&plan).unwrap_or_default();
+    control::cutover::record_fence_plan(control, task, kind, &json).await?;
+    let lsn = fence::put_up(fenced, &plan).await?;
+    control::cutover::record_fenced(control, task, kind, lsn).await?;
+    Ok(serde_json::json!({ "fence_lsn": lsn.to_string(), "roles": plan.roles }))
+}
+
+/// The drain step on either route: the running stream applies everything committed before
+/// the fence recorded by `kind`.
+async fn drain_to_fence(
+    task: &Task,
+    control: &PgClient,
+    kind: Switch,
+    options: CutoverOptions,
+) -> Result<serde_json::Value> {
+    let fence_lsn = control::cutover::cutover(control, &task.name, kind)
+        .await?
+        .and_then(|c| c.fence_lsn);
+    let drained = crate::cdc::drain(task, fence_lsn, options.drain_wait).await?;
+    Ok(serde_json::json!({ "drained_lsn": drained.to_string() }))
+}
+
+/// The fence a switch recorded, if it got that far.
+async fn recorded_fence(control: &PgClient, task: &str, kind: Switch) -> Result<Option<FencePlan>> {
+    Ok(control::cutover::cutover(control, task, kind)
+        .await?
+        .and_then(|c| c.fence)
+        .and_then(|f| serde_json::from_value::<FencePlan>(f).ok()))
+}
+
+/// Rows and checksums of every table, and the schema, with one side fenced; a difference
+/// aborts the switch.
+async fn validate(
+    task: &Task,
+    endpoints: &Endpoints,
+    control: &PgClient,
+    kind: Switch,
+    options: CutoverOptions,
+) -> Result<serde_json::Value> {
+    let report = crate::validate::validate(task, options.validation_jobs).await?;
+    let schema = crate::schema_compare::compare_schema(task).await?;
+    if !report.all_match() || !schema.matches() {
+        let differing: Vec<String> = report
+            .tables
+            .iter()
+            .filter(|t| t.outcome != crate::validate::Outcome::Match)
+            .map(|t| format!("{} ({})", t.table, t.outcome.as_str()))
+            .chain(
+                schema
+                    .differences
+                    .iter()
+                    .map(|d| format!("{} {} ({})", d.kind, d.object, d.problem)),
+            )
+            .collect();
+        abort(task, endpoints, control, kind).await?;
+        return Err(EngineError::CutoverRefused {
+            what: kind.as_str(),
+            task: task.name.clone(),
+            problems: vec![format!(
+                "the final validation found {} difference(s): {}; the {} is aborted (fence \
+                 lifted, streaming goes on)",
+                differing.len(),
+                differing.join(", "),
+                kind.as_str()
+            )],
+        });
+    }
+    let tables: Vec<report::CheckedTable> = report
+        .tables
+        .iter()
+        .map(report::CheckedTable::from)
+        .collect();
+    Ok(serde_json::json!({
+        "tables": tables,
+        "matched": report.matched,
+        "schema_objects": schema.objects,
+    }))
+}
+
+/// Lifts the switch's fence and lets the stream go on; refused once the other side may be
+/// open. For a cutover the fence is on the source; for a rollback, on the target.
+async fn abort(
+    task: &Task,
+    endpoints: &Endpoints,
+    control: &PgClient,
+    kind: Switch,
+) -> Result<CutoverReport> {
+    let what = kind.as_str();
+    let existing = control::cutover::cutover(control, &task.name, kind).await?;
+    if existing.is_none_or(|c| c.state != "running") {
+        return Err(EngineError::CutoverRefused {
+            what,
+            task: task.name.clone(),
+            problems: vec![format!(
+                "no {what} is running, so there is nothing to abort"
+            )],
+        });
+    }
+    if control::cutover::step_state(control, &task.name, kind, "open")
         .await?
         .is_some()
     {
         return Err(EngineError::CutoverRefused {
+            what,
             task: task.name.clone(),
-            problems: vec![
-                "the target is being opened (switch commands may have run, the application \
-                 may write to it); abort is only possible before that. Run `pgferry cutover` \
-                 again to finish"
-                    .to_owned(),
-            ],
+            problems: vec![format!(
+                "the {what} is opening the other side (switch commands may have run, the \
+                 application may write to it); abort is only possible before that. Run \
+                 `pgferry {what}` again to finish"
+            )],
         });
     }
-    if let Some(plan) = c
-        .fence
-        .and_then(|f| serde_json::from_value::<FencePlan>(f).ok())
-    {
-        let source =
-            pgferry_pg::connect(Side::Source, &endpoints.source, "pgferry cutover").await?;
-        fence::writable(&source).await?;
-        fence::lift(&source, &plan).await?;
+    if let Some(plan) = recorded_fence(control, &task.name, kind).await? {
+        let (side, info) = match kind {
+            Switch::Cutover => (Side::Source, &endpoints.source),
+            Switch::Rollback => (Side::Target, &endpoints.target),
+        };
+        let fenced = pgferry_pg::connect(side, info, "pgferry abort").await?;
+        fence::lift(&fenced, &plan).await?;
     }
-    control::cancel_drain(control, &task.name).await?;
-    let report = report(task, control, "aborted").await?;
-    let json = serde_json::to_value(&report).unwrap_or_default();
-    control::cutover::end_cutover(control, &task.name, "aborted", Some(&json)).await?;
-    control::event(
-        control.raw(),
-        &task.name,
-        Level::Warning,
-        "cutover",
-        "cutover aborted: the fence is lifted and forward streaming goes on",
-        None,
-    )
-    .await?;
-    Ok(report)
-}
-
-/// The report from what the control schema recorded.
-async fn report(task: &Task, control: &PgClient, state: &str) -> Result<CutoverReport> {
-    let steps: Vec<StepReport> = control::cutover::steps(control, &task.name)
-        .await?
-        .into_iter()
-        .map(StepReport::from)
-        .collect();
-    let detail = |step: &str, key: &str| {
-        steps
-            .iter()
-            .find(|s| s.step == step)
-            .and_then(|s| s.detail.as_ref())
-            .and_then(|d| d.get(key))
-            .cloned()
-    };
-    let fence_started = steps
-        .iter()
-        .find(|s| s.step == "fence")
-        .map(|s| s.started_at);
-    let opened = steps
-        .iter()
-        .find(|s| s.step == "open")
-        .and_then(|s| s.finished_at);
-    Ok(CutoverReport {
-        task: task.name.clone(),
-        state: state.to_owned(),
-        fence_lsn: detail("fence", "fence_lsn").and_then(|v| v.as_str().map(str::to_owned)),
-        drained_lsn: detail("drain", "drained_lsn").and_then(|v| v.as_str().map(str::to_owned)),
-        downtime_seconds: fence_started
-            .zip(opened)
-            .map(|(f, o)| (o - f).num_milliseconds() as f64 / 1000.0),
-        sequences: detail("sequences", "sequences").and_then(|v| v.as_i64()),
-        validation: detail("validate", "tables")
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
-        plan: Vec::new(),
-        steps,
-    })
+    let route = crate::route::Route::current(task).await?;
+    control::cancel_drain(&route.connect_to("pgferry abort").await?, &task.name).await?;
+    steps::end(&task.name, control, kind, "aborted").await
 }

@@ -60,6 +60,8 @@ impl From<StepRecord> for StepReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct CutoverReport {
     pub task: String,
+    /// `cutover` or `rollback`.
+    pub kind: String,
     /// `done`, `aborted`, or `planned` for a dry run.
     pub state: String,
     pub steps: Vec<StepReport>,
@@ -71,6 +73,8 @@ pub struct CutoverReport {
     pub downtime_seconds: Option<f64>,
     pub sequences: Option<i64>,
     pub validation: Vec<CheckedTable>,
+    /// The reverse stream the cutover set up (slot, publication, start), if any.
+    pub reverse: Option<serde_json::Value>,
     /// What a dry run checked and would do.
     pub plan: Vec<String>,
 }
@@ -78,10 +82,16 @@ pub struct CutoverReport {
 impl CutoverReport {
     /// The report as Markdown a DBA pastes into a change ticket.
     pub fn to_markdown(&self) -> String {
-        let mut md = format!("# Cutover of task `{}`: {}\n\n", self.task, self.state);
+        let (title, fenced, opened) = if self.kind == "rollback" {
+            ("Rollback", "target", "source")
+        } else {
+            ("Cutover", "source", "target")
+        };
+        let mut md = format!("# {title} of task `{}`: {}\n\n", self.task, self.state);
         if let Some(d) = self.downtime_seconds {
             md.push_str(&format!(
-                "**Downtime** (fence to write probe): **{d:.1} s**\n\n"
+                "**Downtime** (fence on the {fenced} to write probe on the {opened}): \
+                 **{d:.1} s**\n\n"
             ));
         }
         for (label, value) in [
@@ -93,7 +103,19 @@ impl CutoverReport {
             }
         }
         if let Some(n) = self.sequences {
-            md.push_str(&format!("- Sequences set on the target: {n}\n"));
+            md.push_str(&format!("- Sequences set on the {opened}: {n}\n"));
+        }
+        if let Some(r) = &self.reverse {
+            md.push_str(&format!(
+                "- Reverse stream: slot `{}`, publication `{}` on the target, from `{}`\n",
+                r.get("slot").and_then(|v| v.as_str()).unwrap_or_default(),
+                r.get("publication")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default(),
+                r.get("start_lsn")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+            ));
         }
         if !self.plan.is_empty() {
             md.push_str("\n## Plan\n\n");
@@ -117,7 +139,7 @@ impl CutoverReport {
         }
         if !self.validation.is_empty() {
             md.push_str(
-                "\n## Validation on the fenced source\n\n| table | outcome | source rows | target rows |\n|---|---|---|---|\n",
+                &format!("\n## Validation on the fenced {fenced}\n\n| table | outcome | source rows | target rows |\n|---|---|---|---|\n"),
             );
             for c in &self.validation {
                 md.push_str(&format!(

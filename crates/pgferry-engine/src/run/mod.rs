@@ -1,11 +1,14 @@
 //! `pgferry run`: a task from wherever it stands to done, as a phase machine.
 //!
 //! ```text
-//!   Planned ──► Loading ◄─► PostData ──► Finishing ──► Cdc ──► (stopped)
-//!   pre-data    chunks and post-data     sequences,    streaming
-//!   (one txn)   as one graph             ANALYZE
+//!   Planned ──► Loading ◄─► PostData ──► Finishing ──► Cdc ◄──────► CutOver ──► Done
+//!   pre-data    chunks and post-data     sequences,    streaming  cutover   streaming   finish
+//!   (one txn)   as one graph             ANALYZE       forward    rollback  back
 //!                  Done ◄──────────────────┘ (full-load tasks)
 //! ```
+//!
+//! A run that streams when a cutover (or a rollback) reaches its open step lets the task
+//! go, waits for the switch to turn the task round, and streams on the other way.
 //!
 //! [`open`] connects, checks both servers, takes the task's run lock and plans a new task
 //! (or finds where an existing one stands). Then each phase is one step in [`steps`]: it
@@ -31,6 +34,7 @@ use pgferry_config::Task;
 use pgferry_pg::{ConnInfo, PgClient, Side};
 use serde::Serialize;
 
+use crate::control::cutover::Switch;
 use crate::control::{self, Level, Phase};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
@@ -117,6 +121,22 @@ pub(super) struct RunContext<'a> {
     pub schema_objects: usize,
     pub sequences: usize,
     pub cdc: Option<crate::cdc::CdcOutcome>,
+    /// A switch turned the task round within this run: a stop requested meanwhile holds.
+    pub handed_over: bool,
+}
+
+impl RunContext<'_> {
+    /// A new control connection that holds the task's lock again, after the target went
+    /// away (a restart, a failover, a rollback's fence); nothing while it is alive.
+    pub async fn reconnect_control(&mut self) -> Result<()> {
+        control::reconnect(
+            &self.task.name,
+            Side::Target,
+            &self.endpoints.target,
+            &mut self.control,
+        )
+        .await
+    }
 }
 
 /// Opens the run, then takes one step per phase until the task is done or its stream
@@ -139,17 +159,22 @@ async fn drive(
             Phase::Planned => steps::pre_data(&mut ctx).await?,
             Phase::Loading | Phase::PostData => steps::load(&mut ctx, phase).await?,
             Phase::Finishing => steps::finish(&mut ctx).await?,
+            // Streaming runs until it is stopped; a cutover that stops it turns it round.
             Phase::Cdc => {
-                // Streaming runs until it is stopped; the task stays in this phase.
                 steps::stream(&mut ctx).await?;
-                break;
+                match steps::hand_over(&mut ctx, Switch::Cutover).await? {
+                    Some(next) => next,
+                    None => break,
+                }
             }
-            // The application writes to the target now: streaming forward again would
-            // undo nothing and mean nothing.
+            // The application writes to the target: its changes stream back to the
+            // source until a rollback turns the stream round again, or `finish` ends it.
             Phase::CutOver => {
-                return Err(EngineError::CutOver {
-                    task: task.name.clone(),
-                });
+                steps::stream_back(&mut ctx).await?;
+                match steps::hand_over(&mut ctx, Switch::Rollback).await? {
+                    Some(next) => next,
+                    None => break,
+                }
             }
             Phase::Done => break,
         };

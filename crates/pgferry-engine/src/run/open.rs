@@ -68,6 +68,7 @@ pub(super) async fn open<'a>(
         schema_objects: 0,
         sequences: 0,
         cdc: None,
+        handed_over: false,
     };
     let existing = control::load_task(&ctx.control, &task.name).await?;
     if options.start_over && existing.is_none() {

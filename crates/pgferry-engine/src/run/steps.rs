@@ -9,6 +9,7 @@ use pgferry_config::TargetTablePrepMode;
 use pgferry_pg::{PgClient, Side};
 
 use super::RunContext;
+use crate::control::cutover::Switch;
 use crate::control::{self, Level, Phase};
 use crate::error::{EngineError, Result};
 use crate::load::copy::{ChunkJob, LoadContext, TableJob};
@@ -16,6 +17,7 @@ use crate::load::graph::{BuildInput, BuildOutcome};
 use crate::load::snapshot::SnapshotHolder;
 use crate::load::{copy, finish as finishing, graph, schema};
 use crate::progress::{TableProgress, TableState};
+use crate::reverse;
 
 /// A load pass is repeated at most this many times in one run: after a lost snapshot, or
 /// post-data marks a target restart lost.
@@ -74,7 +76,7 @@ pub(super) async fn load(ctx: &mut RunContext<'_>, mut phase: Phase) -> Result<P
                 let message = "the load's snapshot on the source is gone (the source \
                                restarted?); the load goes on from a new snapshot";
                 tracing::warn!("{message}");
-                control::reconnect(&ctx.task.name, &ctx.endpoints.target, &mut ctx.control).await?;
+                ctx.reconnect_control().await?;
                 control::warn(&ctx.control, &ctx.task.name, "load", message).await?;
                 phase = Phase::Loading;
                 continue;
@@ -82,7 +84,7 @@ pub(super) async fn load(ctx: &mut RunContext<'_>, mut phase: Phase) -> Result<P
             result => result?,
         };
         // The workers ride through a target restart; the control connection did not.
-        control::reconnect(&ctx.task.name, &ctx.endpoints.target, &mut ctx.control).await?;
+        ctx.reconnect_control().await?;
         if let Some(again) = settle(ctx, outcome, passes).await? {
             phase = again;
             continue;
@@ -248,13 +250,107 @@ pub(super) async fn stream(ctx: &mut RunContext<'_>) -> Result<()> {
     // Streaming needs no ordinary source session; the task may stream for weeks.
     ctx.source = None;
     let route = crate::route::Route::forward(ctx.endpoints);
-    let outcome = crate::cdc::run(ctx.task, &route, &mut ctx.control, ctx.progress).await?;
+    let fresh = !ctx.handed_over;
+    let outcome = crate::cdc::run(ctx.task, &route, &mut ctx.control, ctx.progress, fresh).await?;
     ctx.cdc = Some(outcome);
     let source = pgferry_pg::connect(Side::Source, &ctx.endpoints.source, "pgferry").await?;
     ctx.sequences =
         finishing::sync_sequences(&source, &ctx.control, &ctx.schemas, &ctx.task.mapping).await?;
+    control::mark_stopped(&ctx.control, &ctx.task.name).await?;
     Ok(())
 }
+
+/// CutOver: streams the target's changes back to the source until stopped, with the
+/// reverse stream's state (and the lock that keeps a second run out) on the source.
+pub(super) async fn stream_back(ctx: &mut RunContext<'_>) -> Result<()> {
+    let task = ctx.task;
+    let Some(mut source_control) = reverse::source_control(ctx.endpoints, &task.name).await? else {
+        // Cut over with cutover.reverse = false: nothing streams any more.
+        return Err(EngineError::CutOver {
+            task: task.name.clone(),
+        });
+    };
+    control::lock_task(&source_control, &task.name, "run").await?;
+    ctx.source = None;
+    let reversed = reverse::reversed_task(task, &ctx.control).await?;
+    let route = crate::route::Route::reverse(ctx.endpoints);
+    let fresh = !ctx.handed_over;
+    let outcome =
+        crate::cdc::run(&reversed, &route, &mut source_control, ctx.progress, fresh).await?;
+    ctx.cdc = Some(outcome);
+    Ok(())
+}
+
+/// After a stream stopped: when `kind` (a cutover, a rollback) stopped it at its open
+/// step, lets the task go, waits for the switch to turn it round, and returns the phase to
+/// stream in next. `None` when the stream was stopped for good.
+pub(super) async fn hand_over(ctx: &mut RunContext<'_>, kind: Switch) -> Result<Option<Phase>> {
+    let task = &ctx.task.name;
+    // A rollback's fence on the target ended this connection (and its lock).
+    ctx.reconnect_control().await?;
+    let opening = control::cutover::step_state(&ctx.control, task, kind, "open")
+        .await?
+        .is_some_and(|(state, _)| state == "running");
+    if !opening {
+        return Ok(None);
+    }
+    let (want, wait) = match kind {
+        Switch::Cutover => (Phase::CutOver, HAND_OVER_WAIT),
+        Switch::Rollback => (Phase::Cdc, HAND_OVER_WAIT),
+    };
+    ctx.progress
+        .set_phase(&format!("{}: handing over", kind.as_str()));
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let phase = control::load_task(&ctx.control, task)
+            .await?
+            .map(|t| t.phase);
+        if phase == Some(want) {
+            break;
+        }
+        let still = control::cutover::cutover(&ctx.control, task, kind)
+            .await?
+            .is_some_and(|c| c.state == "running");
+        if !still || std::time::Instant::now() >= deadline {
+            tracing::info!(
+                "the {} did not turn the task round; the run ends",
+                kind.as_str()
+            );
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    if want == Phase::CutOver
+        && reverse::source_control(ctx.endpoints, task)
+            .await?
+            .is_none()
+    {
+        tracing::info!("cut over without a reverse stream (cutover.reverse = false); the run ends");
+        return Ok(None);
+    }
+    control::event(
+        ctx.control.raw(),
+        task,
+        Level::Info,
+        "run",
+        &format!(
+            "the {} turned the task round: streaming {}",
+            kind.as_str(),
+            if want == Phase::Cdc {
+                "forward"
+            } else {
+                "back to the source"
+            }
+        ),
+        None,
+    )
+    .await?;
+    ctx.handed_over = true;
+    Ok(Some(want))
+}
+
+/// How long a run waits for a switch to turn the task round after it stopped its stream.
+const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The task's tables with their progress so far.
 pub(super) async fn table_jobs(client: &PgClient, task: &str) -> Result<Vec<Arc<TableJob>>> {

@@ -89,10 +89,13 @@ pub async fn stop(
     task: &str,
     run: JoinHandle<Result<RunSummary, EngineError>>,
 ) -> RunSummary {
-    target
-        .connect(db)
+    // pgferry's own sessions write through a rollback's fence on the target; so does this.
+    let control = target.connect(db).await.unwrap();
+    control
+        .batch_execute("SET default_transaction_read_only = off")
         .await
-        .unwrap()
+        .unwrap();
+    control
         .execute(
             "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
             &[&task],

@@ -10,6 +10,8 @@ use pgferry_engine::CutoverOptions;
 
 use super::*;
 
+mod rollback;
+
 /// The inventory sample on the source, an application role `app` (password `app`) that
 /// may write every table, and an empty target database.
 async fn inventory_with_app(p: &Pair) {
@@ -81,7 +83,9 @@ async fn sequences(c: &Cluster) -> Vec<(String, Option<i64>)> {
 async fn a_cutover_under_writes_fences_the_source_and_leaves_the_target_identical() {
     let p = pair();
     inventory_with_app(&p).await;
-    let t = task_with_fence(&p);
+    // Without a way back: the run stops when the target opens.
+    let mut t = task_with_fence(&p);
+    t.cutover.reverse = false;
     let run = cdc::spawn(&t);
     cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -205,6 +209,7 @@ async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
         .unwrap();
     let mut t = task_with_fence(&p);
     t.cutover.fence_roles.push(ODD.to_owned());
+    t.cutover.reverse = false;
     let can_login = |p: &Pair| {
         let c = p.source.url("postgres");
         async move {

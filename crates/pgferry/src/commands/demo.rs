@@ -6,7 +6,10 @@
 //! it from then on. pgferry migrates it to the other server: full load, then streaming
 //! changes with live lag. Then the cutover, as `pgferry cutover` runs it, while the
 //! application still writes: the source is fenced (read-only, sessions ended), the last
-//! changes drain, the sequences are set, every table is validated, and the target opens. The servers keep running until Ctrl-C so you can
+//! changes drain, the sequences are set, every table is validated, and the target opens.
+//! The application moves to the target, whose writes stream back to the source; a
+//! rollback returns to the source with all of them; the application writes there again,
+//! and a second cutover ends the story. The servers keep running until Ctrl-C so you can
 //! look around with psql; then both are stopped and their files removed.
 
 use std::sync::Arc;
@@ -98,29 +101,18 @@ async fn story(
     }
 
     // The cutover, as `pgferry cutover` runs it, while the application still writes.
-    progress::say(
-        "Cutting over (pgferry cutover): checks, fence the source, drain to the fence, \
-         sequences, validate every table, open the target…",
-    );
     let options = CutoverOptions {
         validation_jobs: task.full_load.jobs,
         ..CutoverOptions::default()
     };
-    let cut = pgferry_engine::cutover(&task, options).await;
-    let written = app.stop().await;
-    let cut = cut?;
-    for s in &cut.steps {
-        progress::say(&format!(
-            "  {:<10} {:>6.2} s",
-            s.step,
-            s.seconds.unwrap_or_default()
-        ));
-    }
-    progress::say(&format!(
-        "  the application committed {written} transactions before the fence; downtime \
-         (fence to write probe): {:.1} s",
-        cut.downtime_seconds.unwrap_or_default()
-    ));
+    let (app, _) = switch(&task, options, app, false).await?;
+    let app = app_moves(app, target, "target").await?;
+    let (app, _) = switch(&task, options, app, true).await?;
+    let app = app_moves(app, source, "source").await?;
+    let (app, _) = switch(&task, options, app, false).await?;
+    app.stop().await;
+    // The run streams the target's writes back until it is told to stop.
+    pgferry_engine::request_stop(&task, Duration::from_secs(60)).await?;
     let summary = running.await?;
     display.finish().await;
     let summary = summary?;
@@ -131,8 +123,9 @@ async fn story(
     validate::print_report(&report);
     if report.all_match() {
         println!(
-            "Cut over: the target holds every row the application wrote, and its sequences \
-             continue where the source's stopped. Point the application at:\n  {}",
+            "Cut over, rolled back and cut over again: the target holds every row the \
+             application wrote on either side, and its sequences continue where the \
+             source's stopped. Point the application at:\n  {}",
             target.url("inventory")
         );
     }
@@ -145,6 +138,56 @@ async fn story(
     } else {
         exit::DIFFERENCES
     })
+}
+
+/// A cutover (or, with `back`, a rollback) while the application writes, as the commands
+/// run them; prints the steps and the downtime.
+async fn switch(
+    task: &Task,
+    options: CutoverOptions,
+    app: App,
+    back: bool,
+) -> anyhow::Result<(App, pgferry_engine::CutoverReport)> {
+    progress::say(if back {
+        "Rolling back (pgferry rollback): checks, fence the target, drain the reverse stream \
+         to the fence, sequences on the source, validate every table, reopen the source…"
+    } else {
+        "Cutting over (pgferry cutover): checks, fence the source, drain to the fence, \
+         sequences, validate every table, open the target and stream its writes back…"
+    });
+    let report = if back {
+        pgferry_engine::rollback(task, options).await
+    } else {
+        pgferry_engine::cutover(task, options).await
+    };
+    let written = app.stop().await;
+    let report = report?;
+    for s in &report.steps {
+        progress::say(&format!(
+            "  {:<10} {:>6.2} s",
+            s.step,
+            s.seconds.unwrap_or_default()
+        ));
+    }
+    progress::say(&format!(
+        "  the application committed {written} transactions; downtime (fence to write \
+         probe): {:.1} s",
+        report.downtime_seconds.unwrap_or_default()
+    ));
+    // It was fenced; it reconnects to whichever side is open now.
+    Ok((App::idle(), report))
+}
+
+/// The application writes to `side` for a few seconds.
+async fn app_moves(app: App, cluster: &Cluster, side: &str) -> anyhow::Result<App> {
+    app.stop().await;
+    let app = App::start(cluster).await?;
+    progress::say(&format!(
+        "The application writes to the {side} now; pgferry streams its changes to the other \
+         side…"
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    Ok(app)
 }
 
 async fn seed(args: &DemoArgs, source: &Cluster, target: &Cluster) -> anyhow::Result<()> {
@@ -222,7 +265,10 @@ async fn leave_running(
         ),
     )
     .context("writing the demo's task file")?;
-    println!("\nBoth servers are still running (the source is read-only now). Try:");
+    println!(
+        "\nBoth servers are still running (cut over for the second time: the source is \
+         read-only). Try:"
+    );
     println!("  pgferry status --task {}", task_file.display());
     println!("  pgferry validate --task {}", task_file.display());
     println!("  psql '{}' -c '\\dt+'", target.url("inventory"));
@@ -315,6 +361,15 @@ impl App {
             counts,
             writer,
         })
+    }
+
+    /// No application (between two switches).
+    fn idle() -> App {
+        App {
+            stop: Arc::new(AtomicBool::new(true)),
+            counts: Arc::new(workload::WorkloadCounts::default()),
+            writer: tokio::spawn(async {}),
+        }
     }
 
     async fn stop(self) -> u64 {

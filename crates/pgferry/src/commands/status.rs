@@ -13,7 +13,10 @@ pub async fn status(args: TaskArgs) -> anyhow::Result<u8> {
     let task = commands::load_task(&args.task)?;
     let endpoints = Endpoints::resolve(&task)?;
     let client = pgferry_pg::connect(Side::Target, &endpoints.target, "pgferry status").await?;
-    let status = pgferry_engine::status(&client, &task.name).await?;
+    let mut status = pgferry_engine::status(&client, &task.name).await?;
+    if status.phase == "cut-over" {
+        status.reverse = pgferry_engine::reverse_status(&task).await?;
+    }
     if args.json {
         output::print_json(&status)?;
     } else {
@@ -117,7 +120,26 @@ fn print_status(s: &TaskStatus) {
         );
     }
     if let Some(c) = &s.cdc {
-        print_cdc(c);
+        print_cdc(c, "CDC", "source");
+    }
+    for (what, switch) in [("Cutover", &s.cutover), ("Rollback", &s.rollback)] {
+        if let Some(c) = switch {
+            let downtime = c
+                .report
+                .as_ref()
+                .and_then(|r| r.get("downtime_seconds"))
+                .and_then(|d| d.as_f64())
+                .map(|d| format!(", downtime {d:.1} s"))
+                .unwrap_or_default();
+            println!("{what}: {}{downtime}", c.state);
+        }
+    }
+    if let Some(r) = &s.reverse {
+        let running = if r.running { "running" } else { "not running" };
+        println!("Reverse stream (target to source), {running}:");
+        if let Some(c) = &r.stream {
+            print_cdc(c, "  reverse", "target");
+        }
     }
     if let Some(e) = &s.last_error {
         println!("Last error: {e}");
@@ -141,9 +163,9 @@ fn ms(v: Option<i64>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-fn print_cdc(c: &pgferry_engine::CdcStatus) {
+fn print_cdc(c: &pgferry_engine::CdcStatus, label: &str, from: &str) {
     println!(
-        "CDC: slot {} (publication {}, {} tuples), started at {}",
+        "{label}: slot {} (publication {}, {} tuples), started at {}",
         c.slot,
         c.publication,
         if c.binary { "binary" } else { "text" },
@@ -163,7 +185,7 @@ fn print_cdc(c: &pgferry_engine::CdcStatus) {
     );
     if let Some(b) = c.wal_retained_bytes {
         println!(
-            "  the slot holds {} of WAL on the source (until pgferry catches up, or `pgferry \
+            "  the slot holds {} of WAL on the {from} (until pgferry catches up, or `pgferry \
              cleanup` drops it)",
             indicatif::HumanBytes(b.max(0) as u64)
         );

@@ -156,7 +156,8 @@ async fn failures_exit_with_the_documented_codes_and_one_clear_message() {
 }
 
 /// The README's first command: full load and streaming under the demo application's
-/// writes, a cutover, and validation; then both servers are gone.
+/// writes, a cutover, writes on the target streamed back, a rollback, a second cutover,
+/// and validation; then both servers are gone.
 #[test]
 fn the_demo_runs_end_to_end_and_cleans_up() {
     let out = run(&["demo", "--no-wait", "--scale", "1", "--stream-seconds", "3"]);
@@ -171,7 +172,10 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
         "downtime (fence to write probe)",
         "3 sequences set to the source's values",
         "All 6 tables match",
-        "Cut over: the target holds every row the application wrote",
+        "The application writes to the target now",
+        "Rolling back (pgferry rollback)",
+        "The application writes to the source now",
+        "Cut over, rolled back and cut over again",
         "pgferry status --task",
     ] {
         assert!(

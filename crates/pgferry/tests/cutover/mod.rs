@@ -1,6 +1,7 @@
-//! `pgferry cutover` as a user runs it beside `pgferry run`: the plan, the report (JSON and
-//! Markdown), the exit codes, and a cutover killed at random moments that finishes when run
-//! again, with nothing lost or doubled and the source still fenced.
+//! `pgferry cutover` and `pgferry rollback` as a user runs them beside `pgferry run`: the
+//! plan, the reports (JSON and Markdown), the exit codes, the run streaming back after the
+//! cutover and forward again after the rollback, and both commands killed at random moments
+//! and finished by running them again, with nothing lost or doubled.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -109,12 +110,9 @@ async fn cutover_prints_a_plan_then_a_report_with_the_downtime_and_refuses_twice
         "{md}"
     );
 
-    let ran = child.wait().unwrap();
-    assert!(
-        ran.success(),
-        "the run stops cleanly when the target opens: {ran}"
-    );
-    assert_identical(&source, &target, "app").await;
+    // The run streams the target's writes back to the source now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the run streams back");
     assert_fenced(&source).await;
     let again = run(&["cutover", "--task", &task]);
     assert_eq!(again.status.code(), Some(3), "{}", text(&again));
@@ -123,6 +121,39 @@ async fn cutover_prints_a_plan_then_a_report_with_the_downtime_and_refuses_twice
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["phase"], "cut-over");
     assert_eq!(status["cutover"]["state"], "done");
+    assert_eq!(status["reverse"]["running"], true, "{status}");
+    let shown = run(&["status", "--task", &task]);
+    assert!(text(&shown).contains("Reverse stream"), "{}", text(&shown));
+
+    // Writes on the target, then back to the source with all of them.
+    target
+        .execute(
+            "app",
+            "INSERT INTO t (v) VALUES ('on the target'); DELETE FROM t WHERE id = 5",
+        )
+        .await
+        .unwrap();
+    let plan = run(&["rollback", "--task", &task, "--dry-run"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let back = run(&["rollback", "--task", &task, "--json"]);
+    assert_eq!(back.status.code(), Some(0), "{}", text(&back));
+    let report: serde_json::Value = serde_json::from_slice(&back.stdout).unwrap();
+    assert_eq!(report["kind"], "rollback", "{report}");
+    assert!(report["downtime_seconds"].as_f64().is_some(), "{report}");
+    let md = std::fs::read_to_string(dir.path().join("task.rollback.md")).unwrap();
+    assert!(md.starts_with("# Rollback"), "{md}");
+    let stopped = run(&["stop", "--task", &task]);
+    assert_eq!(stopped.status.code(), Some(0), "{}", text(&stopped));
+    let ran = child.wait().unwrap();
+    assert!(
+        ran.success(),
+        "the run streams forward after the rollback, then stops: {ran}"
+    );
+    assert_identical(&source, &target, "app").await;
+    let status = run(&["status", "--task", &task, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["phase"], "cdc");
+    assert_eq!(status["rollback"]["state"], "done");
 }
 
 /// SIGKILL at moments spread over the steps, then `cutover` again until it is done.
@@ -147,15 +178,7 @@ async fn a_cutover_killed_at_random_moments_finishes_when_run_again() {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let _ = cut.kill();
         let ended = cut.wait().unwrap();
-        let control = target.connect("app").await.unwrap();
-        let steps: Vec<String> = control
-            .query(
-                "SELECT step || ':' || state FROM pgferry.cutover_step ORDER BY ordinal",
-                &[],
-            )
-            .await
-            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-            .unwrap_or_default();
+        let steps = steps_of(&target, "cutover").await;
         eprintln!("killed after {delay_ms} ms: {steps:?}");
         killed_in.extend(steps.into_iter().filter(|s| s.ends_with(":running")));
         if ended.success() {
@@ -189,7 +212,70 @@ async fn a_cutover_killed_at_random_moments_finishes_when_run_again() {
     );
     stop.store(true, Ordering::Relaxed);
     let _ = writes.await;
+    assert_fenced(&source).await;
+
+    // The same for the rollback, with the application writing to the target.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(&target, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut killed_in = Vec::new();
+    let mut finished = false;
+    for delay_ms in [200u64, 700, 1200, 2000] {
+        let mut back = pgferry()
+            .args(["rollback", "--task", &task])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let _ = back.kill();
+        let ended = back.wait().unwrap();
+        let steps = steps_of(&target, "rollback").await;
+        eprintln!("rollback killed after {delay_ms} ms: {steps:?}");
+        killed_in.extend(steps.into_iter().filter(|s| s.ends_with(":running")));
+        if ended.success() {
+            finished = true;
+            break;
+        }
+    }
+    assert!(
+        !killed_in.is_empty(),
+        "no kill landed inside a rollback step"
+    );
+    for _ in 0..3 {
+        if finished {
+            break;
+        }
+        let out = run(&["rollback", "--task", &task]);
+        finished = out.status.success();
+        if !finished {
+            eprintln!("rollback again: {}", text(&out));
+        }
+    }
+    assert!(finished, "the rollback finishes when run again");
+    stop.store(true, Ordering::Relaxed);
+    let _ = writes.await;
+    let stopped = run(&["stop", "--task", &task]);
+    assert_eq!(stopped.status.code(), Some(0), "{}", text(&stopped));
     let _ = child.wait();
     assert_identical(&source, &target, "app").await;
-    assert_fenced(&source).await;
+    // The source takes writes again.
+    source
+        .execute("app", "INSERT INTO t (v) VALUES ('back on the source')")
+        .await
+        .unwrap();
+}
+
+/// `step:state` of a switch's recorded steps, in order.
+async fn steps_of(target: &Cluster, kind: &str) -> Vec<String> {
+    let control = target.connect("app").await.unwrap();
+    control
+        .query(
+            "SELECT step || ':' || state FROM pgferry.cutover_step WHERE kind = $1
+             ORDER BY ordinal",
+            &[&kind],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
 }
