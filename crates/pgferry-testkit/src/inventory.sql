@@ -105,7 +105,7 @@ SELECT format('customer%s@example.com', g), 'Customer ' || g,
 FROM generate_series(1, 1000 * :scale) AS g;
 
 INSERT INTO orders (customer_id, status, placed_at, shipping_address)
-SELECT 1 + (g * 7919) % (1000 * :scale),
+SELECT 1 + (g::bigint * 7919) % (1000 * :scale),
        (ARRAY['pending', 'paid', 'shipped', 'delivered', 'cancelled']::order_status[])[1 + g % 5],
        timestamptz '2024-03-01' + g * interval '3 minutes',
        jsonb_build_object('city', (ARRAY['Berlin', 'Osaka', 'Austin', 'Lyon'])[1 + g % 4],
