@@ -21,7 +21,7 @@ use pgferry_testkit::{Cluster, ClusterOptions, datagen, workload};
 #[command(about = "Measure pgferry's cutover and rollback downtime at several sizes")]
 struct Args {
     /// Inventory scales (1 is about 2 MB of tables).
-    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "1,100,300")]
     scales: Vec<u32>,
     /// Pause between the application's transactions, in milliseconds.
     #[arg(long, default_value_t = 5)]
@@ -253,10 +253,15 @@ async fn main() -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     for &scale in &args.scales {
         match one_size(&args, &binary, scale, &work).await {
-            Ok(o) => outcomes.push(o),
+            Ok(o) => {
+                // Each size as it finishes, so a long run keeps what it measured.
+                print(std::slice::from_ref(&o));
+                outcomes.push(o);
+            }
             Err(e) => println!("scale {scale} failed: {e:#}"),
         }
     }
+    println!("All sizes:");
     print(&outcomes);
     println!("pgferry's logs: {}", work.display());
     Ok(())

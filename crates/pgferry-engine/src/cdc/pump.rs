@@ -1,6 +1,7 @@
-//! The loop that moves changes from the replication stream into the applier, with a
-//! once-a-second tick for everything else: live figures, the slot's health, and what the
-//! control schema asks of the stream (a stop, a drain).
+//! The loop that moves changes from the replication stream into the applier, with a tick
+//! for everything else: five times a second it reads what the control schema asks of the
+//! stream (a stop, a drain: during a cutover each wait for a tick is downtime), and once a
+//! second it saves the live figures and watches the slot's health.
 //!
 //! The loop never leaves in the middle of a target transaction on its own account: a stop
 //! commits what is complete first. A drain is recorded only when nothing is pending, and
@@ -9,6 +10,7 @@
 //! the slot sends again.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pgferry_config::Task;
 use pgferry_pg::{Lsn, PgClient, PgError};
@@ -16,7 +18,7 @@ use pgferry_pg::{Lsn, PgClient, PgError};
 use super::apply::Applier;
 use super::live::CdcLive;
 use super::stream::{self, Positions, Stream};
-use super::{CdcOutcome, PROBE_LIMIT, RETENTION_EVERY_TICKS, TICK, source};
+use super::{CdcOutcome, PROBE_LIMIT, RETENTION_EVERY, TICK, source};
 use super::{cannot_stream, human_bytes, lost_slot};
 use crate::control::{self, Level};
 use crate::error::{EngineError, Result};
@@ -38,13 +40,17 @@ pub(super) struct Pump<'a> {
     pub state: &'a control::CdcState,
     pub positions: &'a Positions,
     pub watch: SlotWatch,
-    pub ticks: u32,
+    /// When the figures were last saved.
+    pub saved: Option<Instant>,
 }
+
+/// How often the control schema's orders are read.
+const ORDERS_TICK: Duration = Duration::from_millis(200);
 
 impl Pump<'_> {
     /// Applies changes until a stop, or an error.
     pub async fn run(&mut self, applier: &mut Applier, stream: &mut Stream) -> Result<CdcOutcome> {
-        let mut tick = tokio::time::interval(TICK);
+        let mut tick = tokio::time::interval(ORDERS_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = applier.deadline();
@@ -88,41 +94,21 @@ impl Pump<'_> {
         }
     }
 
-    /// Saves the live figures, watches the slot, and obeys the control schema's orders.
-    /// Returns the outcome when the stream is to end.
+    /// Reads (once a second: saves the live figures, watches the slot, and reads) the
+    /// control schema's orders, and obeys them. Returns the outcome when the stream is to
+    /// end.
     async fn tick(&mut self, applier: &mut Applier, stream: &Stream) -> Result<Option<CdcOutcome>> {
-        self.ticks = self.ticks.wrapping_add(1);
-        if let Some(ms) = applier.pending_lag_ms() {
-            applier.lag.target_ms = Some(ms.max(applier.lag.target_ms.unwrap_or(0)));
-        }
-        if self.ticks % RETENTION_EVERY_TICKS == 1 {
-            self.watch_slot().await?;
-        }
+        let (task, client) = (&self.task.name, self.control_client);
         let received = Lsn(self
             .positions
             .received
             .load(std::sync::atomic::Ordering::Acquire));
-        let lag = applier
-            .lag
-            .through_silence(self.positions.heard.silence_ms());
-        let figures = control::StreamFigures {
-            received,
-            source_ms: lag.source_ms,
-            target_ms: lag.target_ms,
-            wal_retained: self.watch.wal_retained,
+        let orders = if self.saved.is_none_or(|at| at.elapsed() >= TICK) {
+            self.saved = Some(Instant::now());
+            self.save_figures(applier, received).await?
+        } else {
+            control::stream_orders(client, task).await?
         };
-        let (task, client) = (&self.task.name, self.control_client);
-        let orders = control::save_progress(client, task, figures).await?;
-        self.progress.set_cdc(CdcLive {
-            applied_lsn: Some(applier.applied().to_string()),
-            received_lsn: Some(received.to_string()),
-            lag,
-            totals: applier.totals,
-            incoming: applier.incoming,
-            fallbacks: applier.fallbacks.clone(),
-            wal_retained_bytes: self.watch.wal_retained,
-            binary: self.state.binary,
-        });
         if orders.stop {
             applier.commit().await?;
             applier.rollback().await;
@@ -148,6 +134,47 @@ impl Pump<'_> {
             control::event(client.raw(), task, Level::Info, "cdc", &message, None).await?;
         }
         Ok(None)
+    }
+
+    /// Saves the live figures (in the control schema and for the progress display), and
+    /// watches the slot every [`RETENTION_EVERY`]; returns the orders read with them.
+    async fn save_figures(
+        &mut self,
+        applier: &mut Applier,
+        received: Lsn,
+    ) -> Result<control::StreamOrders> {
+        if let Some(ms) = applier.pending_lag_ms() {
+            applier.lag.target_ms = Some(ms.max(applier.lag.target_ms.unwrap_or(0)));
+        }
+        if self
+            .watch
+            .checked
+            .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
+        {
+            self.watch.checked = Some(Instant::now());
+            self.watch_slot().await?;
+        }
+        let lag = applier
+            .lag
+            .through_silence(self.positions.heard.silence_ms());
+        let figures = control::StreamFigures {
+            received,
+            source_ms: lag.source_ms,
+            target_ms: lag.target_ms,
+            wal_retained: self.watch.wal_retained,
+        };
+        let orders = control::save_progress(self.control_client, &self.task.name, figures).await?;
+        self.progress.set_cdc(CdcLive {
+            applied_lsn: Some(applier.applied().to_string()),
+            received_lsn: Some(received.to_string()),
+            lag,
+            totals: applier.totals,
+            incoming: applier.incoming,
+            fallbacks: applier.fallbacks.clone(),
+            wal_retained_bytes: self.watch.wal_retained,
+            binary: self.state.binary,
+        });
+        Ok(orders)
     }
 
     /// Checks the slot's WAL on the source: lost ends the stream, at risk or holding much
@@ -194,6 +221,8 @@ impl Pump<'_> {
 /// What the slot watch remembers: warnings already given, and the last WAL figure.
 #[derive(Debug, Default)]
 pub(super) struct SlotWatch {
+    /// When the slot was last checked.
+    checked: Option<Instant>,
     retained_warned: bool,
     risk_warned: bool,
     wal_retained: Option<i64>,

@@ -137,13 +137,28 @@ pub struct StreamFigures {
     pub wal_retained: Option<i64>,
 }
 
-/// What the control schema asks of the stream, read once a second.
+/// What the control schema asks of the stream, read five times a second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamOrders {
     /// Stop at the next transaction boundary.
     pub stop: bool,
     /// Stop once everything committed on the source before this position is applied.
     pub drain_to: Option<Lsn>,
+}
+
+/// What is asked of the stream, read between two saves of its figures.
+pub async fn stream_orders(client: &PgClient, task: &str) -> Result<StreamOrders> {
+    let row = client
+        .query_one(
+            "reading the stream's orders",
+            "SELECT stop_requested, drain_to::text FROM pgferry.cdc_state WHERE task = $1",
+            &[&task],
+        )
+        .await?;
+    Ok(StreamOrders {
+        stop: row.get(0),
+        drain_to: row.get::<_, Option<&str>>(1).and_then(|s| s.parse().ok()),
+    })
 }
 
 /// Saves the stream's figures; returns what is asked of the stream.

@@ -27,12 +27,13 @@ mod task;
 mod validation;
 
 pub use cdc::{
-    AppliedBatch, ApplyException, CdcSetup, CdcState, StreamFigures, cancel_drain, cdc_state,
-    checkpoint, cleaned_up_at, drained, excluded_tables, forget_identity_change,
+    AppliedBatch, ApplyException, CdcSetup, CdcState, StreamFigures, StreamOrders, cancel_drain,
+    cdc_state, checkpoint, cleaned_up_at, drained, excluded_tables, forget_identity_change,
     forget_retained_wal, identity_changes, mark_drained, mark_start_over, mark_stopped,
     record_exception, record_identity_change, request_drain, request_stop, restart_stream_at,
     save_checkpoint, save_lag, save_progress, set_snapshot_filter, start_over_began, stopped,
-    store_cdc_setup, stream_objects, stream_tables, streaming_started, suspend_table,
+    store_cdc_setup, stream_objects, stream_orders, stream_tables, streaming_started,
+    suspend_table,
 };
 pub use chunks::{
     chunk_done, claim_chunk, fail_chunk, finish_chunk, keep_finished_chunks,
