@@ -309,16 +309,17 @@ impl Cutover<'_> {
         if phase == Some(Phase::Cdc) {
             crate::cdc::request_stop(self.task, Duration::from_secs(120)).await?;
         }
-        // A rollback left the target fenced; the application writes to it again now.
-        if let Some(plan) = recorded_fence(control, task, Switch::Rollback).await? {
-            fence::lift(control, &plan).await?;
-        }
         let reverse = if self.task.cutover.reverse {
             let prepared = crate::reverse::prepare(self.task, self.endpoints, control).await?;
             Some(serde_json::to_value(prepared).unwrap_or_default())
         } else {
             None
         };
+        // A rollback left the target fenced; it takes writes again once the reverse slot
+        // is there to see them.
+        if let Some(plan) = recorded_fence(control, task, Switch::Rollback).await? {
+            fence::lift(control, &plan).await?;
+        }
         control::set_phase(control.raw(), task, Phase::CutOver).await?;
         let switched = switch::run_all(&self.task.cutover.on_switch, task).await?;
         let token = format!("{}-{}", task, std::process::id());

@@ -122,6 +122,26 @@ fn print_status(s: &TaskStatus) {
     if let Some(c) = &s.cdc {
         print_cdc(c, "CDC", "source");
     }
+    print_switches(s);
+    if let Some(e) = &s.last_error {
+        println!("Last error: {e}");
+    }
+    if !s.events.is_empty() {
+        println!("Recent events:");
+        for e in &s.events {
+            println!(
+                "  {} {:<7} {:<9} {}",
+                e.at.format("%H:%M:%S"),
+                e.level,
+                e.kind,
+                e.message
+            );
+        }
+    }
+}
+
+/// The cutover, the rollback and the reverse stream, where there are any.
+fn print_switches(s: &TaskStatus) {
     for (what, switch) in [("Cutover", &s.cutover), ("Rollback", &s.rollback)] {
         if let Some(c) = switch {
             let downtime = c
@@ -139,21 +159,6 @@ fn print_status(s: &TaskStatus) {
         println!("Reverse stream (target to source), {running}:");
         if let Some(c) = &r.stream {
             print_cdc(c, "  reverse", "target");
-        }
-    }
-    if let Some(e) = &s.last_error {
-        println!("Last error: {e}");
-    }
-    if !s.events.is_empty() {
-        println!("Recent events:");
-        for e in &s.events {
-            println!(
-                "  {} {:<7} {:<9} {}",
-                e.at.format("%H:%M:%S"),
-                e.level,
-                e.kind,
-                e.message
-            );
         }
     }
 }
