@@ -139,6 +139,16 @@ pub const CATALOG: &[MetricInfo] = &[
         "Share of max_slot_wal_keep_size the task's slot uses (retained WAL over retained plus safe_wal_size); at 1 the source may invalidate the slot (a lost slot counts 1). 0 when the source sets no limit.",
     ),
     gauge(
+        "pgferry_target_slot_retained_wal_bytes",
+        &[],
+        "After a cutover: WAL the reverse stream's slot holds back on the target.",
+    ),
+    gauge(
+        "pgferry_target_slot_wal_keep_used_ratio",
+        &[],
+        "After a cutover: share of the target's max_slot_wal_keep_size the reverse stream's slot uses.",
+    ),
+    gauge(
         "pgferry_target_connections",
         &[],
         "Client connections to the target server (pg_stat_activity), as RDS's DatabaseConnections.",

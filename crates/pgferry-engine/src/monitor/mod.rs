@@ -85,7 +85,12 @@ impl Monitor {
             task: task.clone(),
             progress,
             observer: observer.clone(),
-            stats: ServerStats::new(endpoints.source, endpoints.target, slot),
+            stats: ServerStats::new(
+                endpoints.source,
+                endpoints.target,
+                slot.clone(),
+                slot.map(|_| crate::reverse::slot_name(&task.name)),
+            ),
             commands,
             notifiers,
             delivered: HashMap::new(),

@@ -193,12 +193,19 @@ pub struct ServerStats {
     target: Watched,
     source: Watched,
     slot: Option<String>,
+    /// The reverse stream's slot on the target, after a cutover.
+    reverse_slot: Option<String>,
     last_io: Option<(std::time::Instant, IoCounters)>,
     size: Option<(std::time::Instant, f64)>,
 }
 
 impl ServerStats {
-    pub fn new(source: ConnInfo, target: ConnInfo, slot: Option<String>) -> Self {
+    pub fn new(
+        source: ConnInfo,
+        target: ConnInfo,
+        slot: Option<String>,
+        reverse_slot: Option<String>,
+    ) -> Self {
         let watched = |side, info| Watched {
             side,
             info,
@@ -209,6 +216,7 @@ impl ServerStats {
             target: watched(Side::Target, target),
             source: watched(Side::Source, source),
             slot,
+            reverse_slot,
             last_io: None,
             size: None,
         }
@@ -222,6 +230,7 @@ impl ServerStats {
     /// Adds what the servers answer now; a server that does not answer adds nothing.
     pub async fn sample(&mut self, out: &mut Vec<Sample>) {
         self.sample_target(out).await;
+        self.sample_reverse_slot(out).await;
         self.sample_source(out).await;
     }
 
@@ -316,21 +325,53 @@ impl ServerStats {
             return;
         };
         match crate::cdc::source::slot_info(client, &slot).await {
-            Ok(Some(info)) => {
-                if let Some(b) = info.retained_bytes {
-                    out.push(Sample::new(
-                        "pgferry_source_slot_retained_wal_bytes",
-                        b as f64,
-                    ));
-                }
-                if let Some(used) = info.keep_size_used() {
-                    out.push(Sample::new("pgferry_source_slot_wal_keep_used_ratio", used));
-                }
-            }
-            // No slot yet (planning) or any more (cleaned up): nothing to say.
-            Ok(None) => {}
+            Ok(info) => slot_samples(info, SOURCE_SLOT, out),
             Err(e) => self.source.failed("source slot", e),
         }
+    }
+
+    /// The reverse stream's slot, which exists on the target between a cutover and a
+    /// rollback or `finish`.
+    async fn sample_reverse_slot(&mut self, out: &mut Vec<Sample>) {
+        let Some(slot) = self.reverse_slot.clone() else {
+            return;
+        };
+        let Some(client) = self.target.client().await else {
+            return;
+        };
+        match crate::cdc::source::slot_info(client, &slot).await {
+            Ok(info) => slot_samples(info, TARGET_SLOT, out),
+            Err(e) => self.target.failed("reverse slot", e),
+        }
+    }
+}
+
+/// The names of a slot's two figures: retained WAL, share of `max_slot_wal_keep_size`.
+type SlotMetrics = (&'static str, &'static str);
+
+const SOURCE_SLOT: SlotMetrics = (
+    "pgferry_source_slot_retained_wal_bytes",
+    "pgferry_source_slot_wal_keep_used_ratio",
+);
+const TARGET_SLOT: SlotMetrics = (
+    "pgferry_target_slot_retained_wal_bytes",
+    "pgferry_target_slot_wal_keep_used_ratio",
+);
+
+/// A slot's figures; nothing when there is no slot (not made yet, or dropped).
+fn slot_samples(
+    info: Option<crate::cdc::source::SlotInfo>,
+    names: SlotMetrics,
+    out: &mut Vec<Sample>,
+) {
+    let Some(info) = info else {
+        return;
+    };
+    if let Some(b) = info.retained_bytes {
+        out.push(Sample::new(names.0, b as f64));
+    }
+    if let Some(used) = info.keep_size_used() {
+        out.push(Sample::new(names.1, used));
     }
 }
 
@@ -347,6 +388,49 @@ fn per_event_seconds(ms: f64, events: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_reverse_slot_on_the_target_is_sampled() {
+        let c = pgferry_testkit::Cluster::start().unwrap();
+        c.create_database("app").await.unwrap();
+        c.execute(
+            "app",
+            "SELECT pg_create_logical_replication_slot('pgferry_t_reverse', 'pgoutput')",
+        )
+        .await
+        .unwrap();
+        let info = ConnInfo::resolve(&c.url("app"), None).unwrap();
+        let mut stats = ServerStats::new(
+            info.clone(),
+            info,
+            None,
+            Some("pgferry_t_reverse".to_owned()),
+        );
+        let mut out = Vec::new();
+        stats.sample(&mut out).await;
+        let names: Vec<&str> = out.iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"pgferry_target_slot_retained_wal_bytes"),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&"pgferry_source_slot_retained_wal_bytes"),
+            "{names:?}"
+        );
+        // Once the slot is dropped (rollback, finish), nothing is said of it.
+        c.execute(
+            "app",
+            "SELECT pg_drop_replication_slot('pgferry_t_reverse')",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        stats.sample(&mut out).await;
+        assert!(
+            !out.iter()
+                .any(|s| s.name.starts_with("pgferry_target_slot"))
+        );
+    }
 
     #[test]
     fn latency_per_event() {

@@ -286,7 +286,7 @@ async fn an_aborted_cutover_lifts_the_fence_and_a_second_one_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_schema_comparison_finds_a_missing_index_and_the_cutover_refuses_it() {
+async fn a_missing_index_or_a_suspended_table_makes_the_cutover_refuse() {
     let p = pair();
     inventory_with_app(&p).await;
     let t = task_with_fence(&p);
@@ -323,6 +323,25 @@ async fn the_schema_comparison_finds_a_missing_index_and_the_cutover_refuses_it(
             "{problems:?}"
         ),
         other => panic!("expected a refusal for the schema, got {other:?}"),
+    }
+    // A table an error policy suspended from the stream is refused too, by name.
+    p.target
+        .execute(
+            "inv",
+            "INSERT INTO pgferry.cdc_table (task, schema_name, table_name, suspended,
+                                            suspended_reason)
+             VALUES ('default', 'public', 'products', true, 'a test')",
+        )
+        .await
+        .unwrap();
+    match pgferry_engine::cutover(&t, CutoverOptions::default()).await {
+        Err(EngineError::CutoverRefused { problems, .. }) => assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("suspended") && p.contains("public.products")),
+            "{problems:?}"
+        ),
+        other => panic!("expected a refusal for the suspended table, got {other:?}"),
     }
     cdc::stop(&p.target, "inv", "default", run).await;
 }
