@@ -231,20 +231,22 @@ pub async fn drained(client: &PgClient, task: &str) -> Result<Option<Lsn>> {
         .and_then(|s| s.parse().ok()))
 }
 
-/// Asks the streaming run to stop; it reads the flag once a second.
+/// Asks the streaming run to stop; it reads the flag five times a second.
 pub async fn request_stop(client: &PgClient, task: &str) -> Result<()> {
     client
         .execute(
             "requesting a stop",
-            "UPDATE pgferry.cdc_state SET stop_requested = true, stopped_at = NULL
-             WHERE task = $1",
+            "UPDATE pgferry.cdc_state SET stop_requested = true WHERE task = $1",
             &[&task],
         )
         .await?;
     Ok(())
 }
 
-/// Records that the run stopped streaming (it may go on streaming the other way).
+/// Records that the run stopped streaming (it may go on streaming the other way). A
+/// stream that starts clears it ([`streaming_started`]), so it says whether the stream is
+/// stopped now: a stop requested again of a stream that stopped already (a cutover run
+/// again after a kill) is answered at once.
 pub async fn mark_stopped(client: &PgClient, task: &str) -> Result<()> {
     client
         .execute(
@@ -256,7 +258,7 @@ pub async fn mark_stopped(client: &PgClient, task: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether the stream stopped since the last stop request.
+/// Whether the stream is stopped (it stopped and has not started again).
 pub async fn stopped(client: &PgClient, task: &str) -> Result<bool> {
     Ok(client
         .query_opt(

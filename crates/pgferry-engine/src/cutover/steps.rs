@@ -108,7 +108,7 @@ pub(super) async fn assemble(
         validation: detail("validate", "tables")
             .and_then(|v| serde_json::from_value::<Vec<report::CheckedTable>>(v).ok())
             .unwrap_or_default(),
-        reverse: detail("open", "reverse"),
+        reverse: detail("open", "reverse").filter(|v| !v.is_null()),
         plan: Vec::new(),
         steps,
     })

@@ -294,13 +294,13 @@ pub(super) async fn hand_over(ctx: &mut RunContext<'_>, kind: Switch) -> Result<
     if !opening {
         return Ok(None);
     }
-    let (want, wait) = match kind {
-        Switch::Cutover => (Phase::CutOver, HAND_OVER_WAIT),
-        Switch::Rollback => (Phase::Cdc, HAND_OVER_WAIT),
+    let want = match kind {
+        Switch::Cutover => Phase::CutOver,
+        Switch::Rollback => Phase::Cdc,
     };
     ctx.progress
         .set_phase(&format!("{}: handing over", kind.as_str()));
-    let deadline = std::time::Instant::now() + wait;
+    let deadline = std::time::Instant::now() + HAND_OVER_WAIT;
     loop {
         let phase = control::load_task(&ctx.control, task)
             .await?

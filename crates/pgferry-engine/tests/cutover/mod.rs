@@ -345,3 +345,50 @@ async fn a_missing_index_or_a_suspended_table_makes_the_cutover_refuse() {
     }
     cdc::stop(&p.target, "inv", "default", run).await;
 }
+
+/// A cutover killed in its open step, after it stopped the forward stream, is run again:
+/// its second stop request finds the stream stopped (the run waits for the switch) and is
+/// answered at once, not after a timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_stopped_for_a_switch_answers_a_second_stop_at_once() {
+    let p = pair();
+    inventory_with_app(&p).await;
+    let t = task_with_fence(&p);
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "inv", "default", "cdc").await;
+    // A cutover at its open step, as one killed there leaves it.
+    p.target
+        .execute(
+            "inv",
+            "INSERT INTO pgferry.cutover (task) VALUES ('default');
+             INSERT INTO pgferry.cutover_step (task, step, ordinal, state)
+             VALUES ('default', 'open', 5, 'running')",
+        )
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(20);
+    assert!(pgferry_engine::request_stop(&t, wait).await.unwrap());
+    assert!(
+        !run.is_finished(),
+        "the run waits for the switch to turn it round"
+    );
+    let again = std::time::Instant::now();
+    pgferry_engine::request_stop(&t, wait)
+        .await
+        .expect("a stopped stream answers a second stop");
+    assert!(
+        again.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        again.elapsed()
+    );
+    // The switch is given up: the run ends.
+    p.target
+        .execute("inv", "UPDATE pgferry.cutover SET state = 'aborted'")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run ends when the switch is given up")
+        .unwrap()
+        .unwrap();
+}
