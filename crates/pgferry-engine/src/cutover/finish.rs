@@ -166,15 +166,25 @@ async fn pending_changes(target: &PgClient, slot: &str, publication: &str) -> Re
     if !exists {
         return Ok(0);
     }
-    // pgoutput's message types: I(nsert), U(pdate), D(elete), T(runcate).
-    Ok(target
-        .query_one(
-            "counting the reverse stream's unapplied changes",
-            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
-                 'proto_version', '1', 'publication_names', $2)
-             WHERE get_byte(data, 0) IN (73, 85, 68, 84)",
-            &[&slot, &publication],
-        )
-        .await?
-        .get(0))
+    // pgoutput's message types: I(nsert), U(pdate), D(elete), T(runcate). The walsender of
+    // the stream just stopped may hold the slot a moment longer (55006, object in use).
+    let mut attempts = 0;
+    loop {
+        let counted = target
+            .query_one(
+                "counting the reverse stream's unapplied changes",
+                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+                     'proto_version', '1', 'publication_names', $2)
+                 WHERE get_byte(data, 0) IN (73, 85, 68, 84)",
+                &[&slot, &publication],
+            )
+            .await;
+        match counted {
+            Err(e) if e.sqlstate() == Some("55006") && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return Ok(other?.get(0)),
+        }
+    }
 }
