@@ -151,8 +151,14 @@ pub async fn column_key(
                         t.typname IN ('int2', 'int4', 'int8'), a.attnotnull,
                         t.typnamespace = 'pg_catalog'::regnamespace
                             AND t.typname IN ({SPLIT_TYPES}),
-                        a.attcollation IN (0, 100)
+                        a.attcollation IN (0, 100),
+                        c.relreplident = 'f' OR EXISTS (
+                            SELECT FROM pg_index ri
+                            WHERE ri.indrelid = c.oid AND a.attnum = ANY(ri.indkey)
+                              AND (ri.indisprimary AND c.relreplident = 'd'
+                                   OR ri.indisreplident AND c.relreplident = 'i'))
                  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                 JOIN pg_class c ON c.oid = a.attrelid
                  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0
                    AND NOT a.attisdropped"
             ),
@@ -164,6 +170,7 @@ pub async fn column_key(
     };
     let (type_name, integer, not_null, supported, collation): (String, bool, bool, bool, bool) =
         (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    let identity: bool = r.get(5);
     Ok(if !not_null {
         Err(format!(
             "column {column:?} may be NULL, and a NULL falls in no range"
@@ -182,8 +189,7 @@ pub async fn column_key(
             column: column.to_owned(),
             type_name,
             integer,
-            // The user's column: resumed whole, whatever the replica identity.
-            identity: false,
+            identity,
         })
     })
 }

@@ -2,7 +2,7 @@
 //!
 //! A `full-load-and-cdc` load that lost its snapshot (a crash, a source restart) keeps the
 //! chunks it finished and copies the rest from a new snapshot. A table split by ranges of
-//! an integer key then holds, for each chunk, the rows of that key range as of the
+//! a key then holds, for each chunk, the rows of that key range as of the
 //! snapshot the chunk was copied from: the first snapshot, whose position the stream starts
 //! at, or a later one. A change is applied to a row exactly when the row's chunk was copied
 //! from a snapshot that did not see the change's transaction:
@@ -19,6 +19,13 @@
 //!   left unchanged (pgoutput does not send them); they are read from the source's current
 //!   row. That row may be newer than the change, but every later change of that key is
 //!   applied too (its chunk did not see them either), so the row ends as the source has it.
+//!
+//! A row's chunk is found in the order that drew the chunks. An integer key is placed
+//! here; any other key (text, numeric, uuid, dates) is placed by the source, in its type's
+//! order and the database's collation, exactly as the chunks' `WHERE` ranges compare: one
+//! round trip per key, and only for changes that some later snapshot saw (the stretch of
+//! stream between the first snapshot and the last resume). Past that stretch no key is
+//! placed at all.
 //!
 //! Chunks copied from the first snapshot have no filter. Partitioned tables (whose
 //! changes arrive under their root) and tables split otherwise are copied again whole and
@@ -39,8 +46,26 @@ use crate::error::Result;
 pub struct ChunkFilters {
     /// The split key's column name.
     pub column: String,
-    /// `[lo, hi)` per chunk, ascending; `None` for an open end.
-    ranges: Vec<(Option<i64>, Option<i64>, Option<SnapshotFilter>)>,
+    /// How a key is placed in its chunk.
+    pub order: KeyOrder,
+    /// The snapshot of each chunk, in key order; `None` for the stream's own.
+    filters: Vec<Option<SnapshotFilter>>,
+}
+
+/// How a key value is placed among the chunks' lower bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// An integer key, compared here: the lower bound of each chunk after the first.
+    Integer(Vec<i64>),
+    /// Any other key, compared by the source in the key type's own order (and the
+    /// database's collation, the only one a split key may have): the same comparison that
+    /// drew the chunks ([`pgferry_pg::split`]).
+    Server {
+        /// The key's type, as `pg_catalog."name"`.
+        type_name: String,
+        /// The lower bound of each chunk after the first, in text form.
+        lows: Vec<String>,
+    },
 }
 
 /// What to do with one change of a filtered table.
@@ -54,33 +79,57 @@ pub enum Verdict {
     InsertNew,
 }
 
-impl ChunkFilters {
-    /// Whether the chunk holding `key` was copied from a snapshot that saw `xid`. A key
-    /// that could not be read counts as not seen (the change is applied).
-    pub fn saw(&self, key: Option<i64>, xid: u32, commit_lsn: Lsn) -> bool {
-        let Some(k) = key else {
-            return false;
-        };
-        // Ranges ascend and the first is open below: the chunk is the last one whose lower
-        // end is at most `k`.
-        let n = self
-            .ranges
-            .partition_point(|(lo, _, _)| lo.is_none_or(|lo| lo <= k));
-        n.checked_sub(1)
-            .and_then(|i| self.ranges[i].2.as_ref())
-            .is_some_and(|f| f.saw_commit(xid, commit_lsn))
-    }
-
-    /// The verdict for a change whose row had key `old` before it and `new` after it
-    /// (the same for an insert or a delete).
-    pub fn verdict(&self, old: Option<i64>, new: Option<i64>, xid: u32, lsn: Lsn) -> Verdict {
-        match (self.saw(old, xid, lsn), self.saw(new, xid, lsn)) {
+impl Verdict {
+    /// The verdict for a change whose old key's chunk did or did not see it, and likewise
+    /// its new key's chunk (the same chunk for an insert or a delete).
+    pub fn of(old_seen: bool, new_seen: bool) -> Verdict {
+        match (old_seen, new_seen) {
             (false, false) => Verdict::Apply,
             (true, true) => Verdict::Skip,
             (false, true) => Verdict::DeleteOld,
             (true, false) => Verdict::InsertNew,
         }
     }
+}
+
+impl ChunkFilters {
+    /// Whether any chunk was copied from a snapshot that saw `xid`: when none was, the
+    /// change applies whatever its key, and no key needs placing.
+    pub fn any_saw(&self, xid: u32, commit_lsn: Lsn) -> bool {
+        self.filters
+            .iter()
+            .flatten()
+            .any(|f| f.saw_commit(xid, commit_lsn))
+    }
+
+    /// Whether chunk `chunk` was copied from a snapshot that saw `xid`. A key that could
+    /// not be placed (`None`) counts as not seen: the change is applied.
+    pub fn saw(&self, chunk: Option<usize>, xid: u32, commit_lsn: Lsn) -> bool {
+        chunk
+            .and_then(|i| self.filters.get(i))
+            .and_then(Option::as_ref)
+            .is_some_and(|f| f.saw_commit(xid, commit_lsn))
+    }
+
+    /// The chunk of an integer key: the number of lower bounds at or below it (the first
+    /// chunk is open below). `None` for a key that is not an integer or a table whose key
+    /// is placed by the server.
+    pub fn integer_chunk(&self, key: Option<i64>) -> Option<usize> {
+        match (&self.order, key) {
+            (KeyOrder::Integer(lows), Some(k)) => Some(lows.partition_point(|lo| *lo <= k)),
+            _ => None,
+        }
+    }
+}
+
+/// The statement that places a key among server-ordered lower bounds: `$1` the bounds
+/// as `text[]`, `$2` the key in the stream's form. The type name comes from the catalog
+/// as a quoted identifier ([`pgferry_pg::split::SplitKey`]), never from a value.
+pub fn placing_sql(type_name: &str) -> String {
+    format!(
+        "SELECT count(*)::int8 FROM pg_catalog.unnest($1::text[]) AS b(lo)
+         WHERE b.lo::{type_name} <= $2::{type_name}"
+    )
 }
 
 /// An integer key value as pgoutput sends it: text digits, or the binary send form of
@@ -102,23 +151,30 @@ pub fn integer_key(value: Option<&Value>) -> Option<i64> {
 pub async fn load(client: &PgClient, task: &str) -> Result<HashMap<QualifiedName, ChunkFilters>> {
     let mut out = HashMap::new();
     for t in control::key_chunks_with_filters(client, task).await? {
-        let bound = |b: &Option<String>| b.as_deref().and_then(|s| s.parse::<i64>().ok());
-        let ranges = t
+        // The first chunk is open below; every other one has a lower bound.
+        let lows: Vec<String> = t.chunks.iter().skip(1).flat_map(|c| c.0.clone()).collect();
+        let integers: Option<Vec<i64>> = t
+            .integer
+            .then(|| lows.iter().map(|s| s.trim().parse().ok()).collect())
+            .flatten();
+        let order = match integers {
+            Some(lows) => KeyOrder::Integer(lows),
+            None => KeyOrder::Server {
+                type_name: t.type_name.clone(),
+                lows,
+            },
+        };
+        let filters = t
             .chunks
             .iter()
-            .map(|(lo, hi, f)| {
-                (
-                    bound(lo),
-                    bound(hi),
-                    f.as_deref().and_then(SnapshotFilter::parse),
-                )
-            })
+            .map(|c| c.2.as_deref().and_then(SnapshotFilter::parse))
             .collect();
         out.insert(
             t.table,
             ChunkFilters {
                 column: t.column,
-                ranges,
+                order,
+                filters,
             },
         );
     }
@@ -137,33 +193,42 @@ mod tests {
         let later = SnapshotFilter::parse("40:50:").unwrap();
         ChunkFilters {
             column: "id".into(),
-            ranges: vec![
-                (None, Some(100), None),
-                (Some(100), Some(200), Some(later.clone())),
-                (Some(200), None, Some(later)),
-            ],
+            order: KeyOrder::Integer(vec![100, 200]),
+            filters: vec![None, Some(later.clone()), Some(later)],
         }
     }
 
     #[test]
     fn a_change_applies_unless_its_rows_chunk_saw_it() {
         let f = filters();
-        assert!(!f.saw(Some(5), 45, Lsn(1)), "first-snapshot chunk");
-        assert!(f.saw(Some(150), 45, Lsn(1)));
-        assert!(!f.saw(Some(150), 60, Lsn(1)), "after the later snapshot");
-        assert!(f.saw(Some(10_000), 45, Lsn(1)), "open last range");
-        assert!(!f.saw(None, 45, Lsn(1)), "an unreadable key is applied");
-        assert_eq!(f.verdict(Some(150), Some(150), 45, Lsn(1)), Verdict::Skip);
-        assert_eq!(f.verdict(Some(5), Some(5), 45, Lsn(1)), Verdict::Apply);
-        assert_eq!(
-            f.verdict(Some(5), Some(150), 45, Lsn(1)),
-            Verdict::DeleteOld
-        );
-        assert_eq!(
-            f.verdict(Some(150), Some(5), 45, Lsn(1)),
-            Verdict::InsertNew
-        );
-        assert_eq!(f.verdict(Some(150), Some(5), 60, Lsn(1)), Verdict::Apply);
+        let saw = |k: Option<i64>, xid| f.saw(f.integer_chunk(k), xid, Lsn(1));
+        assert!(!saw(Some(5), 45), "first-snapshot chunk");
+        assert!(saw(Some(100), 45), "a lower bound is in its chunk");
+        assert!(saw(Some(150), 45));
+        assert!(!saw(Some(150), 60), "after the later snapshot");
+        assert!(saw(Some(10_000), 45), "open last range");
+        assert!(!saw(None, 45), "an unreadable key is applied");
+        assert!(f.any_saw(45, Lsn(1)));
+        assert!(!f.any_saw(60, Lsn(1)), "past every later snapshot");
+        assert_eq!(Verdict::of(true, true), Verdict::Skip);
+        assert_eq!(Verdict::of(false, false), Verdict::Apply);
+        assert_eq!(Verdict::of(false, true), Verdict::DeleteOld);
+        assert_eq!(Verdict::of(true, false), Verdict::InsertNew);
+    }
+
+    #[test]
+    fn a_server_ordered_key_is_not_placed_here() {
+        let f = ChunkFilters {
+            column: "code".into(),
+            order: KeyOrder::Server {
+                type_name: "pg_catalog.\"text\"".into(),
+                lows: vec!["m".into()],
+            },
+            filters: vec![None, SnapshotFilter::parse("40:50:")],
+        };
+        assert_eq!(f.integer_chunk(Some(5)), None);
+        assert!(f.saw(Some(1), 45, Lsn(1)));
+        assert!(placing_sql("pg_catalog.\"text\"").contains("b.lo::pg_catalog.\"text\" <= $2::"));
     }
 
     #[test]

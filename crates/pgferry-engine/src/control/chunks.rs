@@ -139,12 +139,18 @@ pub async fn unfinished_chunks(client: &PgClient, task: &str) -> Result<Vec<Unfi
         .collect())
 }
 
-/// The chunks of a table split by an integer key, with the snapshot each was copied under,
-/// for tables where any chunk has one (a load resumed from a new snapshot).
+/// The chunks of a table split by a key in its replica identity, with the snapshot each
+/// was copied under, for tables where any chunk has one (a load resumed from a new
+/// snapshot).
 #[derive(Debug, Clone)]
 pub struct KeyChunks {
     pub table: QualifiedName,
+    /// The split key's column.
     pub column: String,
+    /// The split key's type, as `pg_catalog."name"`.
+    pub type_name: String,
+    /// Whether the key is an integer (its bounds are numbers).
+    pub integer: bool,
     /// Per chunk, in order: its low and high key bounds and its snapshot filter.
     pub chunks: Vec<(Option<String>, Option<String>, Option<String>)>,
 }
@@ -156,10 +162,11 @@ pub async fn key_chunks_with_filters(client: &PgClient, task: &str) -> Result<Ve
             "SELECT t.source_schema, t.source_table, t.split_key->>'column',
                     array_agg(c.key_lo ORDER BY c.chunk_no),
                     array_agg(c.key_hi ORDER BY c.chunk_no),
-                    array_agg(c.snapshot_filter ORDER BY c.chunk_no)
+                    array_agg(c.snapshot_filter ORDER BY c.chunk_no),
+                    t.split_key->>'type_name', (t.split_key->>'integer')::boolean
              FROM pgferry.table_state t JOIN pgferry.chunk c USING (task, table_id)
-             WHERE t.task = $1 AND (t.split_key->>'integer')::boolean
-               AND (t.split_key->>'identity')::boolean AND t.root_table IS NULL
+             WHERE t.task = $1 AND (t.split_key->>'identity')::boolean
+               AND t.root_table IS NULL
              GROUP BY t.source_schema, t.source_table, t.split_key
              HAVING bool_or(c.snapshot_filter IS NOT NULL)",
             &[&task],
@@ -174,6 +181,8 @@ pub async fn key_chunks_with_filters(client: &PgClient, task: &str) -> Result<Ve
             KeyChunks {
                 table: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
                 column: r.get(2),
+                type_name: r.get(6),
+                integer: r.get(7),
                 chunks: los
                     .into_iter()
                     .zip(his)

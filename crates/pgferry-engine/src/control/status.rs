@@ -29,7 +29,8 @@ pub struct TableStatus {
     /// Why a table bigger than one chunk is copied in one piece.
     pub split_note: Option<String>,
     /// A `full-load-and-cdc` load that loses its snapshot keeps this table's finished
-    /// chunks (split by an integer key, not a partition); otherwise a partly copied table
+    /// chunks (split by a key in its replica identity, not a partition); otherwise a partly
+    /// copied table
     /// is copied again whole.
     pub resumes_by_chunk: bool,
 }
@@ -337,7 +338,7 @@ async fn table_states(client: &PgClient, task: &str) -> Result<Vec<TableStatus>>
                     rows_copied, bytes_copied, estimated_rows, estimated_bytes, chunks_done,
                     chunks_total, extract(epoch FROM finished_at - started_at)::float8, last_error,
                     split_key->>'column', split_note,
-                    coalesce((split_key->>'integer')::boolean AND (split_key->>'identity')::boolean, false)
+                    coalesce((split_key->>'identity')::boolean, false)
                     AND root_table IS NULL
              FROM pgferry.table_state WHERE task = $1 ORDER BY table_id",
             &[&task],

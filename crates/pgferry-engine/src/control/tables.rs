@@ -167,7 +167,7 @@ pub struct StoredTable {
     pub analyzed: bool,
     pub dump_id: Option<i32>,
     pub split_key: Option<SplitKey>,
-    /// Split by an integer key in the replica identity, and not a partition: its finished
+    /// Split by a key in the replica identity, and not a partition: its finished
     /// chunks survive a new snapshot.
     pub resumes_by_chunk: bool,
     /// The task's post-data objects were built already (a start-over reloads it).
@@ -186,8 +186,7 @@ pub async fn stored_tables(client: &PgClient, task: &str) -> Result<Vec<StoredTa
                     coalesce(target_columns, columns), row_filter, estimated_rows,
                     estimated_bytes, chunks_total, chunks_done, rows_copied, bytes_copied,
                     state = 'loaded', existed_before, analyzed, dump_id, split_key,
-                    coalesce((split_key->>'integer')::boolean
-                             AND (split_key->>'identity')::boolean, false)
+                    coalesce((split_key->>'identity')::boolean, false)
                         AND root_table IS NULL,
                     EXISTS (SELECT FROM pgferry.schema_step s WHERE s.task = $1
                             AND s.section = 'post-data' AND s.state = 'done'),

@@ -4,7 +4,8 @@
 //! The stream always starts at the slot's consistent point, where the first snapshot was
 //! taken, so every change after it is in the stream. What changes is which of those
 //! changes the target already holds:
-//! * **a table split by an integer key** (not a partition) keeps its finished chunks: they
+//! * **a table split by a key in its replica identity** (not a partition) keeps its
+//!   finished chunks, whatever the key's type: they
 //!   hold their key ranges as the first snapshot saw them, and get every change. Its other
 //!   chunks are copied from the new snapshot and record its visibility: changes of
 //!   transactions it saw are not applied to rows of those key ranges again
@@ -66,7 +67,7 @@ pub(crate) async fn resync_for_new_snapshot(
     }
     tx.commit().await.map_err(err)?;
     Ok(format!(
-        "{resumed} partly copied table(s) split by an integer key keep their finished chunks \
+        "{resumed} partly copied table(s) split by a key keep their finished chunks \
          and copy the rest from the new snapshot; {reset} other partly copied relation(s) are \
          copied again from scratch; {filtered} relation(s) copied from the new snapshot skip \
          the changes it already holds"

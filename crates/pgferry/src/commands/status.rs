@@ -81,8 +81,9 @@ fn print_status(s: &TaskStatus) {
             .collect();
         if !whole.is_empty() {
             println!(
-                "  if this load loses its snapshot, these tables are copied again whole (not \
-                 split by an integer key): {}",
+                "  if this load loses its snapshot, these tables are copied again whole (split \
+                 by block ranges, partitions, or split by a key outside the replica identity): \
+                 {}",
                 whole.join(", ")
             );
         }

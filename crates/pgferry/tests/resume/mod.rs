@@ -19,33 +19,95 @@ const BIG: &str = "CREATE TABLE big (id bigint PRIMARY KEY, payload text NOT NUL
      INSERT INTO big SELECT g, repeat(md5(g::text), 100), 0 FROM generate_series(1, 12000) g;
      ANALYZE big;";
 
-/// Writes while the load runs and after: updates that leave the large value unchanged,
-/// key changes that move rows from the last chunks to the first and from the first to the
-/// last (with the large value unchanged, which the stream does not send), inserts and
-/// deletes.
-async fn write(source: pgferry_testkit::cluster::Connector, stop: Arc<AtomicBool>) -> u64 {
+/// The same rows keyed by text: `k000001` to `k012000`, split by that key wherever the
+/// source cannot read block ranges, or where a `ranges` rule names it.
+const BIG_TEXT: &str =
+    "CREATE TABLE big (id text PRIMARY KEY, payload text NOT NULL, n int NOT NULL);
+     ALTER TABLE big ALTER payload SET STORAGE EXTERNAL;
+     INSERT INTO big SELECT 'k' || lpad(g::text, 6, '0'), repeat(md5(g::text), 100), 0
+     FROM generate_series(1, 12000) g;
+     ANALYZE big;";
+
+/// A `ranges` rule that splits the text-keyed table into twelve chunks.
+fn text_ranges() -> String {
+    let bounds: Vec<String> = (1..12).map(|i| format!("[\"k{:06}\"]", i * 1000)).collect();
+    format!(
+        r#"{{"rules": [
+  {{"rule-type": "selection", "rule-id": "1", "rule-name": "all", "rule-action": "include",
+   "object-locator": {{"schema-name": "public", "table-name": "%"}}}},
+  {{"rule-type": "table-settings", "rule-id": "2", "rule-name": "split",
+   "object-locator": {{"schema-name": "public", "table-name": "big"}},
+   "parallel-load": {{"type": "ranges", "columns": ["id"], "boundaries": [{}]}}}}
+]}}"#,
+        bounds.join(", ")
+    )
+}
+
+/// One write of the mix below, for an integer key.
+fn integer_write(i: i64) -> String {
+    let id = (i * 7919) % 12000 + 1;
+    match i % 5 {
+        0 => format!("UPDATE big SET n = n + 1 WHERE id = {id}"),
+        1 => format!(
+            "UPDATE big SET id = -id WHERE id = {} AND id > 0",
+            12000 - i % 3000
+        ),
+        2 => format!(
+            "UPDATE big SET id = id + 1000000 WHERE id = {}",
+            1 + i % 3000
+        ),
+        3 => format!(
+            "INSERT INTO big VALUES ({}, repeat(md5(random()::text), 100), 1)",
+            100_000 + i
+        ),
+        _ => format!("DELETE FROM big WHERE id = {}", (i * 104_729) % 12000 + 1),
+    }
+}
+
+/// The same mix for the text key: moves to the front (`a...`, `K...`) and to the back
+/// (`z...`), inserts at both ends and in the middle.
+fn text_write(i: i64) -> String {
+    let key = |n: i64| format!("'k{:06}'", n);
+    match i % 6 {
+        0 => format!(
+            "UPDATE big SET n = n + 1 WHERE id = {}",
+            key((i * 7919) % 12000 + 1)
+        ),
+        1 => format!(
+            "UPDATE big SET id = 'a' || id WHERE id = {}",
+            key(12000 - i % 3000)
+        ),
+        2 => format!(
+            "UPDATE big SET id = 'z' || id WHERE id = {}",
+            key(1 + i % 3000)
+        ),
+        3 => format!(
+            "INSERT INTO big VALUES ('K{i}', repeat(md5(random()::text), 100), 1),
+                                    ('k{:06}x', 'mid', 2)",
+            (i * 31) % 12000 + 1
+        ),
+        4 => format!(
+            "UPDATE big SET id = id || 'y' WHERE id = {}",
+            key(6000 + i % 3000)
+        ),
+        _ => format!(
+            "DELETE FROM big WHERE id = {}",
+            key((i * 104_729) % 12000 + 1)
+        ),
+    }
+}
+
+/// Writes `sql(1)`, `sql(2)`, ... while the load runs and after, until told to stop.
+async fn write(
+    source: pgferry_testkit::cluster::Connector,
+    stop: Arc<AtomicBool>,
+    sql: fn(i64) -> String,
+) -> u64 {
     let c = source.connect("app").await.unwrap();
     let mut i: i64 = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        let id = (i * 7919) % 12000 + 1;
-        let sql = match i % 5 {
-            0 => format!("UPDATE big SET n = n + 1 WHERE id = {id}"),
-            1 => format!(
-                "UPDATE big SET id = -id WHERE id = {} AND id > 0",
-                12000 - i % 3000
-            ),
-            2 => format!(
-                "UPDATE big SET id = id + 1000000 WHERE id = {}",
-                1 + i % 3000
-            ),
-            3 => format!(
-                "INSERT INTO big VALUES ({}, repeat(md5(random()::text), 100), 1)",
-                100_000 + i
-            ),
-            _ => format!("DELETE FROM big WHERE id = {}", (i * 104_729) % 12000 + 1),
-        };
-        c.batch_execute(&sql).await.unwrap();
+        c.batch_execute(&sql(i)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     i as u64
@@ -53,17 +115,45 @@ async fn write(source: pgferry_testkit::cluster::Connector, stop: Arc<AtomicBool
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cdc_load_killed_mid_table_keeps_its_finished_chunks_and_loses_nothing() {
-    let (source, target, dir, task) = cdc_pair_from(None, &[BIG]).await;
+    killed_mid_table(None, BIG, None, integer_write).await;
+}
+
+/// On 13 (no block ranges), the text key splits the table, and the source places each
+/// change's key among the chunks; the stream is in text form.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_keyed_load_from_13_killed_mid_table_keeps_its_finished_chunks() {
+    killed_mid_table(Some(13), BIG_TEXT, None, text_write).await;
+}
+
+/// On 15, a `ranges` rule splits by the text key; the stream is binary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_split_by_a_ranges_rule_killed_mid_table_keeps_its_finished_chunks() {
+    killed_mid_table(None, BIG_TEXT, Some(text_ranges()), text_write).await;
+}
+
+/// Kills the first run once a few chunks of `big` are done, runs again into CDC under
+/// writes, and checks that the finished chunks stayed and the target is identical.
+async fn killed_mid_table(
+    major: Option<u32>,
+    setup: &str,
+    mappings: Option<String>,
+    writes: fn(i64) -> String,
+) {
+    let (source, target, dir, task) = cdc_pair_from(major, &[setup]).await;
+    let mut extra = "jobs = 2\nchunk_size = \"1MB\"\n".to_owned();
+    if let Some(m) = mappings {
+        std::fs::write(dir.path().join("mappings.json"), m).unwrap();
+        extra.push_str("table_mappings = \"mappings.json\"\n");
+    }
     std::fs::write(
         &task,
-        std::fs::read_to_string(&task).unwrap().replace(
-            "migration_type",
-            "jobs = 2\nchunk_size = \"1MB\"\nmigration_type",
-        ),
+        std::fs::read_to_string(&task)
+            .unwrap()
+            .replace("migration_type", &format!("{extra}migration_type")),
     )
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write(source.connector(), stop.clone()));
+    let writer = tokio::spawn(write(source.connector(), stop.clone(), writes));
     let control = target.connect("app").await.unwrap();
 
     // Killed once a few chunks are done and before the table is.
@@ -113,7 +203,7 @@ async fn a_cdc_load_killed_mid_table_keeps_its_finished_chunks_and_loses_nothing
     assert_eq!(
         split.as_deref(),
         Some("id true"),
-        "split by its integer key, which is its replica identity"
+        "split by its key, which is its replica identity"
     );
 
     let mut child = pgferry()
@@ -146,7 +236,7 @@ async fn a_cdc_load_killed_mid_table_keeps_its_finished_chunks_and_loses_nothing
         .unwrap()
         .get(0);
     assert!(
-        note.contains("1 partly copied table(s) split by an integer key"),
+        note.contains("1 partly copied table(s) split by a key"),
         "{note}"
     );
     let exceptions: i64 = control

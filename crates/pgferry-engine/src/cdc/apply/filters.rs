@@ -19,16 +19,31 @@ impl Applier {
         let Some(filters) = self.chunk_filters.get(&table.source) else {
             return Ok(Some(op));
         };
+        // Past every later snapshot (the rest of the stream), nothing is placed.
+        if !filters.any_saw(xid, commit_lsn) {
+            return Ok(Some(op));
+        }
         let Some(pos) = table.source_cols.iter().position(|c| *c == filters.column) else {
             return Ok(Some(op));
         };
-        let key = |t: &Tuple| crate::cdc::chunks::integer_key(t.get(pos));
         let (old, new) = match &op {
-            Op::Insert(new) => (key(new), key(new)),
-            Op::Delete(old) => (key(old), key(old)),
-            Op::Update { old, new } => (key(old.as_ref().map(|(_, t)| t).unwrap_or(new)), key(new)),
+            Op::Insert(t) | Op::Delete(t) => (t.get(pos), t.get(pos)),
+            Op::Update { old, new } => (
+                old.as_ref().map(|(_, t)| t).unwrap_or(new).get(pos),
+                new.get(pos),
+            ),
         };
-        match (filters.verdict(old, new, xid, commit_lsn), op) {
+        let old_chunk = self.chunk_of(filters, old).await?;
+        let new_chunk = if old == new {
+            old_chunk
+        } else {
+            self.chunk_of(filters, new).await?
+        };
+        let verdict = Verdict::of(
+            filters.saw(old_chunk, xid, commit_lsn),
+            filters.saw(new_chunk, xid, commit_lsn),
+        );
+        match (verdict, op) {
             (Verdict::Apply, op) => Ok(Some(op)),
             (Verdict::Skip, _) => Ok(None),
             (
@@ -47,6 +62,33 @@ impl Applier {
         }
     }
 
+    /// The chunk of a key value: placed here for an integer key, by the source for any
+    /// other (one round trip, only for changes some later snapshot saw). `None` for a
+    /// value that was not sent, which is then applied.
+    async fn chunk_of(&self, filters: &ChunkFilters, key: Option<&Value>) -> Result<Option<usize>> {
+        let lows = match &filters.order {
+            KeyOrder::Integer(_) => {
+                return Ok(filters.integer_chunk(crate::cdc::chunks::integer_key(key)));
+            }
+            KeyOrder::Server { lows, .. } if lows.is_empty() => return Ok(Some(0)),
+            KeyOrder::Server { type_name, lows } => (type_name, lows),
+        };
+        let Some(value) = key.and_then(Value::bytes) else {
+            return Ok(None);
+        };
+        let sql = crate::cdc::chunks::placing_sql(lows.0);
+        let param = Param {
+            value: Some(&value[..]),
+            binary: self.binary,
+        };
+        let n: i64 = self
+            .source
+            .query_one("placing a key in its chunk", &sql, &[lows.1, &param])
+            .await?
+            .get(0);
+        Ok(usize::try_from(n).ok())
+    }
+
     /// `row` with its unchanged (unsent) values read from the source's current row of the
     /// same key, in the stream's form; `None` when the source has no such row.
     pub(super) async fn fill_unchanged(
@@ -61,8 +103,12 @@ impl Applier {
         if missing.is_empty() {
             return Ok(Some(row));
         }
-        let Some(k) = crate::cdc::chunks::integer_key(row.get(key)) else {
+        let Some(k) = row.get(key).and_then(Value::bytes) else {
             return Ok(None);
+        };
+        let k = Param {
+            value: Some(&k[..]),
+            binary: self.binary,
         };
         let select: Vec<String> = missing
             .iter()
@@ -75,11 +121,12 @@ impl Applier {
                 }
             })
             .collect();
+        // `$1` takes the key column's own type, so the key travels in the stream's form.
+        let column = pgferry_pg::quote_ident(&table.source_cols[key]);
         let sql = format!(
-            "SELECT {} FROM ONLY {} WHERE {} = $1::int8",
+            "SELECT {} FROM ONLY {} WHERE {column} = $1",
             select.join(", "),
             table.source.quoted(),
-            pgferry_pg::quote_ident(&table.source_cols[key])
         );
         let Some(found) = self
             .source

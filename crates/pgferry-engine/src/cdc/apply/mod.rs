@@ -48,7 +48,7 @@ use pgferry_pg::pgoutput::{Message, OldImage, Relation, Tuple, Value};
 use pgferry_pg::{Lsn, PgClient, PgError, QualifiedName, describe_pg_error};
 use tokio_postgres::types::ToSql;
 
-use crate::cdc::chunks::{ChunkFilters, Verdict};
+use crate::cdc::chunks::{ChunkFilters, KeyOrder, Verdict};
 use crate::cdc::live::{Lag, OpCounts};
 use crate::cdc::sql;
 use crate::cdc::stream::{Event, Positions};
