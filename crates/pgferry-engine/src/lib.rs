@@ -11,6 +11,7 @@
 //!
 //! `docs/architecture.md` draws the map.
 
+mod assess;
 mod cdc;
 mod control;
 mod cutover;
@@ -18,7 +19,6 @@ mod endpoints;
 mod error;
 mod load;
 mod monitor;
-mod preflight;
 mod progress;
 mod queue;
 mod retry;
@@ -31,6 +31,7 @@ mod startover;
 mod transform;
 mod validate;
 
+pub use assess::{Assessment, Depth, Finding, Severity, assess, markdown as assessment_markdown};
 pub use cdc::source::{Cleaned, default_name as slot_name};
 pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop};
 pub use control::alarms::{AlarmsReport, report as alarms_report};

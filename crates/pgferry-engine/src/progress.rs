@@ -146,6 +146,8 @@ pub struct RunProgress {
     pub steps_total: AtomicU32,
     pub steps_done: AtomicU32,
     cdc: Mutex<Option<crate::cdc::live::CdcLive>>,
+    /// The run's preflight assessment, for `GET /api/v1/assessment`.
+    assessment: Mutex<Option<crate::assess::Assessment>>,
 }
 
 impl Default for RunProgress {
@@ -158,11 +160,24 @@ impl Default for RunProgress {
             steps_total: AtomicU32::new(0),
             steps_done: AtomicU32::new(0),
             cdc: Mutex::new(None),
+            assessment: Mutex::new(None),
         }
     }
 }
 
 impl RunProgress {
+    /// The last assessment this process made.
+    pub fn assessment(&self) -> Option<crate::assess::Assessment> {
+        self.assessment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_assessment(&self, assessment: crate::assess::Assessment) {
+        *self.assessment.lock().unwrap_or_else(|p| p.into_inner()) = Some(assessment);
+    }
+
     pub fn phase(&self) -> String {
         self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -182,6 +182,28 @@ function renderAlarms(body) {
   $("alarms").replaceChildren(...items);
 }
 
+// Blockers and warnings of the last assessment (the run's preflight, or a full one
+// POSTed to /api/v1/assessment); infos stay in the JSON.
+function renderAssessment(a) {
+  if (!a) {
+    $("assessment-verdict").textContent = "none yet";
+    $("assessment").replaceChildren();
+    return;
+  }
+  $("assessment-verdict").textContent = a.summary.verdict + " · " +
+    new Date(a.assessed_at).toLocaleTimeString();
+  const shown = a.findings.filter((f) => f.severity !== "info");
+  const items = shown.map((f) => el("li", { "data-check": f.check, "data-severity": f.severity },
+    el("span", { class: "badge " + (f.severity === "blocker" ? "ALARM" : "WARN") }, f.severity),
+    el("div", {}, el("strong", {}, f.check + (f.object ? " " + f.object : "")),
+      el("span", { class: "reason" }, f.message + " Fix: " + f.fix))));
+  if (!items.length) {
+    items.push(el("li", {}, el("span", { class: "badge OK" }, "OK"),
+      el("div", {}, "no blocker or warning")));
+  }
+  $("assessment").replaceChildren(...items);
+}
+
 function renderEvents(events) {
   $("events").replaceChildren(...events.slice().reverse().map((e) =>
     el("li", { class: e.level },
@@ -198,6 +220,7 @@ async function refresh() {
     api("/api/v1/alarms").then(renderAlarms),
     api("/api/v1/series" + since).then(appendSeries),
     api("/api/v1/events?limit=15").then(renderEvents),
+    api("/api/v1/assessment").then(renderAssessment, () => renderAssessment(null)),
   ]);
   const failed = results.filter((r) => r.status === "rejected");
   const status = $("status");

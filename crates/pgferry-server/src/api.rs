@@ -260,6 +260,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/api/v1/live", get(live))
         .route("/api/v1/series", get(series))
         .route("/api/v1/stop", post(stop))
+        .route("/api/v1/assessment", get(assessment).post(assess_now))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -496,6 +497,43 @@ async fn series(
     Query(q): Query<SeriesQuery>,
 ) -> Json<pgferry_observe::Series> {
     Json(state.sources.observer.history.series(q.since))
+}
+
+/// The last assessment this process made: the run's preflight when it started, or a full
+/// one asked for with `POST`.
+async fn assessment(
+    Extract(state): Extract<Shared>,
+) -> Result<Json<pgferry_engine::Assessment>, ApiError> {
+    state
+        .sources
+        .progress
+        .assessment()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no assessment yet: the run makes one when it starts; POST here for a full one"
+                    .to_owned(),
+            )
+        })
+}
+
+/// A full assessment now, read-only on both servers (about the `--wal-sample` default
+/// longer than a catalog read), kept as the last one.
+async fn assess_now(
+    Extract(state): Extract<Shared>,
+) -> Result<Json<pgferry_engine::Assessment>, ApiError> {
+    let task = &state.sources.task;
+    let failed = |e: EngineError| ApiError::unavailable(format!("cannot assess: {e}"));
+    let endpoints = pgferry_engine::Endpoints::resolve(task).map_err(failed)?;
+    let depth = pgferry_engine::Depth::Full {
+        wal_sample: Duration::from_secs(5),
+        long_transaction: Duration::from_secs(300),
+    };
+    let a = pgferry_engine::assess(task, &endpoints, depth)
+        .await
+        .map_err(failed)?;
+    state.sources.progress.set_assessment(a.clone());
+    Ok(Json(a))
 }
 
 async fn stop(Extract(state): Extract<Shared>) -> (StatusCode, Json<serde_json::Value>) {

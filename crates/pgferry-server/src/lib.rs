@@ -11,6 +11,8 @@
 //! | `GET /api/v1/events` | the task's event log, newest last |
 //! | `GET /api/v1/live` | phase, progress, lag and totals of this process, from memory |
 //! | `GET /api/v1/series` | chart history (`?since=` seconds since the epoch) |
+//! | `GET /api/v1/assessment` | the last assessment: the run's preflight, or the last full one |
+//! | `POST /api/v1/assessment` | a full assessment now, read-only (always needs the bearer token) |
 //! | `POST /api/v1/stop` | stop the run cleanly (always needs the bearer token) |
 //!
 //! Errors are `{"error": {"code": ..., "message": ...}}` with a matching status.

@@ -46,6 +46,16 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Find everything that would stop or hurt the migration before it starts, each with
+    /// its fix: source settings and activity, privileges, tables without keys, objects
+    /// pgferry does not move, extensions, encodings and collations, types, sizes, the
+    /// estimated load time (from a bounded, timed sample read) and the WAL the slot would
+    /// hold meanwhile. Reads both servers and writes nothing on either. See docs/assess.md.
+    ///
+    /// Exit codes: 0 nothing blocks, 1 warnings only, 3 something blocks (or a server
+    /// cannot be reached), 2 bad usage.
+    Assess(AssessArgs),
+
     /// Run a task: create the schema, copy every selected table in parallel from one
     /// consistent snapshot, then build indexes and constraints, set sequences and ANALYZE;
     /// with CDC, then stream every change until stopped.
@@ -338,6 +348,26 @@ pub struct RunArgs {
     /// slot. Refused while the slot is healthy.
     #[arg(long)]
     pub start_over: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AssessArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// Also write the findings as a Markdown report to FILE, for a change ticket.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+
+    /// Seconds to watch the source's WAL rate (the slot holds that WAL while the load
+    /// runs).
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub wal_sample: u64,
+
+    /// Report transactions open longer than this many seconds (they hold back the load's
+    /// snapshot and the slot's creation).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub long_transaction: u64,
 }
 
 #[derive(Debug, Args)]

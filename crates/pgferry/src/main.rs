@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         }
     };
     let json = match &cli.command {
+        Command::Assess(a) => a.task.json,
         Command::Run(a) => a.task.json,
         Command::Stop(a) => a.task.json,
         Command::Cutover(a) | Command::Rollback(a) => a.task.json,
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Assess(args) => commands::interruptible(commands::assess::assess(args)).await,
             Command::Run(args) => commands::run::run(args).await,
             Command::Stop(args) => commands::interruptible(commands::cdc::stop(args)).await,
             Command::Cutover(args) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pgferry_testkit::Cluster;
 use pgferry_testkit::compare::compare_databases;
 
+mod assess;
 mod commands;
 mod crashes;
 mod cutover;

@@ -450,7 +450,7 @@ async fn start_streaming(
     Ok((state, applier, stream, positions))
 }
 
-pub(super) fn human_bytes(b: i64) -> String {
+pub(crate) fn human_bytes(b: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b.max(0) as f64;
     let mut unit = 0;

@@ -24,7 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::load::plan::{self, PlanSettings};
 use crate::load::schema;
 use crate::load::snapshot::{self, SnapshotHolder};
-use crate::{cdc, preflight, transform};
+use crate::{assess, cdc, transform};
 
 /// Sets up CDC on the source before the snapshot exists: tables without a key (so the
 /// publication never breaks the application), then the publication, then the slot, whose
@@ -42,7 +42,7 @@ pub(crate) async fn setup_cdc(
     if selected.tables.is_empty() && selected.parents.is_empty() {
         return Err(EngineError::NothingSelected);
     }
-    preflight::check_source_tables(source_info, &selected.tables)?;
+    assess::check_source_tables(source_info, &selected.tables)?;
     // Unlogged tables write no WAL, so no publication can carry their changes: they are
     // full-loaded like any other table and left out of the stream.
     let (unlogged, logged): (Vec<catalog::Table>, Vec<catalog::Table>) =
@@ -232,7 +232,7 @@ pub(crate) async fn plan_task(
     if selected.tables.is_empty() && selected.parents.is_empty() {
         return Err(EngineError::NothingSelected);
     }
-    preflight::check_source_tables(source_info, &selected.tables)?;
+    assess::check_source_tables(source_info, &selected.tables)?;
     let maps = transform::table_maps(
         &task.mapping,
         selected.tables.iter().chain(&selected.parents),

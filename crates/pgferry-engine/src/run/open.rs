@@ -10,10 +10,10 @@ use pgferry_pg::dump::PgTools;
 use pgferry_pg::{PgClient, Side};
 
 use super::{RunContext, RunOptions};
+use crate::assess;
 use crate::control::{self, Level, Phase};
 use crate::endpoints::Endpoints;
 use crate::error::{EngineError, Result};
-use crate::preflight;
 use crate::progress::RunProgress;
 
 /// Where an opened run stands.
@@ -40,17 +40,16 @@ pub(super) async fn open<'a>(
     .await?;
     let source_info = ServerInfo::load(&source).await?;
     let target_info = ServerInfo::load(&control_client).await?;
-    preflight::check_source(task, &source_info)?;
+    let assessment =
+        assess::preflight(task, &source, &control_client, &source_info, &target_info).await?;
+    let warnings = assessment
+        .findings
+        .iter()
+        .filter(|f| f.severity == assess::Severity::Warning)
+        .map(|f| f.message.clone())
+        .collect();
+    progress.set_assessment(assessment);
     let schemas = crate::load::plan::scope_schemas(&source, task).await?;
-    preflight::check_target(&control_client, &target_info, &schemas).await?;
-    let mut warnings = Vec::new();
-    if target_info.major() < source_info.major() {
-        warnings.push(format!(
-            "the target runs PostgreSQL {} and the source {}: objects using newer syntax may \
-             fail to restore",
-            target_info.version, source_info.version
-        ));
-    }
     control::ensure_schema(&mut control_client).await?;
     control::lock_task(&control_client, &task.name, "run").await?;
 

@@ -119,10 +119,13 @@ async fn missing_privileges_on_either_side_are_named_with_the_grant_that_fixes_t
         password: Some(PasswordSource::File(dir.path().join("pw"))),
     };
     let e = run(&t).await.unwrap_err();
+    // Every blocker at once: the database and (15+) the public schema.
+    assert!(e.to_string().contains("2 problems block the run"), "{e}");
     assert!(e.to_string().contains("may not create schemas"), "{e}");
     assert_eq!(
         e.hint().unwrap(),
-        "GRANT CREATE ON DATABASE \"inv\" TO \"loader\";"
+        "(1) GRANT CREATE ON DATABASE \"inv\" TO \"loader\"; \
+         (2) GRANT CREATE ON SCHEMA \"public\" TO \"loader\";"
     );
 
     // On the source: a user who cannot read a selected table.

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod alarms;
+pub mod assess;
 pub mod cdc;
 pub mod config;
 pub mod cutover;

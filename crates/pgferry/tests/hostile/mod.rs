@@ -611,3 +611,69 @@ async fn ctrl_c_stops_a_blocked_validate_at_once_and_leaves_no_session() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// `assess` quotes every name it reads from the catalog: a table and a column named like
+/// SQL, with enough rows to be the table the timed sample reads, run nothing, and the
+/// findings name them as they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn assess_reads_hostile_names_as_names() {
+    let source = Cluster::start().unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("app").await.unwrap();
+    target.create_database("app").await.unwrap();
+    source
+        .execute(
+            "app",
+            r#"CREATE TABLE victim (id int PRIMARY KEY);
+               CREATE TABLE "a""b; DROP TABLE victim; --" (
+                   "x""); DROP TABLE victim; --" text, n int);
+               INSERT INTO "a""b; DROP TABLE victim; --"
+                   SELECT md5(g::text), g FROM generate_series(1, 5000) g;
+               ANALYZE;"#,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &format!(
+            "migration_type = \"full-load-and-cdc\"\n[source]\nurl = \"{}\"\n[target]\n\
+             url = \"{}\"\n[cdc]\nno_key_tables = \"exclude\"\n",
+            source.url("app"),
+            target.url("app")
+        ),
+    );
+    let out = run(&[
+        "assess",
+        "--task",
+        task.to_str().unwrap(),
+        "--json",
+        "--wal-sample",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keyless = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "table.no_key")
+        .unwrap_or_else(|| panic!("{json:#}"));
+    assert_eq!(
+        keyless["object"], "public.\"a\"\"b; DROP TABLE victim; --\"",
+        "{keyless:#}"
+    );
+    assert!(
+        json["estimate"]["sample_bytes"].as_u64().unwrap() > 0,
+        "the sample read the hostile table: {json:#}"
+    );
+    let victim: i64 = source
+        .connect("app")
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM victim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(victim, 0, "victim still exists");
+}

@@ -436,6 +436,13 @@ timeout_s = 1
     )
     .unwrap();
     assert_eq!(wrong.status, 401);
+    // The run's preflight assessment; a full one is a guarded POST.
+    let assessment = run.get("/api/v1/assessment").json();
+    assert_eq!(assessment["task"], "watched", "{assessment:#}");
+    assert_eq!(assessment["summary"]["blockers"], 0, "{assessment:#}");
+    assert!(assessment["findings"].is_array(), "{assessment:#}");
+    let refused = http::request(run.port, "POST", "/api/v1/assessment", &[], b"").unwrap();
+    assert_eq!(refused.status, 401);
     let alarms = run.get("/api/v1/alarms").json();
     let names: Vec<&str> = alarms["alarms"]
         .as_array()
@@ -635,6 +642,15 @@ async fn the_dashboard_renders_live_numbers_in_chromium() {
         "uPlot drew no canvases:\n{dom}"
     );
     assert!(dom.contains("data-alarm=\"replication-lag\""), "{dom}");
+    let verdict = dom
+        .split("id=\"assessment-verdict\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').nth(1))
+        .unwrap_or_default();
+    assert!(
+        verdict.starts_with("ready") || verdict.starts_with("warnings"),
+        "the assessment panel shows no verdict ({verdict:?}):\n{dom}"
+    );
     assert!(
         !dom.contains("id=\"t-rows\">–<"),
         "the rows tile is empty:\n{dom}"
