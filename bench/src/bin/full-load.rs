@@ -142,6 +142,46 @@ fn tool(bindir: &Path, name: &str) -> Command {
     })
 }
 
+fn pgferry_bin(args: &Args) -> PathBuf {
+    args.pgferry
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/pgferry"))
+}
+
+/// The task file every pgferry command of the benchmark uses.
+fn pgferry_task(args: &Args, src: &str, dst: &str, work: &Path) -> anyhow::Result<PathBuf> {
+    let task = work.join("task.toml");
+    std::fs::write(
+        &task,
+        format!(
+            "migration_type = \"full-load\"\njobs = {}\n[source]\nurl = \"{src}\"\n\
+             [target]\nurl = \"{dst}\"\n",
+            args.jobs
+        ),
+    )?;
+    Ok(task)
+}
+
+/// `pgferry assess`'s load-time estimate for the same task: (most likely, low, high)
+/// seconds.
+fn assess_estimate(
+    args: &Args,
+    source: &Cluster,
+    target: &Cluster,
+    work: &Path,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let task = pgferry_task(args, &source.url(DB), &target.url(DB), work)?;
+    let out = Command::new(pgferry_bin(args))
+        .args(["assess", "--json", "--wal-sample", "0", "--task"])
+        .arg(&task)
+        .output()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    let e = &json["estimate"];
+    let get = |k: &str| e[k].as_f64().context("the assessment has no estimate");
+    Ok((get("seconds")?, get("seconds_low")?, get("seconds_high")?))
+}
+
 async fn run_tool(
     name: &str,
     args: &Args,
@@ -155,20 +195,8 @@ async fn run_tool(
     let jobs = args.jobs.to_string();
     match name {
         "pgferry" => {
-            let bin = args
-                .pgferry
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("target/release/pgferry"));
-            let task = work.join("task.toml");
-            std::fs::write(
-                &task,
-                format!(
-                    "migration_type = \"full-load\"\njobs = {}\n[source]\nurl = \"{src}\"\n\
-                     [target]\nurl = \"{dst}\"\n",
-                    args.jobs
-                ),
-            )?;
-            let mut cmd = Command::new(bin);
+            let task = pgferry_task(args, &src, &dst, work)?;
+            let mut cmd = Command::new(pgferry_bin(args));
             cmd.args(["run", "--no-progress", "--task"]).arg(&task);
             Ok((measure(cmd, &log)?, false))
         }
@@ -344,6 +372,17 @@ async fn bench_source(
     }
     // Runs take turns (every tool once per round), so a machine that slows down or speeds
     // up during the benchmark weighs on every tool alike.
+    let estimate = if args.tools.iter().any(|t| t == "pgferry") {
+        reset_target(&target, &source).await?;
+        let e = assess_estimate(args, &source, &target, work)?;
+        println!(
+            "  pgferry assess estimates {:.1}s (between {:.1}s and {:.1}s)",
+            e.0, e.1, e.2
+        );
+        Some(e)
+    } else {
+        None
+    };
     let mut best: Vec<Option<(Measured, bool)>> = vec![None; args.tools.len()];
     let mut notes = vec![String::new(); args.tools.len()];
     for run in 0..args.runs {
@@ -367,6 +406,26 @@ async fn bench_source(
                 }
             }
         }
+    }
+    if let (Some((mid, low, high)), Some(Some((m, _)))) = (
+        estimate,
+        args.tools
+            .iter()
+            .position(|t| t == "pgferry")
+            .map(|i| best[i]),
+    ) {
+        println!(
+            "  assess's estimate against pgferry's measured load: {:.2} (range {:.2} to {:.2}); \
+             the measured time {} the range",
+            mid / m.seconds,
+            low / m.seconds,
+            high / m.seconds,
+            if (low..=high).contains(&m.seconds) {
+                "falls in"
+            } else {
+                "falls outside"
+            }
+        );
     }
     let rows = args
         .tools

@@ -102,6 +102,17 @@ pub struct Estimate {
     pub wal_retained_bytes: Option<f64>,
 }
 
+/// One selected table's size and how the load will split it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSize {
+    pub table: String,
+    /// Heap and TOAST: what the load reads.
+    pub bytes: i64,
+    pub estimated_rows: Option<i64>,
+    /// Block ranges, key ranges (and the key), one chunk, or why it cannot split.
+    pub split: String,
+}
+
 /// Everything one assessment found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Assessment {
@@ -114,6 +125,8 @@ pub struct Assessment {
     pub summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// Every selected table, biggest first (a full assessment only).
+    pub tables: Vec<TableSize>,
 }
 
 impl Assessment {
@@ -163,6 +176,8 @@ pub(crate) struct Ctx<'a> {
     pub wal_keep_mb: Option<i64>,
     /// The source schemas in the task's scope.
     pub schemas: Vec<String>,
+    /// Every selected table's size and split, biggest first ([`size`]).
+    pub sizes: Vec<TableSize>,
 }
 
 impl Ctx<'_> {
@@ -287,6 +302,7 @@ async fn run_checks(
         findings: Vec::new(),
         wal_keep_mb: None,
         schemas: plan::scope_schemas(source, task).await?,
+        sizes: Vec::new(),
     };
     source::settings(&mut ctx).await?;
     source::privileges(&mut ctx).await?;
@@ -309,6 +325,7 @@ async fn run_checks(
         objects::text(&mut ctx).await?;
         estimate = size::assess(&mut ctx, wal_sample).await?;
     }
+    let tables = std::mem::take(&mut ctx.sizes);
     let mut findings = ctx.findings;
     findings.sort_by(|a, b| (a.severity, a.check).cmp(&(b.severity, b.check)));
     let count = |s| findings.iter().filter(|f| f.severity == s).count();
@@ -338,6 +355,7 @@ async fn run_checks(
             verdict,
         },
         estimate,
+        tables,
     })
 }
 

@@ -322,7 +322,45 @@ pub(super) async fn text(ctx: &mut Ctx<'_>) -> Result<()> {
             "use a target server built with ICU (every managed service is)",
         );
     }
+    providers(ctx).await?;
     collation_versions(ctx, &s_coll).await
+}
+
+/// The databases' default collation providers (15+): ICU on one side and libc on the
+/// other order the same text differently.
+async fn providers(ctx: &mut Ctx<'_>) -> Result<()> {
+    if ctx.source_info.major() < 15 || ctx.target_info.major() < 15 {
+        return Ok(());
+    }
+    const SQL: &str = "SELECT CASE datlocprovider WHEN 'i' THEN 'ICU' WHEN 'b' THEN 'builtin'
+                                                  ELSE 'libc' END
+                       FROM pg_database WHERE datname = current_database()";
+    let s: String = ctx
+        .source
+        .query_one("reading the collation provider", SQL, &[])
+        .await?
+        .get(0);
+    let t: String = ctx
+        .target
+        .query_one("reading the collation provider", SQL, &[])
+        .await?
+        .get(0);
+    if s != t {
+        ctx.push(
+            "text.provider",
+            Severity::Warning,
+            None,
+            format!(
+                "the source database's default collation comes from {s} and the target's from \
+                 {t}: text sorts and compares differently there"
+            ),
+            format!(
+                "create the target database with LOCALE_PROVIDER {}",
+                s.to_lowercase()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Collations the selected columns use, whose provider versions differ between the two

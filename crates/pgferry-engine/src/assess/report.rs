@@ -34,6 +34,24 @@ pub fn markdown(a: &Assessment) -> String {
             e.sample_bytes_per_second / 1e6
         );
     }
+    if !a.tables.is_empty() {
+        let _ = writeln!(out, "## Biggest tables\n");
+        let _ = writeln!(
+            out,
+            "| Table | Size | Rows (estimate) | Split |\n|---|---|---|---|"
+        );
+        for t in a.tables.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} MB | {} | {} |",
+                cell(&t.table),
+                t.bytes as f64 / 1e6,
+                t.estimated_rows.map(|r| r.to_string()).unwrap_or_default(),
+                cell(&t.split)
+            );
+        }
+        out.push('\n');
+    }
     for (severity, title) in [
         (Severity::Blocker, "Blockers"),
         (Severity::Warning, "Warnings"),
@@ -94,6 +112,7 @@ mod tests {
                 ..Default::default()
             },
             estimate: None,
+            tables: Vec::new(),
         };
         let md = markdown(&a);
         assert!(md.contains("Verdict: **blocked**"));

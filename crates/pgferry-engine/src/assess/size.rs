@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use pgferry_pg::catalog::Table;
 use pgferry_pg::split;
 
-use super::{Ctx, Estimate, Severity};
+use super::{Ctx, Estimate, Severity, TableSize};
 use crate::cdc::human_bytes;
 use crate::error::Result;
 
@@ -201,35 +201,35 @@ async fn totals(ctx: &mut Ctx<'_>) -> Result<i64> {
     Ok(tables)
 }
 
-/// The biggest tables and how each will split. Returns the size of the biggest table
-/// that cannot split (one job reads it alone).
+/// Every table's size and how it will split, biggest first; the five biggest are
+/// findings, and so is every big table that cannot split. Returns the size of the biggest
+/// table that cannot split (one job reads it alone).
 async fn biggest(ctx: &mut Ctx<'_>) -> Result<i64> {
-    let mut big: Vec<Table> = ctx.tables.clone();
-    big.sort_by_key(|t| std::cmp::Reverse(t.table_bytes));
-    big.truncate(BIGGEST);
+    let mut tables: Vec<Table> = ctx.tables.clone();
+    tables.sort_by_key(|t| std::cmp::Reverse(t.table_bytes));
     let chunk = ctx.task.full_load.chunk_size.max(1) as i64;
     let tid = ctx.source_info.has_tid_range_scan();
-    let oids: Vec<u32> = big.iter().map(|t| t.oid).collect();
-    let keys = split::split_keys(ctx.source, &oids).await?;
+    let big: Vec<u32> = tables
+        .iter()
+        .filter(|t| t.table_bytes > chunk)
+        .map(|t| t.oid)
+        .collect();
+    let keys = split::split_keys(ctx.source, &big).await?;
     let mut unsplit = 0;
-    for t in big {
+    for (rank, t) in tables.iter().enumerate() {
         let parts = (t.table_bytes + chunk - 1) / chunk;
-        let (severity, how) = if parts <= 1 {
-            (Severity::Info, "fits in one chunk".to_owned())
+        let (splits, how) = if parts <= 1 {
+            (true, "fits in one chunk".to_owned())
         } else if tid {
-            (
-                Severity::Info,
-                format!("splits into about {parts} block ranges"),
-            )
+            (true, format!("splits into about {parts} block ranges"))
         } else if let Some(key) = keys.get(&t.oid) {
             (
-                Severity::Info,
+                true,
                 format!("splits into about {parts} ranges of key {:?}", key.column),
             )
         } else {
-            unsplit = unsplit.max(t.table_bytes);
             (
-                Severity::Warning,
+                false,
                 format!(
                     "cannot split on PostgreSQL {} ({}), so one job copies it alone",
                     ctx.source_info.major(),
@@ -237,14 +237,28 @@ async fn biggest(ctx: &mut Ctx<'_>) -> Result<i64> {
                 ),
             )
         };
-        let fix = if severity == Severity::Warning {
-            format!(
-                "add a primary key, or name a column in a `ranges` rule (table-settings, \
-                 parallel-load) for {}",
-                t.name
-            )
+        ctx.sizes.push(TableSize {
+            table: t.name.to_string(),
+            bytes: t.table_bytes,
+            estimated_rows: t.estimated_rows,
+            split: how.clone(),
+        });
+        if !splits {
+            unsplit = unsplit.max(t.table_bytes);
+        } else if rank >= BIGGEST {
+            continue;
+        }
+        let (severity, fix) = if splits {
+            (Severity::Info, "nothing to do".to_owned())
         } else {
-            "nothing to do".to_owned()
+            (
+                Severity::Warning,
+                format!(
+                    "add a primary key, or name a column in a `ranges` rule (table-settings, \
+                     parallel-load) for {}",
+                    t.name
+                ),
+            )
         };
         ctx.push(
             "size.biggest_table",

@@ -23,6 +23,9 @@ const PLAIN_KEY_TYPES: &[&str] = &[
     "numeric",
 ];
 
+/// Rows wider than this on average (on disk, TOAST included) are reported.
+const WIDE_ROW: i64 = 256 << 10;
+
 /// Tables without a key, judged against `no_key_tables`; keys of large or unusual types.
 pub(super) async fn keys(ctx: &mut Ctx<'_>) -> Result<()> {
     if ctx.cdc() {
@@ -33,6 +36,9 @@ pub(super) async fn keys(ctx: &mut Ctx<'_>) -> Result<()> {
             .filter(|t| !t.unlogged && lacks_identity(t))
             .map(|t| t.name.to_string())
             .collect();
+        if policy == NoKeyTables::ReplicaIdentityFull {
+            identity_owners(ctx).await?;
+        }
         for name in keyless {
             let quoted = ctx
                 .tables
@@ -115,6 +121,48 @@ pub(super) async fn keys(ctx: &mut Ctx<'_>) -> Result<()> {
                  unable to name its row"
             ),
             "prefer an integer or uuid key; if the key must stay, expect slower apply",
+        );
+    }
+    Ok(())
+}
+
+/// `no_key_tables = "replica-identity-full"` makes pgferry run `ALTER TABLE ... REPLICA
+/// IDENTITY FULL`, which only the table's owner (or a member of its role) may.
+async fn identity_owners(ctx: &mut Ctx<'_>) -> Result<()> {
+    let oids: Vec<u32> = ctx
+        .tables
+        .iter()
+        .filter(|t| !t.unlogged && lacks_identity(t))
+        .map(|t| t.oid)
+        .collect();
+    let rows = ctx
+        .source
+        .query(
+            "checking table owners",
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+                    pg_get_userbyid(c.relowner)::text
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = ANY($1) AND NOT pg_has_role(c.relowner, 'USAGE')
+             ORDER BY 1",
+            &[&oids],
+        )
+        .await?;
+    let user = pgferry_pg::quote_ident(&ctx.source_info.user);
+    for r in rows {
+        let (table, owner): (String, String) = (r.get(0), r.get(1));
+        ctx.push(
+            "table.replica_identity_owner",
+            Severity::Blocker,
+            Some(table.clone()),
+            format!(
+                "{table} has no key, and pgferry would set REPLICA IDENTITY FULL on it, but \
+                 only its owner \"{owner}\" may"
+            ),
+            format!(
+                "ALTER TABLE {table} REPLICA IDENTITY FULL as {owner} before the task starts, \
+                 or GRANT {} TO {user}",
+                pgferry_pg::quote_ident(&owner)
+            ),
         );
     }
     Ok(())
@@ -291,21 +339,18 @@ pub(super) async fn types(ctx: &mut Ctx<'_>) -> Result<()> {
             );
         }
     }
-    let wide = ctx
-        .source
-        .query(
-            "reading row widths",
-            "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.tablename),
-                    sum(s.avg_width)::int8
-             FROM pg_stats s JOIN pg_namespace n ON n.nspname = s.schemaname
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
-             WHERE c.oid = ANY($1)
-             GROUP BY 1 HAVING sum(s.avg_width) > 262144",
-            &[&oids],
-        )
-        .await?;
-    for r in wide {
-        let (table, width): (String, i64) = (r.get(0), r.get(1));
+    // From the table's size on disk (TOAST included) per row: `pg_stats` counts an
+    // out-of-line value as its pointer.
+    let wide: Vec<(String, i64)> = ctx
+        .tables
+        .iter()
+        .filter_map(|t| {
+            let rows = t.estimated_rows.filter(|r| *r > 0)?;
+            let width = t.table_bytes / rows;
+            (width > WIDE_ROW).then(|| (t.name.to_string(), width))
+        })
+        .collect();
+    for (table, width) in wide {
         ctx.push(
             "types.wide_rows",
             Severity::Warning,

@@ -61,6 +61,7 @@ async fn story(
 ) -> anyhow::Result<u8> {
     seed(args, source, target).await?;
     let task = demo_task(args, source, target);
+    assess(&task).await?;
 
     // The application: orders placed, stock moving, prices changing, all through the
     // migration.
@@ -138,6 +139,39 @@ async fn story(
     } else {
         exit::DIFFERENCES
     })
+}
+
+/// What `pgferry assess` says of the demo's task, in a few lines: nothing blocks, and the
+/// load's estimate.
+async fn assess(task: &Task) -> anyhow::Result<()> {
+    println!("\nAssessing the migration (read-only, as `pgferry assess` does)…");
+    let endpoints = pgferry_engine::Endpoints::resolve(task)?;
+    let depth = pgferry_engine::Depth::Full {
+        wal_sample: Duration::from_secs(1),
+        long_transaction: Duration::from_secs(300),
+    };
+    let a = pgferry_engine::assess(task, &endpoints, depth).await?;
+    println!(
+        "  {}: {} blocker(s), {} warning(s), {} info",
+        a.summary.verdict, a.summary.blockers, a.summary.warnings, a.summary.infos
+    );
+    for f in a
+        .findings
+        .iter()
+        .filter(|f| f.severity != pgferry_engine::Severity::Info)
+    {
+        println!("  {} {}: {}", f.severity.as_str(), f.check, f.message);
+    }
+    if let Some(e) = &a.estimate {
+        println!(
+            "  estimated load: {:.1}s (between {:.1}s and {:.1}s) with {} jobs",
+            e.seconds, e.seconds_low, e.seconds_high, e.jobs
+        );
+    }
+    if a.summary.blockers > 0 {
+        anyhow::bail!("the assessment found blockers; see above");
+    }
+    Ok(())
 }
 
 /// A cutover (or, with `back`, a rollback) while the application writes, as the commands

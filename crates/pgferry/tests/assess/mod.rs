@@ -104,11 +104,58 @@ async fn a_clean_source_is_ready_and_nothing_is_written() {
 }
 
 /// The oldest source: settings that 12 lacks (`logical_decoding_work_mem`,
-/// `max_slot_wal_keep_size`) are not findings, and the version note says what differs.
+/// `max_slot_wal_keep_size`) are not findings, the version note says what differs, and a
+/// big table without a key cannot split there.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_clean_12_source_is_ready_with_a_version_note() {
-    let json = clean_source_is_ready(Some(12)).await;
+async fn a_12_source_warns_of_a_big_table_that_cannot_split() {
+    let source = Cluster::start_with(ClusterOptions::default().major(12)).unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("app").await.unwrap();
+    target.create_database("app").await.unwrap();
+    source
+        .execute(
+            "app",
+            &format!(
+                "{CLEAN}
+                 CREATE TABLE heap (n int, note text);
+                 INSERT INTO heap SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 30000) g;
+                 ANALYZE heap;"
+            ),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = cdc_task(
+        dir.path(),
+        &source.url("app"),
+        &target.url("app"),
+        "chunk_size = \"1MB\"",
+        "[cdc]\nno_key_tables = \"replica-identity-full\"",
+    );
+    let (code, json) = assess(&task, &[]);
+    assert_eq!(code, Some(1), "{json:#}");
     assert_found(&json, "source.version", "info", None);
+    assert_found(&json, "size.biggest_table", "warning", Some("public.heap"));
+    assert_found(&json, "table.no_key", "warning", Some("public.heap"));
+    assert!(found(&json, "source.logical_decoding_work_mem").is_empty());
+    let heap = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.heap")
+        .unwrap();
+    assert!(
+        heap["split"].as_str().unwrap().contains("cannot split"),
+        "{heap:#}"
+    );
+    let estimate = &json["estimate"];
+    assert!(
+        estimate["seconds"].as_f64().unwrap()
+            >= heap["bytes"].as_f64().unwrap()
+                / estimate["sample_bytes_per_second"].as_f64().unwrap()
+                * 0.99,
+        "the table one job reads alone bounds the estimate: {estimate:#}"
+    );
 }
 
 async fn clean_source_is_ready(major: Option<u32>) -> Value {
@@ -166,7 +213,9 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
         ClusterOptions::default()
             .setting("wal_sender_timeout", "'5s'")
             .setting("logical_decoding_work_mem", "'1MB'")
-            .setting("max_prepared_transactions", "2"),
+            .setting("max_prepared_transactions", "2")
+            .setting("max_replication_slots", "1")
+            .setting("max_wal_senders", "1"),
     )
     .unwrap();
     let target = Cluster::start().unwrap();
@@ -190,17 +239,25 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
              CREATE FUNCTION noop() RETURNS event_trigger LANGUAGE plpgsql
                  AS $$ BEGIN END $$;
              CREATE EVENT TRIGGER audit ON ddl_command_end EXECUTE FUNCTION noop();
-             CREATE PUBLICATION theirs FOR TABLE existing;",
+             CREATE PUBLICATION theirs FOR TABLE existing;
+             CREATE TABLE hosts (addr inet PRIMARY KEY);
+             CREATE COLLATION german (provider = icu, locale = 'de-DE');
+             CREATE TABLE names (id int PRIMARY KEY, name text COLLATE german);
+             CREATE TABLE wide (id int PRIMARY KEY, body text);
+             INSERT INTO wide SELECT g, (SELECT string_agg(md5(random()::text || i), '')
+                                         FROM generate_series(1, 30000) i)
+             FROM generate_series(1, 3) g;
+             ANALYZE wide;",
         )
         .await
         .unwrap();
-    source
-        .execute(
-            "app",
-            "SELECT pg_create_logical_replication_slot('their_slot', 'pgoutput')",
-        )
-        .await
-        .unwrap();
+    for sql in [
+        "SELECT pg_create_logical_replication_slot('their_slot', 'pgoutput')",
+        "CREATE SUBSCRIPTION theirs_in CONNECTION 'host=127.0.0.1 port=1 dbname=x' \
+         PUBLICATION p WITH (connect = false)",
+    ] {
+        source.execute("app", sql).await.unwrap();
+    }
     // The target's database in another encoding, with a table in the way.
     target
         .execute(
@@ -214,7 +271,11 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
         .execute("app", "CREATE TABLE existing (id int PRIMARY KEY)")
         .await
         .unwrap();
-    // An idle transaction and a prepared one.
+    // A session with a temporary table, an idle transaction and a prepared one.
+    let temp = source.connect("app").await.unwrap();
+    temp.batch_execute("CREATE TEMP TABLE mine (x int)")
+        .await
+        .unwrap();
     let idle = source.connect("app").await.unwrap();
     idle.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let prep = source.connect("app").await.unwrap();
@@ -233,7 +294,7 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
         dir.path(),
         &source.url("app"),
         &target.url("app"),
-        "task_settings = \"settings.json\"",
+        "task_settings = \"settings.json\"\nkeep_owners = true",
         "[[include]]\nschema = \"public\"\ntable = \"%\"\n\
          [[include]]\nschema = \"nosuch\"\ntable = \"%\"",
     );
@@ -253,7 +314,14 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
         ("types.reg", "warning", Some("public.priced")),
         // The DMS settings file brings DMS's default, DROP_AND_CREATE.
         ("target.table_exists", "warning", Some("public.existing")),
-        ("objects.roles", "info", None),
+        ("objects.roles", "blocker", None),
+        ("objects.subscriptions", "warning", None),
+        ("source.max_replication_slots", "blocker", None),
+        ("source.max_wal_senders", "warning", None),
+        ("table.temporary", "info", None),
+        ("table.key_type", "warning", Some("public.hosts")),
+        ("types.wide_rows", "warning", Some("public.wide")),
+        ("text.collation_missing", "blocker", Some("german")),
         ("objects.large_objects", "warning", None),
         ("objects.event_triggers", "warning", None),
         ("objects.publications", "info", None),
@@ -298,7 +366,7 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
     );
 
     prep.batch_execute("ROLLBACK PREPARED 'p1'").await.unwrap();
-    drop(idle);
+    drop((idle, temp));
     assert_eq!(
         footprints(&source, &target).await,
         before,
@@ -321,8 +389,9 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
             &format!(
                 "{CLEAN}
                  CREATE TABLE secret (id serial PRIMARY KEY);
+                 CREATE TABLE notes (body text);
                  CREATE ROLE assessor LOGIN PASSWORD 'pw';
-                 GRANT SELECT ON items TO assessor;"
+                 GRANT SELECT ON items, notes TO assessor;"
             ),
         )
         .await
@@ -339,7 +408,13 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
         source.url_for("assessor", "app"),
         target.url_for("assessor", "app"),
     );
-    let task = cdc_task(dir.path(), &s_url, &t_url, "", "");
+    let task = cdc_task(
+        dir.path(),
+        &s_url,
+        &t_url,
+        "",
+        "[cdc]\nno_key_tables = \"replica-identity-full\"",
+    );
     // Passwords never go in the task file: both sides read it from the environment.
     let mut body = std::fs::read_to_string(&task).unwrap();
     for url in [&s_url, &t_url] {
@@ -356,6 +431,7 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
         "source.select",
         "source.sequence_select",
         "target.create",
+        "table.replica_identity_owner",
     ] {
         assert_found(&json, id, "blocker", None);
     }
@@ -399,7 +475,8 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
         &source.url("app"),
         &target.url("app"),
         "",
-        "[[exclude]]\nschema = \"public\"\ntable = \"secret\"",
+        "[[exclude]]\nschema = \"public\"\ntable = \"secret\"\n\
+         [[exclude]]\nschema = \"public\"\ntable = \"notes\"",
     );
     let (code, json) = assess(&task, &[]);
     assert_eq!(code, Some(1), "{json:#}");

@@ -155,7 +155,7 @@ async fn failures_exit_with_the_documented_codes_and_one_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no task named \"never\""));
 }
 
-/// The README's first command: full load and streaming under the demo application's
+/// The README's first command: an assessment, full load and streaming under the demo application's
 /// writes, a cutover, writes on the target streamed back, a rollback, a second cutover,
 /// and validation; then both servers are gone.
 #[test]
@@ -165,6 +165,8 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "starting two throwaway PostgreSQL servers",
+        "Assessing the migration (read-only",
+        "estimated load:",
         "An application now writes to the source",
         "total (6 tables)",
         "Cutting over (pgferry cutover)",
