@@ -94,6 +94,21 @@ fn cdc_task(dir: &Path, source: &str, target: &str, top: &str, tables: &str) -> 
     )
 }
 
+/// A source of `major` (`None`: Debian's) whose `app` database holds `setup`, and a
+/// target with an empty `app`.
+async fn pair(major: Option<u32>, setup: &str) -> (Cluster, Cluster) {
+    let source = Cluster::start_with(ClusterOptions {
+        major,
+        ..Default::default()
+    })
+    .unwrap();
+    let target = Cluster::start().unwrap();
+    source.create_database("app").await.unwrap();
+    target.create_database("app").await.unwrap();
+    source.execute("app", setup).await.unwrap();
+    (source, target)
+}
+
 const CLEAN: &str = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
      INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
      ANALYZE items;";
@@ -108,22 +123,13 @@ async fn a_clean_source_is_ready_and_nothing_is_written() {
 /// big table without a key cannot split there.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_12_source_warns_of_a_big_table_that_cannot_split() {
-    let source = Cluster::start_with(ClusterOptions::default().major(12)).unwrap();
-    let target = Cluster::start().unwrap();
-    source.create_database("app").await.unwrap();
-    target.create_database("app").await.unwrap();
-    source
-        .execute(
-            "app",
-            &format!(
-                "{CLEAN}
-                 CREATE TABLE heap (n int, note text);
-                 INSERT INTO heap SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 30000) g;
-                 ANALYZE heap;"
-            ),
-        )
-        .await
-        .unwrap();
+    let setup = format!(
+        "{CLEAN}
+         CREATE TABLE heap (n int, note text);
+         INSERT INTO heap SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 30000) g;
+         ANALYZE heap;"
+    );
+    let (source, target) = pair(Some(12), &setup).await;
     let dir = tempfile::tempdir().unwrap();
     let task = cdc_task(
         dir.path(),
@@ -159,15 +165,7 @@ async fn a_12_source_warns_of_a_big_table_that_cannot_split() {
 }
 
 async fn clean_source_is_ready(major: Option<u32>) -> Value {
-    let source = Cluster::start_with(ClusterOptions {
-        major,
-        ..Default::default()
-    })
-    .unwrap();
-    let target = Cluster::start().unwrap();
-    source.create_database("app").await.unwrap();
-    target.create_database("app").await.unwrap();
-    source.execute("app", CLEAN).await.unwrap();
+    let (source, target) = pair(major, CLEAN).await;
     let dir = tempfile::tempdir().unwrap();
     let task = cdc_task(dir.path(), &source.url("app"), &target.url("app"), "", "");
     let before = (
@@ -379,23 +377,14 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
 /// exit 1.
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_privileges_block_and_warnings_alone_exit_1() {
-    let source = Cluster::start().unwrap();
-    let target = Cluster::start().unwrap();
-    source.create_database("app").await.unwrap();
-    target.create_database("app").await.unwrap();
-    source
-        .execute(
-            "app",
-            &format!(
-                "{CLEAN}
+    let setup = format!(
+        "{CLEAN}
                  CREATE TABLE secret (id serial PRIMARY KEY);
                  CREATE TABLE notes (body text);
                  CREATE ROLE assessor LOGIN PASSWORD 'pw';
                  GRANT SELECT ON items, notes TO assessor;"
-            ),
-        )
-        .await
-        .unwrap();
+    );
+    let (source, target) = pair(None, &setup).await;
     target
         .execute(
             "app",
