@@ -181,6 +181,7 @@ async fn clean_source_is_ready(major: Option<u32>) -> Value {
     assert_found(&json, "size.total", "info", None);
     assert_found(&json, "size.biggest_table", "info", Some("public.items"));
     assert_found(&json, "size.estimate", "info", None);
+    assert_found(&json, "size.wal_retained", "info", None);
     let estimate = &json["estimate"];
     let (low, mid, high) = (
         estimate["seconds_low"].as_f64().unwrap(),
@@ -382,7 +383,8 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
                  CREATE TABLE secret (id serial PRIMARY KEY);
                  CREATE TABLE notes (body text);
                  CREATE ROLE assessor LOGIN PASSWORD 'pw';
-                 GRANT SELECT ON items, notes TO assessor;"
+                 GRANT SELECT ON items, notes TO assessor;
+                 SELECT lo_from_bytea(0, 'not for assessor');"
     );
     let (source, target) = pair(None, &setup).await;
     target
@@ -421,6 +423,7 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
         "source.sequence_select",
         "target.create",
         "table.replica_identity_owner",
+        "source.large_object_select",
     ] {
         assert_found(&json, id, "blocker", None);
     }
