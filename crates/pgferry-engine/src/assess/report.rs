@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
+use super::size::duration;
 use super::{Assessment, Severity};
+use crate::cdc::human_bytes;
 
 /// A Markdown report: the verdict, the estimate, then blockers, warnings and infos, each
 /// with its fix. Table cells escape `|` so a message cannot break the table.
@@ -24,14 +26,14 @@ pub fn markdown(a: &Assessment) -> String {
     if let Some(e) = &a.estimate {
         let _ = writeln!(
             out,
-            "Estimated load time with {} job(s): **{:.0} min** (between {:.0} and {:.0} min), \
-             from a {:.0} MB sample read at {:.1} MB/s per session.\n",
+            "Estimated load time with {} job(s): **{}** (between {} and {}), from a {} sample \
+             read at {}/s per session.\n",
             e.jobs,
-            e.seconds / 60.0,
-            e.seconds_low / 60.0,
-            e.seconds_high / 60.0,
-            e.sample_bytes as f64 / 1e6,
-            e.sample_bytes_per_second / 1e6
+            duration(e.seconds),
+            duration(e.seconds_low),
+            duration(e.seconds_high),
+            human_bytes(e.sample_bytes as i64),
+            human_bytes(e.sample_bytes_per_second as i64)
         );
     }
     if !a.tables.is_empty() {
@@ -43,9 +45,9 @@ pub fn markdown(a: &Assessment) -> String {
         for t in a.tables.iter().take(10) {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} MB | {} | {} |",
+                "| {} | {} | {} | {} |",
                 cell(&t.table),
-                t.bytes as f64 / 1e6,
+                human_bytes(t.bytes),
                 t.estimated_rows.map(|r| r.to_string()).unwrap_or_default(),
                 cell(&t.split)
             );

@@ -97,10 +97,10 @@ pub(super) async fn assess(ctx: &mut Ctx<'_>, wal_sample: Duration) -> Result<Op
              times that, as measured by bench/full-load; a slower or busier target moves it \
              toward the upper end",
             human_bytes(bytes),
-            minutes(seconds),
-            minutes(low),
-            minutes(high),
-            minutes(read_mid),
+            duration(seconds),
+            duration(low),
+            duration(high),
+            duration(read_mid),
             human_bytes(sample_bytes as i64),
             human_bytes(rate as i64)
         ),
@@ -348,7 +348,8 @@ async fn sample(ctx: &Ctx<'_>) -> Result<Option<(f64, f64, u64)>> {
     Ok(Some((rate, spread, copied)))
 }
 
-fn minutes(seconds: f64) -> String {
+/// A duration as a DBA reads it: seconds, minutes or hours.
+pub(super) fn duration(seconds: f64) -> String {
     if seconds < 90.0 {
         format!("{:.0} s", seconds.max(1.0))
     } else if seconds < 5400.0 {
