@@ -475,3 +475,36 @@ async fn missing_privileges_block_and_warnings_alone_exit_1() {
     assert_eq!(json["summary"]["verdict"], "warnings");
     assert_found(&json, "source.wal_sender_timeout", "warning", None);
 }
+
+/// Extensions against an older target (PostgreSQL 14): one it cannot install at all
+/// (`pg_walinspect` came in 15) blocks, one it has only at older versions
+/// (`pg_stat_statements` 1.10) warns, and the older target itself warns.
+#[tokio::test(flavor = "multi_thread")]
+async fn extensions_the_target_lacks_are_found() {
+    let (source, _) = pair(
+        None,
+        "CREATE TABLE items (id int PRIMARY KEY);
+         CREATE EXTENSION pg_walinspect;
+         CREATE EXTENSION pg_stat_statements;",
+    )
+    .await;
+    let target = Cluster::start_with(ClusterOptions::default().major(14)).unwrap();
+    target.create_database("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = cdc_task(dir.path(), &source.url("app"), &target.url("app"), "", "");
+    let (code, json) = assess(&task, &[]);
+    assert_eq!(code, Some(3), "{json:#}");
+    assert_found(
+        &json,
+        "objects.extension_missing",
+        "blocker",
+        Some("pg_walinspect"),
+    );
+    assert_found(
+        &json,
+        "objects.extension_version",
+        "warning",
+        Some("pg_stat_statements"),
+    );
+    assert_found(&json, "target.version", "warning", None);
+}
