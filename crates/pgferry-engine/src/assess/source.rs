@@ -427,16 +427,35 @@ pub(super) async fn activity(ctx: &mut Ctx<'_>, long: std::time::Duration) -> Re
         .source
         .query(
             "reading replication slots",
+            // `wal_status` came in 13: read through the row's JSON so 12 answers too.
             "SELECT slot_name::text, slot_type, active,
                     CASE WHEN pg_is_in_recovery() THEN NULL
-                         ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 END
-             FROM pg_replication_slots ORDER BY slot_name",
+                         ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 END,
+                    to_jsonb(s) ->> 'wal_status' = 'lost'
+             FROM pg_replication_slots s ORDER BY slot_name",
             &[],
         )
         .await?;
     for r in slots {
         let (name, kind, active, retained): (String, String, bool, Option<i64>) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
+        let drop = format!(
+            "SELECT pg_drop_replication_slot({})",
+            pgferry_pg::quote_literal(&name)
+        );
+        if r.get::<_, Option<bool>>(4) == Some(true) {
+            ctx.push(
+                "source.existing_slot",
+                Severity::Warning,
+                Some(name.clone()),
+                format!(
+                    "{kind} slot {name:?} was invalidated (max_slot_wal_keep_size): it can \
+                     never stream again, and it still takes one of max_replication_slots"
+                ),
+                format!("drop it: {drop}"),
+            );
+            continue;
+        }
         let retained = retained.unwrap_or(0);
         let idle_and_big = !active && retained > 1 << 30;
         ctx.push(
@@ -453,10 +472,7 @@ pub(super) async fn activity(ctx: &mut Ctx<'_>, long: std::time::Duration) -> Re
                 crate::cdc::human_bytes(retained)
             ),
             if idle_and_big {
-                format!(
-                    "drop it if nothing uses it: SELECT pg_drop_replication_slot({})",
-                    pgferry_pg::quote_literal(&name)
-                )
+                format!("drop it if nothing uses it: {drop}")
             } else {
                 "nothing to do; it shares the source's disk with the task's slot".to_owned()
             },

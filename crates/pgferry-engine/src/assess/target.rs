@@ -88,19 +88,13 @@ pub(super) async fn privileges(ctx: &mut Ctx<'_>) -> Result<()> {
 /// `target_table_prep_mode`.
 pub(super) async fn tables_in_the_way(ctx: &mut Ctx<'_>) -> Result<()> {
     if !ctx.loads() {
-        return Ok(());
+        return tables_missing(ctx).await;
     }
     let maps = match transform::table_maps(&ctx.task.mapping, ctx.tables.iter().chain(&ctx.parents))
     {
         Ok(maps) => maps,
         Err(e) => {
-            ctx.push(
-                "task.mapping",
-                Severity::Blocker,
-                None,
-                e.to_string(),
-                "correct the transformation rules; `pgferry config explain` shows them",
-            );
+            mapping_problem(ctx, &e);
             return Ok(());
         }
     };
@@ -119,8 +113,8 @@ pub(super) async fn tables_in_the_way(ctx: &mut Ctx<'_>) -> Result<()> {
                 "already exists on the target, and target_table_prep_mode = fail refuses \
                  to start",
                 format!(
-                    "DROP TABLE {} on the target, or set [full_load] \
-                     target_table_prep_mode to drop_and_create, truncate or do_nothing",
+                    "DROP TABLE {} on the target, or set target_table_prep_mode to \
+                     drop_and_create, truncate or do_nothing",
                     name.quoted()
                 ),
             ),
@@ -151,4 +145,47 @@ pub(super) async fn tables_in_the_way(ctx: &mut Ctx<'_>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A CDC-only task streams into tables that must exist on the target already.
+async fn tables_missing(ctx: &mut Ctx<'_>) -> Result<()> {
+    let selected = crate::load::plan::Selected {
+        tables: ctx.tables.clone(),
+        parents: ctx.parents.clone(),
+        ..Default::default()
+    };
+    let missing =
+        match crate::load::planning::missing_for_cdc(ctx.target, ctx.task, &selected).await {
+            Ok(missing) => missing,
+            Err(e @ crate::error::EngineError::Pg(_)) => return Err(e),
+            Err(e) => {
+                mapping_problem(ctx, &e);
+                return Ok(());
+            }
+        };
+    for name in missing {
+        ctx.push(
+            "target.table_missing",
+            Severity::Blocker,
+            Some(name.to_string()),
+            format!(
+                "{name} does not exist on the target; migration_type = \"cdc\" streams \
+                 changes into existing tables"
+            ),
+            "create and load it first, or use migration_type = \"full-load-and-cdc\", which \
+             does both without a gap",
+        );
+    }
+    Ok(())
+}
+
+/// Rules that cannot be carried out on the source's tables block the task.
+fn mapping_problem(ctx: &mut Ctx<'_>, e: &dyn std::fmt::Display) {
+    ctx.push(
+        "task.mapping",
+        Severity::Blocker,
+        None,
+        e.to_string(),
+        "correct the transformation rules; `pgferry config explain` shows them",
+    );
 }

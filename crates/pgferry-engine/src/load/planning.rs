@@ -135,17 +135,9 @@ pub(crate) async fn plan_cdc_only(
 ) -> Result<Vec<String>> {
     let live = catalog::list_tables(source).await?;
     let selected = plan::select_tables(&live, &task.selection);
-    let names: Vec<QualifiedName> = selected
-        .tables
+    let missing: Vec<String> = missing_for_cdc(control_client, task, &selected)
+        .await?
         .iter()
-        .filter(|t| t.partition_root.is_none())
-        .chain(&selected.parents)
-        .map(|t| t.name.clone())
-        .collect();
-    let present = catalog::existing_relations(control_client, &names).await?;
-    let missing: Vec<String> = names
-        .iter()
-        .filter(|n| !present.contains(n))
         .map(ToString::to_string)
         .collect();
     if !missing.is_empty() {
@@ -525,6 +517,29 @@ async fn in_the_way(
         .map(|t| transform::target_of(maps, t))
         .collect();
     Ok(catalog::existing_relations(target, &names).await?)
+}
+
+/// The tables a CDC-only task streams into that the target lacks, by their target names
+/// (the task's rules applied): the stream needs every one of them. Partitions count as
+/// their partitioned table.
+pub(crate) async fn missing_for_cdc(
+    target: &PgClient,
+    task: &Task,
+    selected: &plan::Selected,
+) -> Result<Vec<QualifiedName>> {
+    let tables: Vec<&catalog::Table> = selected
+        .tables
+        .iter()
+        .filter(|t| t.partition_root.is_none())
+        .chain(&selected.parents)
+        .collect();
+    let maps = transform::table_maps(&task.mapping, tables.iter().copied())?;
+    let names: Vec<QualifiedName> = tables
+        .iter()
+        .map(|t| transform::target_of(&maps, t))
+        .collect();
+    let present = catalog::existing_relations(target, &names).await?;
+    Ok(names.into_iter().filter(|n| !present.contains(n)).collect())
 }
 
 /// The task's row, before what its kind of plan adds: no schema, nothing in the way, and

@@ -214,6 +214,7 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
             .setting("logical_decoding_work_mem", "'1MB'")
             .setting("max_prepared_transactions", "2")
             .setting("max_replication_slots", "1")
+            .setting("max_slot_wal_keep_size", "'1MB'")
             .setting("max_wal_senders", "1"),
     )
     .unwrap();
@@ -254,6 +255,11 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
         "SELECT pg_create_logical_replication_slot('their_slot', 'pgoutput')",
         "CREATE SUBSCRIPTION theirs_in CONNECTION 'host=127.0.0.1 port=1 dbname=x' \
          PUBLICATION p WITH (connect = false)",
+        // WAL beyond max_slot_wal_keep_size: the checkpoint invalidates their slot.
+        "CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 600000) g",
+        "DROP TABLE filler",
+        "SELECT pg_switch_wal()",
+        "CHECKPOINT",
     ] {
         source.execute("app", sql).await.unwrap();
     }
@@ -324,7 +330,7 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
         ("objects.large_objects", "warning", None),
         ("objects.event_triggers", "warning", None),
         ("objects.publications", "info", None),
-        ("source.existing_slot", "info", Some("their_slot")),
+        ("source.existing_slot", "warning", Some("their_slot")),
         ("source.long_transaction", "warning", None),
         ("source.prepared_transaction", "blocker", None),
         ("source.wal_sender_timeout", "warning", None),
@@ -339,6 +345,10 @@ async fn planted_problems_are_found_with_their_fixes_and_block() {
     ] {
         assert_found(&json, id, severity, object);
     }
+    let slot = found(&json, "source.existing_slot")[0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(slot.contains("invalidated"), "{slot}");
     let roles = found(&json, "objects.roles")[0]["fix"].as_str().unwrap();
     assert!(roles.contains("CREATE ROLE \"app_owner\""), "{roles}");
     let prepared = found(&json, "source.prepared_transaction")[0]["fix"]
@@ -507,4 +517,47 @@ async fn extensions_the_target_lacks_are_found() {
         Some("pg_stat_statements"),
     );
     assert_found(&json, "target.version", "warning", None);
+}
+
+/// A CDC-only task streams into existing tables: one missing on the target (by its name
+/// under the task's rules) blocks, as `run` refuses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cdc_only_task_needs_its_tables_on_the_target() {
+    let (source, target) = pair(
+        None,
+        "CREATE TABLE items (id int PRIMARY KEY); CREATE TABLE extra (id int PRIMARY KEY);",
+    )
+    .await;
+    target
+        .execute("app", "CREATE TABLE items (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_task(
+        dir.path(),
+        &format!(
+            "migration_type = \"cdc\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n",
+            source.url("app"),
+            target.url("app")
+        ),
+    );
+    let (code, json) = assess(&task, &[]);
+    assert_eq!(code, Some(3), "{json:#}");
+    assert_found(
+        &json,
+        "target.table_missing",
+        "blocker",
+        Some("public.extra"),
+    );
+    assert_eq!(found(&json, "target.table_missing").len(), 1, "{json:#}");
+    let out = pgferry()
+        .args(["run", "--task", task.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("public.extra"),
+        "{}",
+        text(&out)
+    );
 }
