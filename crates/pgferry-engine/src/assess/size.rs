@@ -3,8 +3,9 @@
 //! the WAL the slot holds meanwhile.
 //!
 //! The sample only reads: `COPY (SELECT * FROM ONLY t LIMIT n) TO STDOUT`, with `n` rows
-//! worth about [`SAMPLE_BYTES`], stopped after [`SAMPLE_TIME`]. The target's write speed
-//! is not measured (assessing writes nothing), so the estimate is the source's side.
+//! worth about [`SAMPLE_BYTES`], stopped after [`SAMPLE_TIME`]. The target's side cannot
+//! be measured (assessing writes nothing): it is taken as [`WRITE_FACTOR`] times the
+//! reading, the factor `bench/full-load` measures.
 
 use std::time::{Duration, Instant};
 
