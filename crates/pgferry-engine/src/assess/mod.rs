@@ -175,7 +175,7 @@ pub(crate) struct Ctx<'a> {
     /// The source's `max_slot_wal_keep_size` in MB, when it limits a slot (13+).
     pub wal_keep_mb: Option<i64>,
     /// The source schemas in the task's scope.
-    pub schemas: Vec<String>,
+    pub schemas: &'a [String],
     /// Every selected table's size and split, biggest first ([`size`]).
     pub sizes: Vec<TableSize>,
 }
@@ -223,18 +223,29 @@ pub async fn assess(task: &Task, endpoints: &Endpoints, depth: Depth) -> Result<
     let target = read_only(Side::Target, endpoints, "pgferry assess").await?;
     let source_info = ServerInfo::load(&source).await?;
     let target_info = ServerInfo::load(&target).await?;
-    run_checks(task, &source, &target, &source_info, &target_info, depth).await
+    let schemas = plan::scope_schemas(&source, task).await?;
+    run_checks(
+        task,
+        &source,
+        &target,
+        &source_info,
+        &target_info,
+        &schemas,
+        depth,
+    )
+    .await
 }
 
 /// The preflight of `pgferry run`: the [`Depth::Preflight`] checks on the run's own
 /// sessions (which only read here), and an error listing every blocker with its fix.
+/// `schemas` are the source schemas in the task's scope, which the run reads anyway.
 /// Returns the assessment, for the API.
 pub async fn preflight(
     task: &Task,
     source: &PgClient,
     target: &PgClient,
-    source_info: &ServerInfo,
-    target_info: &ServerInfo,
+    (source_info, target_info): (&ServerInfo, &ServerInfo),
+    schemas: &[String],
 ) -> Result<Assessment> {
     let assessment = run_checks(
         task,
@@ -242,6 +253,7 @@ pub async fn preflight(
         target,
         source_info,
         target_info,
+        schemas,
         Depth::Preflight,
     )
     .await?;
@@ -287,6 +299,7 @@ async fn run_checks(
     target: &PgClient,
     source_info: &ServerInfo,
     target_info: &ServerInfo,
+    schemas: &[String],
     depth: Depth,
 ) -> Result<Assessment> {
     let live = catalog::list_tables(source).await?;
@@ -301,7 +314,7 @@ async fn run_checks(
         parents: selected.parents,
         findings: Vec::new(),
         wal_keep_mb: None,
-        schemas: plan::scope_schemas(source, task).await?,
+        schemas,
         sizes: Vec::new(),
     };
     source::settings(&mut ctx).await?;

@@ -222,7 +222,7 @@ async fn totals(ctx: &mut Ctx<'_>) -> Result<i64> {
 /// findings, and so is every big table that cannot split. Returns the size of the biggest
 /// table that cannot split (one job reads it alone).
 async fn biggest(ctx: &mut Ctx<'_>) -> Result<i64> {
-    let mut tables: Vec<Table> = ctx.tables.clone();
+    let mut tables: Vec<&Table> = ctx.tables.iter().collect();
     tables.sort_by_key(|t| std::cmp::Reverse(t.table_bytes));
     let chunk = ctx.task.full_load.chunk_size.max(1) as i64;
     let tid = ctx.source_info.has_tid_range_scan();
@@ -233,6 +233,7 @@ async fn biggest(ctx: &mut Ctx<'_>) -> Result<i64> {
         .collect();
     let keys = split::split_keys(ctx.source, &big).await?;
     let mut unsplit = 0;
+    let (mut sizes, mut findings) = (Vec::new(), Vec::new());
     for (rank, t) in tables.iter().enumerate() {
         let parts = (t.table_bytes + chunk - 1) / chunk;
         let (splits, how) = if parts <= 1 {
@@ -254,7 +255,7 @@ async fn biggest(ctx: &mut Ctx<'_>) -> Result<i64> {
                 ),
             )
         };
-        ctx.sizes.push(TableSize {
+        sizes.push(TableSize {
             table: t.name.to_string(),
             bytes: t.table_bytes,
             estimated_rows: t.estimated_rows,
@@ -277,13 +278,16 @@ async fn biggest(ctx: &mut Ctx<'_>) -> Result<i64> {
                 ),
             )
         };
-        ctx.push(
-            "size.biggest_table",
+        findings.push((
             severity,
-            Some(t.name.to_string()),
+            t.name.to_string(),
             format!("{} is {}: {how}", t.name, human_bytes(t.table_bytes)),
             fix,
-        );
+        ));
+    }
+    ctx.sizes = sizes;
+    for (severity, name, message, fix) in findings {
+        ctx.push("size.biggest_table", severity, Some(name), message, fix);
     }
     Ok(unsplit)
 }

@@ -149,20 +149,21 @@ pub(super) async fn tables_in_the_way(ctx: &mut Ctx<'_>) -> Result<()> {
 
 /// A CDC-only task streams into tables that must exist on the target already.
 async fn tables_missing(ctx: &mut Ctx<'_>) -> Result<()> {
-    let selected = crate::load::plan::Selected {
-        tables: ctx.tables.clone(),
-        parents: ctx.parents.clone(),
-        ..Default::default()
+    let missing = match crate::load::planning::missing_for_cdc(
+        ctx.target,
+        ctx.task,
+        &ctx.tables,
+        &ctx.parents,
+    )
+    .await
+    {
+        Ok(missing) => missing,
+        Err(e @ crate::error::EngineError::Pg(_)) => return Err(e),
+        Err(e) => {
+            mapping_problem(ctx, &e);
+            return Ok(());
+        }
     };
-    let missing =
-        match crate::load::planning::missing_for_cdc(ctx.target, ctx.task, &selected).await {
-            Ok(missing) => missing,
-            Err(e @ crate::error::EngineError::Pg(_)) => return Err(e),
-            Err(e) => {
-                mapping_problem(ctx, &e);
-                return Ok(());
-            }
-        };
     for name in missing {
         ctx.push(
             "target.table_missing",

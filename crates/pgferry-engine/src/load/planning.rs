@@ -135,11 +135,12 @@ pub(crate) async fn plan_cdc_only(
 ) -> Result<Vec<String>> {
     let live = catalog::list_tables(source).await?;
     let selected = plan::select_tables(&live, &task.selection);
-    let missing: Vec<String> = missing_for_cdc(control_client, task, &selected)
-        .await?
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let missing: Vec<String> =
+        missing_for_cdc(control_client, task, &selected.tables, &selected.parents)
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     if !missing.is_empty() {
         return Err(EngineError::Pg(PgError::Prerequisite {
             side: Side::Target,
@@ -525,13 +526,13 @@ async fn in_the_way(
 pub(crate) async fn missing_for_cdc(
     target: &PgClient,
     task: &Task,
-    selected: &plan::Selected,
+    tables: &[catalog::Table],
+    parents: &[catalog::Table],
 ) -> Result<Vec<QualifiedName>> {
-    let tables: Vec<&catalog::Table> = selected
-        .tables
+    let tables: Vec<&catalog::Table> = tables
         .iter()
         .filter(|t| t.partition_root.is_none())
-        .chain(&selected.parents)
+        .chain(parents)
         .collect();
     let maps = transform::table_maps(&task.mapping, tables.iter().copied())?;
     let names: Vec<QualifiedName> = tables

@@ -40,8 +40,9 @@ pub(super) async fn open<'a>(
     .await?;
     let source_info = ServerInfo::load(&source).await?;
     let target_info = ServerInfo::load(&control_client).await?;
-    let assessment =
-        assess::preflight(task, &source, &control_client, &source_info, &target_info).await?;
+    let schemas = crate::load::plan::scope_schemas(&source, task).await?;
+    let infos = (&source_info, &target_info);
+    let assessment = assess::preflight(task, &source, &control_client, infos, &schemas).await?;
     let warnings = assessment
         .findings
         .iter()
@@ -49,7 +50,6 @@ pub(super) async fn open<'a>(
         .map(|f| f.message.clone())
         .collect();
     progress.set_assessment(assessment);
-    let schemas = crate::load::plan::scope_schemas(&source, task).await?;
     control::ensure_schema(&mut control_client).await?;
     control::lock_task(&control_client, &task.name, "run").await?;
 
