@@ -125,8 +125,19 @@ pub struct CdcSettings {
     pub batch_max_bytes: u64,
     /// Apply a TRUNCATE of the source. DMS: `HandleSourceTableTruncated`.
     pub apply_truncate: bool,
-    /// Add a column the source gained to the target. DMS: `HandleSourceTableAltered`.
+    /// Add a column the source gained to the target; with `ddl`, apply every captured
+    /// `ALTER` of a table. DMS: `HandleSourceTableAltered`.
     pub add_new_columns: bool,
+    /// Capture schema changes on the source with event triggers and apply them in stream
+    /// order (`docs/cdc.md`). DMS: on when `HandleSourceTableAltered` or
+    /// `HandleSourceTableDropped` is true.
+    pub ddl: bool,
+    /// With `ddl`, drop the target's copy of a table the source dropped. DMS:
+    /// `HandleSourceTableDropped`.
+    pub apply_drop_table: bool,
+    /// With `ddl`, what a schema change the target refuses does: `SUSPEND_TABLE` (the
+    /// table's changes stop, the rest stream on) or `STOP_TASK`.
+    pub ddl_error_policy: ErrorPolicy,
     pub errors: ErrorBehavior,
 }
 
@@ -145,6 +156,9 @@ impl Default for CdcSettings {
             batch_max_bytes: 32 * 1024 * 1024,
             apply_truncate: true,
             add_new_columns: true,
+            ddl: false,
+            apply_drop_table: true,
+            ddl_error_policy: ErrorPolicy::SuspendTable,
             errors: ErrorBehavior::default(),
         }
     }
@@ -166,4 +180,7 @@ pub(crate) struct RawCdc {
     pub batch_max_bytes: Option<bytesize::ByteSize>,
     pub apply_truncate: Option<bool>,
     pub add_new_columns: Option<bool>,
+    pub ddl: Option<bool>,
+    pub apply_drop_table: Option<bool>,
+    pub ddl_error_policy: Option<ErrorPolicy>,
 }

@@ -103,6 +103,12 @@ pub fn convert(
         if let Some(v) = &s.add_new_columns {
             cdc.insert("add_new_columns".into(), v.value.into());
         }
+        if let Some(v) = &s.ddl {
+            cdc.insert("ddl".into(), v.value.into());
+        }
+        if let Some(v) = &s.apply_drop_table {
+            cdc.insert("apply_drop_table".into(), v.value.into());
+        }
         out.cdc = cdc;
         out.error_behavior = toml::Table::try_from(&s.errors).unwrap_or_default();
         if let Some(v) = &s.validation_jobs {

@@ -94,6 +94,18 @@ pub enum EngineError {
         refusal: Refusal,
     },
 
+    #[error(
+        "stopped by cdc.ddl_error_policy = STOP_TASK: the source's {tag} on {object} could not \
+         be applied: {error}{}",
+        statement.as_deref().map(|s| format!(" (statement: {s})")).unwrap_or_default()
+    )]
+    DdlStopped {
+        tag: String,
+        object: String,
+        statement: Option<String>,
+        error: String,
+    },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -319,6 +331,13 @@ impl EngineError {
                  checkpoint"
                     .to_owned(),
             ),
+            EngineError::DdlStopped { .. } => Some(
+                "make the target able to take the change (or make it there by hand so that \
+                 the statement is no longer needed, or set [cdc] ddl_error_policy = \
+                 \"SUSPEND_TABLE\"), then run again: the schema change is applied again \
+                 from the checkpoint"
+                    .to_owned(),
+            ),
         }
     }
 
@@ -349,7 +368,8 @@ impl EngineError {
             | EngineError::LoadFailed { .. }
             | EngineError::PostDataFailed { .. }
             | EngineError::SnapshotLost
-            | EngineError::ApplyStopped { .. } => ErrorKind::Failed,
+            | EngineError::ApplyStopped { .. }
+            | EngineError::DdlStopped { .. } => ErrorKind::Failed,
         }
     }
 }

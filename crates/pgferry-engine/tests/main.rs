@@ -4,6 +4,7 @@
 mod cdc;
 mod connect;
 mod cutover;
+mod ddl;
 mod faults;
 mod full_load;
 mod mapping;

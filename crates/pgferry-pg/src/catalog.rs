@@ -18,9 +18,10 @@ use crate::ident::QualifiedName;
 /// those are built in.
 pub const FIRST_NORMAL_OBJECT_ID: Oid = 16384;
 
-/// Schemas that are never migrated.
+/// Schemas that are never migrated: the system's, and pgferry's own (the control schema,
+/// the DDL capture).
 pub const SYSTEM_SCHEMAS_SQL: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', \
-     'pgferry') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+     'pgferry', 'pgferry_capture') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 /// Facts about a server and our session on it.
 #[derive(Debug, Clone, Serialize)]

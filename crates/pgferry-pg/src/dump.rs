@@ -166,6 +166,7 @@ impl PgTools {
             "--no-publications",
             "--no-subscriptions",
             "--exclude-schema=pgferry",
+            "--exclude-schema=pgferry_capture",
             "--file",
         ])
         .arg(path);

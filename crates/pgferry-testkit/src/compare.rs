@@ -29,15 +29,15 @@ fn sql_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> ClusterError 
     }
 }
 
-/// Every table with rows (regular tables and partitions) outside system schemas and the
-/// `pgferry` control schema, as quoted names.
+/// Every table with rows (regular tables and partitions) outside system schemas, the
+/// `pgferry` control schema and the `pgferry_capture` DDL capture, as quoted names.
 pub async fn user_tables(client: &Client) -> Result<Vec<String>, ClusterError> {
     let rows = client
         .query(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema',
-                   'pgferry') AND n.nspname NOT LIKE 'pg\\_%'
+                   'pgferry', 'pgferry_capture') AND n.nspname NOT LIKE 'pg\\_%'
              ORDER BY 1",
             &[],
         )

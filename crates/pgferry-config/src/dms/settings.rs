@@ -109,6 +109,8 @@ pub struct DmsSettings {
     pub errors_set: Vec<(&'static str, &'static str)>,
     pub apply_truncate: Option<Sourced<bool>>,
     pub add_new_columns: Option<Sourced<bool>>,
+    pub ddl: Option<Sourced<bool>>,
+    pub apply_drop_table: Option<Sourced<bool>>,
     pub validation_jobs: Option<Sourced<usize>>,
     /// A `tracing` filter built from `Logging`.
     pub log_filter: Option<Sourced<String>>,
@@ -547,25 +549,26 @@ fn change_processing_ddl_handling_policy(
         true,
         "ChangeProcessingDdlHandlingPolicy.HandleSourceTableTruncated",
     );
+    let altered = r.boolean("HandleSourceTableAltered")?;
     out.add_new_columns = sourced(
-        r.boolean("HandleSourceTableAltered")?,
+        altered,
         true,
         "ChangeProcessingDdlHandlingPolicy.HandleSourceTableAltered",
     );
-    if r.boolean("HandleSourceTableDropped")? == Some(true) {
-        explanation.warn(
-            "ChangeProcessingDdlHandlingPolicy.HandleSourceTableDropped",
-            Treatment::Different,
-            "logical replication carries no DROP TABLE; a dropped table's changes simply stop, \
-             and its copy on the target is kept",
+    let dropped = r.boolean("HandleSourceTableDropped")?;
+    out.apply_drop_table = sourced(
+        dropped,
+        true,
+        "ChangeProcessingDdlHandlingPolicy.HandleSourceTableDropped",
+    );
+    // DMS captures DDL with an event trigger whenever either key asks for it.
+    if altered == Some(true) || dropped == Some(true) {
+        out.ddl = sourced(
+            Some(true),
+            false,
+            "ChangeProcessingDdlHandlingPolicy.HandleSourceTableAltered",
         );
     }
-    explanation.warn(
-        "ChangeProcessingDdlHandlingPolicy.HandleSourceTableAltered",
-        Treatment::Different,
-        "logical replication carries new columns only: pgferry adds a column the source \
-         gained; other ALTERs (types, drops, renames) must be made on the target by hand",
-    );
     r.rest(&[], explanation);
     Ok(())
 }

@@ -16,7 +16,7 @@ use super::{
     MIN_INDEX_MEMORY, MigrationType, PasswordSource, TargetTablePrepMode, Task, check_jobs,
     default_jobs,
 };
-use crate::cdc::{CdcSettings, ErrorBehavior, RawCdc};
+use crate::cdc::{CdcSettings, ErrorBehavior, ErrorPolicy, RawCdc};
 use crate::dms;
 use crate::error::ConfigError;
 use crate::explain::{Explanation, Origin};
@@ -491,6 +491,32 @@ impl Reader {
             dms.add_new_columns.clone(),
             defaults.add_new_columns,
         );
+        cdc.ddl = self.pick("cdc.ddl", raw.ddl, dms.ddl.clone(), defaults.ddl);
+        cdc.apply_drop_table = self.pick(
+            "cdc.apply_drop_table",
+            raw.apply_drop_table,
+            dms.apply_drop_table.clone(),
+            defaults.apply_drop_table,
+        );
+        cdc.ddl_error_policy = self.pick(
+            "cdc.ddl_error_policy",
+            raw.ddl_error_policy,
+            None,
+            defaults.ddl_error_policy,
+        );
+        if !matches!(
+            cdc.ddl_error_policy,
+            ErrorPolicy::SuspendTable | ErrorPolicy::StopTask
+        ) {
+            return Err(self.invalid(
+                "cdc.ddl_error_policy",
+                format!(
+                    "is {}; a schema change is never skipped, so it must be SUSPEND_TABLE or \
+                     STOP_TASK",
+                    cdc.ddl_error_policy.as_str()
+                ),
+            ));
+        }
         Ok(cdc)
     }
 

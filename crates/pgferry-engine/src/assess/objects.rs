@@ -15,7 +15,8 @@ pub(super) async fn left_behind(ctx: &mut Ctx<'_>) -> Result<()> {
                     (SELECT array(SELECT DISTINCT ts.spcname::text FROM pg_class c
                                   JOIN pg_tablespace ts ON ts.oid = c.reltablespace
                                   WHERE c.oid = ANY($1) ORDER BY 1)),
-                    (SELECT array(SELECT evtname::text FROM pg_event_trigger ORDER BY 1)),
+                    (SELECT array(SELECT evtname::text FROM pg_event_trigger
+                                  WHERE evtname NOT LIKE 'pgferry\\_capture\\_%' ORDER BY 1)),
                     (SELECT array(SELECT pubname::text FROM pg_publication
                                   WHERE pubname NOT LIKE 'pgferry\\_%' ORDER BY 1)),
                     (SELECT array(SELECT DISTINCT r.rolname::text FROM pg_class c

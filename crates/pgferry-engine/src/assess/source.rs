@@ -269,7 +269,7 @@ pub(super) async fn privileges(ctx: &mut Ctx<'_>) -> Result<()> {
             ),
         );
     }
-    if ctx.cdc() && ctx.task.cdc.add_new_columns && !info.is_superuser {
+    if ctx.cdc() && ctx.task.cdc.ddl && !info.is_superuser {
         let rds: bool = ctx
             .source
             .query_one(
@@ -283,15 +283,16 @@ pub(super) async fn privileges(ctx: &mut Ctx<'_>) -> Result<()> {
         if !rds {
             ctx.push(
                 "source.event_trigger_privilege",
-                Severity::Info,
+                Severity::Warning,
                 None,
                 format!(
                     "user \"{}\" may not create event triggers, which capturing schema \
-                     changes needs; pgferry follows added columns from the stream itself",
+                     changes needs ([cdc] ddl): pgferry would warn and follow only added \
+                     columns, from the stream itself",
                     info.user
                 ),
-                "run as a superuser (rds_superuser on RDS and Aurora) to capture other \
-                 schema changes once pgferry supports it",
+                "run as a superuser (rds_superuser on RDS and Aurora), or make schema changes \
+                 on the target by hand while the task streams",
             );
         }
     }

@@ -19,7 +19,9 @@
 //! boundary after committing what is complete.
 
 pub mod apply;
+pub mod capture;
 pub mod chunks;
+pub mod ddl;
 pub mod live;
 mod orders;
 pub(crate) use orders::current_wal_lsn;

@@ -355,6 +355,9 @@ pub struct Cleaned {
     pub slot_dropped: Option<String>,
     pub publication_dropped: Option<String>,
     pub identities_restored: Vec<String>,
+    /// Whether the DDL capture (`pgferry_capture`, its event triggers) was removed: the
+    /// last task using it is gone.
+    pub capture_removed: bool,
 }
 
 /// Drops the slot and the publication pgferry created, and restores replica identities it
@@ -400,6 +403,7 @@ pub async fn cleanup(source: &PgClient, control_client: &PgClient, task: &str) -
         control::forget_identity_change(control_client, task, &name).await?;
         cleaned.identities_restored.push(name.to_string());
     }
+    cleaned.capture_removed = super::capture::remove(source, task).await?;
     Ok(cleaned)
 }
 

@@ -101,6 +101,9 @@ pub enum Resolution {
     Apply(Arc<TableInfo>),
     /// Not part of this task: its changes are skipped.
     Ignore,
+    /// The DDL capture's log (`cdc::capture`): its inserts are schema changes, read by
+    /// these column names.
+    Capture(Arc<Vec<String>>),
 }
 
 /// Which source relations the task applies.

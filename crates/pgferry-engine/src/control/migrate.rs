@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_drain.sql"),
     include_str!("migrations/0009_cutover.sql"),
     include_str!("migrations/0010_rollback.sql"),
+    include_str!("migrations/0011_ddl_log.sql"),
 ];
 
 /// Whether the target has a control schema at all.

@@ -18,6 +18,7 @@ pub mod alarms;
 mod cdc;
 mod chunks;
 pub mod cutover;
+mod ddl;
 mod events;
 mod migrate;
 mod status;
@@ -39,6 +40,7 @@ pub use chunks::{
     chunk_done, claim_chunk, fail_chunk, finish_chunk, keep_finished_chunks,
     key_chunks_with_filters, unfinished_chunks,
 };
+pub use ddl::{DdlOutcome, DdlRecord, recent_ddl, record_ddl};
 pub use events::{Event, Level, event, recent_events, warn};
 pub use migrate::{ensure_schema, schema_exists};
 pub use status::{

@@ -122,6 +122,10 @@ pub struct CdcStatus {
     /// Tables pgferry set to REPLICA IDENTITY FULL; `cleanup` restores them.
     pub replica_identity_changed: Vec<String>,
     pub recent_exceptions: Vec<ExceptionSummary>,
+    /// The last schema changes the stream carried (`[cdc] ddl`), newest first.
+    pub recent_ddl: Vec<super::DdlRecord>,
+    /// Schema changes the target refused, in all.
+    pub ddl_failed: i64,
 }
 
 async fn cdc_status(client: &PgClient, task: &str) -> Result<Option<CdcStatus>> {
@@ -193,6 +197,7 @@ async fn cdc_status(client: &PgClient, task: &str) -> Result<Option<CdcStatus>> 
             error: e.get(5),
         })
         .collect();
+    let (recent_ddl, ddl_failed) = super::recent_ddl(client, task, 10).await?;
     Ok(Some(CdcStatus {
         slot: r.get(0),
         publication: r.get(1),
@@ -217,6 +222,8 @@ async fn cdc_status(client: &PgClient, task: &str) -> Result<Option<CdcStatus>> 
         excluded_tables: excluded,
         replica_identity_changed: changed,
         recent_exceptions: recent,
+        recent_ddl,
+        ddl_failed,
     }))
 }
 

@@ -61,6 +61,15 @@ pub(crate) async fn setup_cdc(
         source_info.version_num >= 130000,
     )
     .await?;
+    let mut warnings = Vec::new();
+    // Before the slot: every command after its starting point is in the stream, and the
+    // capture's baseline is the catalog the snapshot sees.
+    if task.cdc.ddl
+        && let cdc::capture::Installed::Refused(w) =
+            cdc::capture::install(source, &task.name, &publication).await?
+    {
+        warnings.push(w);
+    }
     let slot = task
         .cdc
         .slot_name
@@ -90,7 +99,6 @@ pub(crate) async fn setup_cdc(
             .iter()
             .chain(&selected.parents)
             .all(|t| t.binary_copy_safe);
-    let mut warnings = Vec::new();
     for t in &no_key.changed {
         warnings.push(format!(
             "set REPLICA IDENTITY FULL on {t}; `pgferry cleanup` restores it"

@@ -29,8 +29,11 @@ pub use crate::control::{
 use crate::error::{EngineError, Result};
 use crate::session;
 
-/// TOC entries that describe the dump itself or the database, never objects to create.
+/// TOC entries that describe the dump itself or the database, never objects to create;
+/// and event triggers, which `assess` says are not migrated (pgferry's own DDL capture is
+/// one).
 const NEVER_RESTORED: &[&str] = &[
+    "EVENT TRIGGER",
     "ENCODING",
     "STDSTRINGS",
     "SEARCHPATH",

@@ -62,7 +62,9 @@ pub async fn reversed_task(task: &Task, target_control: &PgClient) -> Result<Tas
     let mut reversed = task.clone();
     reversed.selection = rules.selection;
     reversed.mapping = rules.mapping;
-    reversed.cdc.add_new_columns = false;
+    // The source takes the application's schema changes back only when the task carries
+    // DDL (then through the target's own capture: [`prepare`]).
+    reversed.cdc.add_new_columns = task.cdc.ddl;
     reversed.cdc.publication = None;
     reversed.cdc.slot_name = Some(slot_name(&task.name));
     reversed.cdc.no_key_tables = NoKeyTables::ReplicaIdentityFull;
@@ -174,6 +176,12 @@ pub async fn prepare(
     let (publication, created) =
         publishing::ensure_publication(&target, &reversed, &logged, &selected.parents, true)
             .await?;
+    if task.cdc.ddl
+        && let crate::cdc::capture::Installed::Refused(w) =
+            crate::cdc::capture::install(&target, &task.name, &publication).await?
+    {
+        control::warn(target_control, &task.name, "reverse", &w).await?;
+    }
     let slot = slot_name(&task.name);
     publishing::drop_slot(&target, &slot).await?;
     let mut repl =

@@ -215,4 +215,25 @@ fn print_cdc(c: &pgferry_engine::CdcStatus, label: &str, from: &str) {
             e.error
         );
     }
+    if c.ddl_failed > 0 {
+        println!(
+            "  {} schema change(s) failed on the target (pgferry.ddl_log)",
+            c.ddl_failed
+        );
+    }
+    for d in c.recent_ddl.iter().rev() {
+        println!(
+            "  schema change {} {} {}: {}",
+            d.at.format("%H:%M:%S"),
+            d.tag,
+            d.object,
+            d.outcome
+        );
+        for s in &d.statements {
+            println!("    {s}");
+        }
+        if let Some(e) = &d.error {
+            println!("    error: {e}");
+        }
+    }
 }

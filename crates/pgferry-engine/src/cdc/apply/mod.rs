@@ -59,6 +59,7 @@ mod bulk;
 pub use bulk::Fallback;
 mod careful;
 mod coalesce;
+mod ddl;
 mod filters;
 mod params;
 
@@ -206,6 +207,11 @@ pub struct Applier {
     last_event: Option<Instant>,
     apply_errors: u64,
     data_errors: u64,
+    /// A schema change in the open source transaction needs its own commit before the
+    /// next one (a new enum value cannot be used in the transaction that added it).
+    commit_after_txn: bool,
+    /// Schema changes applied by this applier.
+    pub ddl_applied: u64,
     pub totals: OpCounts,
     /// Changes received for tables in scope, before they are applied.
     pub incoming: OpCounts,
@@ -264,6 +270,8 @@ impl Applier {
             last_event: None,
             apply_errors: 0,
             data_errors: 0,
+            commit_after_txn: false,
+            ddl_applied: 0,
             totals: OpCounts::default(),
             incoming: OpCounts::default(),
             fallbacks: BTreeMap::new(),
@@ -302,7 +310,8 @@ impl Applier {
     /// run dry.
     pub fn should_commit(&self) -> bool {
         self.can_commit()
-            && (self.batch.changes.len() >= self.settings.batch_max_changes
+            && (self.commit_after_txn
+                || self.batch.changes.len() >= self.settings.batch_max_changes
                 || self.deadline().is_some_and(|d| Instant::now() >= d))
     }
 
@@ -414,9 +423,15 @@ impl Applier {
     }
 
     async fn relation(&mut self, rel: Relation) -> Result<()> {
+        let id = rel.id;
+        if super::capture::is_log(&rel.namespace, &rel.name) {
+            let columns = rel.columns.iter().map(|c| c.name.clone()).collect();
+            self.relations
+                .insert(id, Resolution::Capture(Arc::new(columns)));
+            return Ok(());
+        }
         // Resolution may alter the target table; do it inside the current batch.
         self.ensure_open().await?;
-        let id = rel.id;
         // Bounded like the stream itself: a source cut off mid-lookup must not hold the
         // applier (and with it the lag figures and the stop flag) forever.
         let limit = self.settings.receive_timeout;
@@ -444,7 +459,7 @@ impl Applier {
     fn table(&self, relation: u32) -> Result<Option<Arc<TableInfo>>> {
         match self.relations.get(&relation) {
             Some(Resolution::Apply(t)) => Ok(Some(t.clone())),
-            Some(Resolution::Ignore) => Ok(None),
+            Some(Resolution::Ignore | Resolution::Capture(_)) => Ok(None),
             None => Err(EngineError::Pg(PgError::Protocol {
                 side: self.source.side(),
                 message: format!("a change for relation {relation} arrived before its description"),
@@ -468,6 +483,13 @@ impl Applier {
         };
         if txn.skip {
             return Ok(());
+        }
+        if let Some(Resolution::Capture(columns)) = self.relations.get(&relation) {
+            return match &op {
+                Op::Insert(row) => self.captured(&columns.clone(), row).await,
+                // The capture deletes each row it logs: nothing to apply.
+                _ => Ok(()),
+            };
         }
         let Some(table) = self.table(relation)? else {
             return Ok(());
@@ -645,6 +667,7 @@ impl Applier {
         self.applied = self.applied.max(end);
         self.positions.flushed.fetch_max(end.0, Ordering::AcqRel);
         self.batch = Batch::default();
+        self.commit_after_txn = false;
         Ok(())
     }
 
@@ -655,6 +678,7 @@ impl Applier {
         }
         self.batch = Batch::default();
         self.txn = None;
+        self.commit_after_txn = false;
     }
 }
 
