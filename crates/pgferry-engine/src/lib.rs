@@ -36,8 +36,8 @@ pub use cdc::source::{Cleaned, default_name as slot_name};
 pub use cdc::{CdcLive, Lag, OpCounts, cleanup, drain, request_stop, signal_stop};
 pub use control::alarms::{AlarmsReport, report as alarms_report};
 pub use control::{
-    CdcStatus, CutoverStatus, ExceptionSummary, ReverseStatus, SchemaStatus, StepProblem,
-    TableStatus, TaskStatus, Totals, ValidationStatus, status,
+    CdcStatus, CutoverStatus, DdlRecord, ExceptionSummary, ReverseStatus, SchemaStatus,
+    StepProblem, TableStatus, TaskStatus, Totals, ValidationStatus, status,
 };
 pub use control::{Event, Level, recent_events};
 pub use cutover::{

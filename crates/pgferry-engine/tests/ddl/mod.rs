@@ -268,3 +268,241 @@ async fn every_kind_of_ddl_is_applied_from_a_13_source() {
     };
     run_ddl_stream(&p).await;
 }
+
+/// Waits until the target has applied everything written so far, and stops the run.
+async fn catch_up_and_stop(
+    p: &Pair,
+    t: &Task,
+    run: tokio::task::JoinHandle<Result<pgferry_engine::RunSummary, EngineError>>,
+) {
+    cdc::wait_caught_up(&p.source, "app", &pgferry_engine::slot_name(&t.name)).await;
+    cdc::stop(&p.target, "app", &t.name, run).await;
+}
+
+/// Without the privilege to create event triggers the run neither fails nor installs
+/// anything: it warns once, and follows added columns from the stream as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_event_trigger_privilege_the_run_warns_once_and_follows_added_columns() {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute(
+            "app",
+            "CREATE ROLE mover LOGIN REPLICATION PASSWORD 'pw';
+             GRANT CREATE ON DATABASE app TO mover;
+             CREATE TABLE items (id int PRIMARY KEY, v int);
+             INSERT INTO items SELECT g, g FROM generate_series(1, 100) g;
+             ALTER TABLE items OWNER TO mover;",
+        )
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "pw").unwrap();
+    let mut t = ddl_task(&p, "app");
+    t.source = pgferry_config::Endpoint {
+        url: p.source.url_for("mover", "app"),
+        password: Some(PasswordSource::File(dir.path().join("pw"))),
+    };
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    p.source
+        .execute(
+            "app",
+            "ALTER TABLE items ADD COLUMN extra text; UPDATE items SET extra = 'x' WHERE id < 10;
+             INSERT INTO items VALUES (1000, 1, 'new')",
+        )
+        .await
+        .unwrap();
+    catch_up_and_stop(&p, &t, run).await;
+    assert_identical(&p, "app").await;
+    let warned: i64 = scalar(
+        &p.target,
+        "app",
+        "SELECT count(*) FROM pgferry.event WHERE message LIKE '%may not create event triggers%'",
+    )
+    .await;
+    assert_eq!(warned, 1, "one warning");
+    let installed: i64 = scalar(
+        &p.source,
+        "app",
+        "SELECT (SELECT count(*) FROM pg_event_trigger)
+              + (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgferry_capture')",
+    )
+    .await;
+    assert_eq!(installed, 0, "nothing of the capture is left behind");
+}
+
+/// The task's rules rename a schema, a table and a column and remove a column: the
+/// captured changes arrive under the target's names, as a fresh load would name them.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_follow_the_tasks_renaming_rules() {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute(
+            "app",
+            "CREATE SCHEMA sales;
+             CREATE TABLE sales.orders (id int PRIMARY KEY, status text, secret text, qty int);
+             INSERT INTO sales.orders SELECT g, 'new', 's', g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("task.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "migration_type = \"full-load-and-cdc\"\n[source]\nurl = {:?}\n[target]\nurl = {:?}\n\
+             [cdc]\nddl = true\nddl_error_policy = \"STOP_TASK\"\nheartbeat_interval_s = 1\n\
+             [[include]]\nschema = \"sales\"\n\
+             [[transform]]\naction = \"rename\"\ntarget = \"schema\"\nschema = \"sales\"\nvalue = \"crm\"\n\
+             [[transform]]\naction = \"rename\"\ntarget = \"table\"\nschema = \"sales\"\ntable = \"orders\"\nvalue = \"purchases\"\n\
+             [[transform]]\naction = \"rename\"\ntarget = \"column\"\nschema = \"sales\"\ntable = \"orders\"\ncolumn = \"status\"\nvalue = \"state\"\n\
+             [[transform]]\naction = \"remove-column\"\ntarget = \"column\"\nschema = \"sales\"\ntable = \"%\"\ncolumn = \"secret\"\n",
+            p.source.url("app"),
+            p.target.url("app")
+        ),
+    )
+    .unwrap();
+    let t = Task::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    for sql in [
+        "ALTER TABLE sales.orders RENAME COLUMN qty TO quantity",
+        "UPDATE sales.orders SET quantity = quantity * 10 WHERE id <= 5",
+        "ALTER TABLE sales.orders ALTER COLUMN quantity TYPE bigint, ADD COLUMN note text",
+        "INSERT INTO sales.orders VALUES (100, 'late', 'hidden', 5000000000, 'n')",
+        "ALTER TABLE sales.orders RENAME COLUMN status TO status2",
+        "UPDATE sales.orders SET status2 = 'renamed' WHERE id <= 3",
+        "ALTER TABLE sales.orders DROP COLUMN secret",
+        "CREATE TABLE sales.returns (id int PRIMARY KEY, order_id int, secret text);
+         INSERT INTO sales.returns VALUES (1, 1, 'gone')",
+        "CREATE INDEX returns_order ON sales.returns (order_id)",
+        "ALTER TABLE sales.orders RENAME TO orders_v2",
+        "INSERT INTO sales.orders_v2 VALUES (101, 'after', 1, 'n2')",
+    ] {
+        p.source
+            .execute("app", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    catch_up_and_stop(&p, &t, run).await;
+    // `status` became `status2`, which no rule names any more: the target follows.
+    assert_eq!(
+        columns_of(&p.target, "crm.orders_v2").await,
+        "id integer, status2 text, quantity bigint, note text"
+    );
+    assert_eq!(
+        columns_of(&p.target, "crm.returns").await,
+        "id integer, order_id integer"
+    );
+    for (source, target) in [
+        (
+            "SELECT (id, status2, quantity, note)::text FROM sales.orders_v2 ORDER BY id",
+            "SELECT (id, status2, quantity, note)::text FROM crm.orders_v2 ORDER BY id",
+        ),
+        (
+            "SELECT (id, order_id)::text FROM sales.returns ORDER BY id",
+            "SELECT (id, order_id)::text FROM crm.returns ORDER BY id",
+        ),
+    ] {
+        assert_eq!(
+            text_rows(&p.source, source).await,
+            text_rows(&p.target, target).await
+        );
+    }
+    let index: i64 = scalar(
+        &p.target,
+        "app",
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = 'crm' AND indexname = 'returns_order'",
+    )
+    .await;
+    assert_eq!(index, 1);
+}
+
+/// A table's columns and types, in order.
+async fn columns_of(c: &Cluster, table: &str) -> String {
+    let client = c.connect("app").await.unwrap();
+    client
+        .query_one(
+            "SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', '
+                               ORDER BY a.attnum)
+             FROM pg_attribute a WHERE a.attrelid = $1::text::regclass
+              AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn text_rows(c: &Cluster, sql: &str) -> Vec<String> {
+    let client = c.connect("app").await.unwrap();
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// A schema change the target refuses suspends its table (`SUSPEND_TABLE`, the default):
+/// the failure is recorded with its statement and error and shown in `status`, and the
+/// other tables stream on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_change_the_target_refuses_suspends_its_table_and_shows_in_status() {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute(
+            "app",
+            "CREATE TABLE items (id int PRIMARY KEY, v int);
+             CREATE TABLE other (id int PRIMARY KEY, v int);",
+        )
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    let mut t = ddl_task(&p, "app");
+    t.cdc.ddl_error_policy = pgferry_config::ErrorPolicy::SuspendTable;
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    // Something on the target is in the way of the index the source creates.
+    p.target
+        .execute("app", "CREATE INDEX clash ON other (v)")
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO items VALUES (1, 1)",
+        "CREATE INDEX clash ON items (v)",
+        "INSERT INTO items VALUES (2, 2)",
+        "INSERT INTO other VALUES (1, 1)",
+    ] {
+        p.source.execute("app", sql).await.unwrap();
+    }
+    catch_up_and_stop(&p, &t, run).await;
+    let client = pg_client(&p.target, "app", Side::Target).await;
+    let status = pgferry_engine::status(&client, &t.name).await.unwrap();
+    let cdc = status.cdc.expect("CDC status");
+    assert_eq!(cdc.ddl_failed, 1, "{:?}", cdc.recent_ddl);
+    let failed = &cdc.recent_ddl[0];
+    assert_eq!(failed.outcome, "failed");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("already exists")
+            && failed
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("CREATE INDEX"),
+        "{failed:?}"
+    );
+    assert_eq!(cdc.suspended_tables, ["public.items"]);
+    let other: i64 = scalar(&p.target, "app", "SELECT count(*) FROM other").await;
+    assert_eq!(other, 1, "other tables stream on");
+    let items: i64 = scalar(&p.target, "app", "SELECT count(*) FROM items").await;
+    assert_eq!(
+        items, 1,
+        "the suspended table takes nothing after the failure"
+    );
+}
