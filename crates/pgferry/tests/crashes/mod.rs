@@ -1,6 +1,7 @@
 //! SIGKILL at random moments, during the load and under streaming writes: the next run
 //! resumes without copying finished chunks again, and nothing is lost or doubled.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -235,4 +236,206 @@ async fn killed_at_random_moments(source_major: Option<u32>) {
     assert_identical(&source, &target, "app").await;
     let out = run(&["validate", "--task", &task]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Waits until a backend on `target` other than `except` waits for a lock: pgferry's apply
+/// session, blocked by the test in the middle of its transaction.
+async fn wait_for_blocked_apply(target: &tokio_postgres::Client, except: i32, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let waiting: i64 = target
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND pid <> $1",
+                &[&except],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the apply session never reached the lock:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn kill(child: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+}
+
+/// Outcomes of the schema changes applied so far, in order.
+async fn ddl_outcomes(target: &Cluster) -> Vec<String> {
+    let c = target.connect("app").await.unwrap();
+    c.query(
+        "SELECT tag || ' ' || object || ' ' || outcome FROM pgferry.ddl_log ORDER BY id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// SIGKILL at the two worst moments around a schema change, under writes: in the middle of
+/// applying it (its target transaction is lost, and the next run applies it again), and
+/// right after it committed, before the next change (the next run must not apply it a
+/// second time: under `STOP_TASK` a second `ADD COLUMN` would stop the run).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_around_a_schema_change_applies_it_exactly_once() {
+    let (source, target, dir, _) = cdc_pair(&[
+        pgferry_testkit::workload::MIXED_SCHEMA,
+        "CREATE TABLE items (id serial PRIMARY KEY, v int);
+         CREATE TABLE other (id int PRIMARY KEY, x text);",
+    ])
+    .await;
+    let task = write_task(
+        dir.path(),
+        &cdc_task(&source.url("app"), &target.url("app")).replace(
+            "[cdc]\n",
+            "[cdc]\nddl = true\nddl_error_policy = \"STOP_TASK\"\n",
+        ),
+    );
+    let task = task.to_str().unwrap().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts = std::sync::Arc::new(pgferry_testkit::workload::WorkloadCounts::default());
+    let writer = tokio::spawn(pgferry_testkit::workload::mixed(
+        source.connector(),
+        "app",
+        7,
+        stop.clone(),
+        counts.clone(),
+    ));
+    let spawn = |round: u32| {
+        pgferry()
+            .args(["run", "--task", &task])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("run-{round}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let locker = target.connect("app").await.unwrap();
+    let locker_pid: i32 = locker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // 1. Killed while applying the change: the target holds `items`, so the ALTER waits.
+    let mut child = spawn(0);
+    wait_for_cdc(&target, "app", &mut child).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    source
+        .execute(
+            "app",
+            "ALTER TABLE items ADD COLUMN a1 int DEFAULT 1; INSERT INTO items (v, a1) VALUES (1, 2)",
+        )
+        .await
+        .unwrap();
+    wait_for_blocked_apply(&locker, locker_pid, &dir.path().join("run-0.log")).await;
+    kill(&mut child);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ddl_outcomes(&target).await.is_empty(),
+        "the killed transaction took its schema change with it"
+    );
+
+    // 2. Killed after the change committed, before the next change: the target holds
+    //    `other`, which the change after it writes.
+    let mut child = spawn(1);
+    wait_for_cdc(&target, "app", &mut child).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    source
+        .execute("app", "ALTER TABLE items ADD COLUMN a2 text")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ddl_outcomes(&target).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the schema changes were not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    source
+        .execute(
+            "app",
+            "INSERT INTO other VALUES (1, 'next'); INSERT INTO items (v, a2) VALUES (3, 'x')",
+        )
+        .await
+        .unwrap();
+    wait_for_blocked_apply(&locker, locker_pid, &dir.path().join("run-1.log")).await;
+    kill(&mut child);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // 3. The last run resumes, under the same writes, and catches up.
+    let mut child = spawn(2);
+    wait_for_cdc(&target, "app", &mut child).await;
+    source
+        .execute(
+            "app",
+            "INSERT INTO items (v, a1, a2) VALUES (4, 4, 'after')",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap().unwrap();
+    source
+        .wait_for_slot("app", "pgferry_default", Duration::from_secs(120))
+        .await
+        .unwrap();
+    let out = run(&["stop", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(dir.path().join("run-2.log")).unwrap_or_default()
+    );
+    assert_identical(&source, &target, "app").await;
+    assert_eq!(
+        ddl_outcomes(&target).await,
+        [
+            "ALTER TABLE public.items applied",
+            "ALTER TABLE public.items applied"
+        ],
+        "each schema change applied once"
+    );
+    let columns: String = target
+        .connect("app")
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || ' '
+                               || coalesce(pg_get_expr(d.adbin, d.adrelid), '-'), ', '
+                               ORDER BY attnum)
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+             WHERE attrelid = 'items'::regclass AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        columns,
+        "id integer nextval('items_id_seq'::regclass), v integer -, a1 integer 1, a2 text -"
+    );
 }
