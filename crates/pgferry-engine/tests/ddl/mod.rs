@@ -506,3 +506,79 @@ async fn a_schema_change_the_target_refuses_suspends_its_table_and_shows_in_stat
         "the suspended table takes nothing after the failure"
     );
 }
+
+/// After a cutover the application changes the schema on the target; the reverse stream
+/// carries those changes back through the target's own capture, and a rollback returns
+/// to a source with the same schema and rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reverse_stream_carries_the_targets_schema_changes_back() {
+    let p = pair();
+    p.source.create_database("app").await.unwrap();
+    p.source
+        .execute(
+            "app",
+            "CREATE ROLE app LOGIN PASSWORD 'app';
+             CREATE TABLE items (id int PRIMARY KEY, v int);
+             INSERT INTO items SELECT g, g FROM generate_series(1, 100) g;
+             GRANT ALL ON items TO app;",
+        )
+        .await
+        .unwrap();
+    p.target.create_database("app").await.unwrap();
+    p.target
+        .execute("app", "CREATE ROLE app LOGIN PASSWORD 'app'")
+        .await
+        .unwrap();
+    let mut t = ddl_task(&p, "app");
+    t.cutover.fence_roles = vec!["app".to_owned()];
+    let run = cdc::spawn(&t);
+    cdc::wait_for_phase(&p.target, "app", &t.name, "cdc").await;
+    p.source
+        .execute(
+            "app",
+            "ALTER TABLE items ADD COLUMN forward int; UPDATE items SET forward = 1 WHERE id < 5",
+        )
+        .await
+        .unwrap();
+    // The cutover's checks compare the schemas before the fence: the change must be there.
+    cdc::wait_caught_up(&p.source, "app", &pgferry_engine::slot_name(&t.name)).await;
+    let cut = pgferry_engine::cutover(&t, pgferry_engine::CutoverOptions::default())
+        .await
+        .expect("the cutover succeeds");
+    assert!(cut.reverse.is_some(), "{cut:?}");
+    for sql in [
+        "ALTER TABLE items ADD COLUMN back text DEFAULT 'b'",
+        "INSERT INTO items (id, v, back) VALUES (1000, 1, 'on the target')",
+        "CREATE INDEX items_back ON items (back)",
+        "ALTER TABLE items RENAME COLUMN forward TO fwd",
+        "UPDATE items SET fwd = 2 WHERE id = 1000",
+    ] {
+        p.target
+            .execute("app", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let back = pgferry_engine::rollback(&t, pgferry_engine::CutoverOptions::default())
+        .await
+        .expect("the rollback succeeds");
+    assert_eq!(back.state, "done");
+    assert_identical(&p, "app").await;
+    assert_same_schema(&p, "app").await;
+    let on_target: i64 = scalar(
+        &p.target,
+        "app",
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgferry_capture'",
+    )
+    .await;
+    assert_eq!(on_target, 0, "the rollback removed the target's capture");
+    // The forward stream goes on from the source, without replaying the way back.
+    p.source
+        .execute(
+            "app",
+            "INSERT INTO items (id, v, back) VALUES (2000, 2, 'again')",
+        )
+        .await
+        .unwrap();
+    catch_up_and_stop(&p, &t, run).await;
+    assert_identical(&p, "app").await;
+}
