@@ -677,3 +677,88 @@ async fn assess_reads_hostile_names_as_names() {
         .get(0);
     assert_eq!(victim, 0, "victim still exists");
 }
+
+/// Schema changes carry names and literals from the source's catalog into statements on
+/// the target: names that close a quote or a parenthesis and append a statement stay
+/// names, and labels and defaults stay values.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_with_hostile_names_stay_names_on_the_target() {
+    let (source, target, dir, _) = crate::cdc_pair(&[
+        "CREATE TABLE victim (id int PRIMARY KEY); INSERT INTO victim VALUES (1);",
+    ])
+    .await;
+    let task = write_task(
+        dir.path(),
+        &crate::cdc_task(&source.url("app"), &target.url("app")).replace(
+            "[cdc]\n",
+            "[cdc]\nddl = true\nddl_error_policy = \"STOP_TASK\"\n",
+        ),
+    );
+    let task = task.to_str().unwrap().to_owned();
+    let mut child = crate::pgferry()
+        .args(["run", "--task", &task])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::wait_for_cdc(&target, "app", &mut child).await;
+    let table = r#""s; DROP TABLE victim; --"."t'); DROP TABLE victim; --""#;
+    for sql in [
+        r#"CREATE SCHEMA "s; DROP TABLE victim; --""#.to_owned(),
+        r#"CREATE TYPE "s; DROP TABLE victim; --"."e'num" AS ENUM ('a''); DROP TABLE victim; --')"#
+            .to_owned(),
+        r#"ALTER TYPE "s; DROP TABLE victim; --"."e'num" ADD VALUE 'b"); DROP TABLE victim; --'"#
+            .to_owned(),
+        format!(
+            r#"CREATE TABLE {table} ("c""ol" int PRIMARY KEY,
+                 "x y" text DEFAULT 'it''s''); DROP TABLE victim; --',
+                 "e" "s; DROP TABLE victim; --"."e'num")"#
+        ),
+        format!(r#"INSERT INTO {table} ("c""ol", e) VALUES (1, 'a''); DROP TABLE victim; --')"#),
+        format!(r#"ALTER TABLE {table} RENAME COLUMN "x y" TO "x'); DROP TABLE victim; --""#),
+        format!(
+            r#"CREATE INDEX "i; DROP TABLE victim; --" ON {table} ("x'); DROP TABLE victim; --")"#
+        ),
+        format!(
+            r#"ALTER TABLE {table} ADD CONSTRAINT "k'); DROP TABLE victim; --"
+                 CHECK ("c""ol" <> 42)"#
+        ),
+        format!(r#"INSERT INTO {table} ("c""ol", e) VALUES (2, 'b"); DROP TABLE victim; --')"#),
+    ] {
+        source
+            .execute("app", &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    source
+        .wait_for_slot(
+            "app",
+            "pgferry_default",
+            std::time::Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    let out = run(&["stop", "--task", &task]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    crate::assert_identical(&source, &target, "app").await;
+    let t = target.connect("app").await.unwrap();
+    let applied: i64 = t
+        .query_one(
+            "SELECT count(*) FROM pgferry.ddl_log WHERE outcome = 'applied'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 7, "every change applied");
+    let index: i64 = t
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'i; DROP TABLE victim; --'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(index, 1);
+}
