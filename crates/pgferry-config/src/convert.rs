@@ -109,6 +109,9 @@ pub fn convert(
         if let Some(v) = &s.apply_drop_table {
             cdc.insert("apply_drop_table".into(), v.value.into());
         }
+        if let Some(v) = &s.ddl_error_policy {
+            cdc.insert("ddl_error_policy".into(), v.value.as_str().into());
+        }
         out.cdc = cdc;
         out.error_behavior = toml::Table::try_from(&s.errors).unwrap_or_default();
         if let Some(v) = &s.validation_jobs {

@@ -111,6 +111,8 @@ pub struct DmsSettings {
     pub add_new_columns: Option<Sourced<bool>>,
     pub ddl: Option<Sourced<bool>>,
     pub apply_drop_table: Option<Sourced<bool>>,
+    /// `ErrorBehavior.TableErrorPolicy`: what a table's failed schema change does.
+    pub ddl_error_policy: Option<Sourced<ErrorPolicy>>,
     pub validation_jobs: Option<Sourced<usize>>,
     /// A `tracing` filter built from `Logging`.
     pub log_filter: Option<Sourced<String>>,
@@ -568,6 +570,14 @@ fn change_processing_ddl_handling_policy(
             false,
             "ChangeProcessingDdlHandlingPolicy.HandleSourceTableAltered",
         );
+        explanation.warn(
+            "ChangeProcessingDdlHandlingPolicy.HandleSourceTableAltered",
+            Treatment::Different,
+            "schema changes are captured with event triggers, as DMS does, and carried as the \
+             objects' shapes rather than statements; this needs a superuser (rds_superuser on \
+             RDS and Aurora) on the source, else pgferry warns and follows added columns only \
+             (docs/cdc.md)",
+        );
     }
     r.rest(&[], explanation);
     Ok(())
@@ -641,6 +651,13 @@ fn error_behavior(
             "ErrorBehavior.RecoverableErrorThrottling",
         ));
     }
+    if let Some(p) = r.policy("TableErrorPolicy", &["SUSPEND_TABLE", "STOP_TASK"])? {
+        out.ddl_error_policy = Some(Sourced {
+            value: p,
+            origin: Origin::DmsJson,
+            dms: "ErrorBehavior.TableErrorPolicy",
+        });
+    }
     if let Some(p) = r.policy("DataTruncationErrorPolicy", POLICIES)? {
         explanation.warn(
             "ErrorBehavior.DataTruncationErrorPolicy",
@@ -660,15 +677,14 @@ fn error_behavior(
     r.rest(
         &[
             ("EventErrorPolicy", "DMS sends task events to EventBridge; pgferry records events in the pgferry schema and never fails on them"),
-            ("TableErrorPolicy", "a table-level error (its DDL fails on the target) stops pgferry's task with the statement and the fix"),
-            ("TableErrorEscalationPolicy", "a table-level error stops the task"),
-            ("TableErrorEscalationCount", "a table-level error stops the task"),
+            ("TableErrorEscalationPolicy", "no escalation: each failed schema change follows TableErrorPolicy (cdc.ddl_error_policy)"),
+            ("TableErrorEscalationCount", "no escalation: each failed schema change follows TableErrorPolicy (cdc.ddl_error_policy)"),
             ("RecoverableErrorStopRetryAfterThrottlingMax", "retries continue at RecoverableErrorThrottlingMax until RecoverableErrorCount runs out"),
             ("FullLoadIgnoreConflicts", "COPY into a table pgferry created cannot conflict; with DO_NOTHING, a duplicate key fails that chunk and is reported"),
             ("FailOnNoTablesCaptured", "pgferry always fails when the selection matches no table"),
             ("FailOnTransactionConsistencyBreached", "pgferry reads one snapshot, so consistency cannot be breached"),
             ("ApplyErrorFailOnTruncationDdl", "TRUNCATE is applied or not by ChangeProcessingDdlHandlingPolicy.HandleSourceTableTruncated"),
-            ("FailOnSourceTableDeleted", "logical replication carries no DROP TABLE"),
+            ("FailOnSourceTableDeleted", "a dropped table follows ChangeProcessingDdlHandlingPolicy.HandleSourceTableDropped (cdc.apply_drop_table)"),
         ],
         explanation,
     );

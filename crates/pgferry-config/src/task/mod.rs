@@ -416,6 +416,17 @@ table = "audit_%"
                 .to_string()
                 .contains("cdc.slot_name")
         );
+        let ddl = format!(
+            "{MINIMAL}\n[cdc]\nddl = true\napply_drop_table = false\n\
+             ddl_error_policy = \"STOP_TASK\"\n"
+        );
+        let t = Task::parse(&ddl, None).unwrap();
+        assert!(t.cdc.ddl && !t.cdc.apply_drop_table);
+        assert_eq!(t.cdc.ddl_error_policy, crate::ErrorPolicy::StopTask);
+        // A schema change is never skipped: only suspending the table or stopping.
+        let skip = format!("{MINIMAL}\n[cdc]\nddl_error_policy = \"IGNORE_RECORD\"\n");
+        let err = Task::parse(&skip, None).unwrap_err().to_string();
+        assert!(err.contains("cdc.ddl_error_policy"), "{err}");
     }
 
     #[test]

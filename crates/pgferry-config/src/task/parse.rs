@@ -501,7 +501,7 @@ impl Reader {
         cdc.ddl_error_policy = self.pick(
             "cdc.ddl_error_policy",
             raw.ddl_error_policy,
-            None,
+            dms.ddl_error_policy.clone(),
             defaults.ddl_error_policy,
         );
         if !matches!(

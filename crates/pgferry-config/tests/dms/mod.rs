@@ -61,6 +61,13 @@ fn the_seed_terraform_files_work_as_they_are() {
         "BatchSplitSize 0 means no limit of its own"
     );
     assert!(task.cdc.apply_truncate && task.cdc.add_new_columns);
+    // HandleSourceTableAltered and HandleSourceTableDropped: DDL is captured and applied.
+    assert!(task.cdc.ddl && task.cdc.apply_drop_table);
+    assert_eq!(
+        task.cdc.ddl_error_policy,
+        pgferry_config::ErrorPolicy::SuspendTable,
+        "TableErrorPolicy"
+    );
     let filter = task.log_filter.as_deref().unwrap();
     assert!(filter.contains("pgferry_engine::cdc=info"), "{filter}");
     assert!(task.mapping.is_empty());
@@ -81,7 +88,7 @@ fn the_seed_terraform_files_work_as_they_are() {
     );
     for setting in [
         "TargetMetadata.SupportLobs/FullLobMode/LimitedSizeLobMode/LobMaxSize",
-        "ErrorBehavior.TableErrorPolicy",
+        "ChangeProcessingDdlHandlingPolicy.HandleSourceTableAltered",
         "ErrorBehavior.EventErrorPolicy",
         "ErrorBehavior.FullLoadIgnoreConflicts",
         "FullLoadSettings.TransactionConsistencyTimeout",
