@@ -56,7 +56,8 @@ async fn schema_of(c: &Cluster, db: &str) -> Vec<String> {
          SELECT format('function %s %s', p.oid::regprocedure, md5(p.prosrc))
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER}
          UNION ALL
-         SELECT format('view %s %s', c.oid::regclass, md5(pg_get_viewdef(c.oid)))
+         -- A view by its columns (above): its printed definition differs between majors.
+         SELECT format('view %s', c.oid::regclass)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind = 'v' AND {USER}
          UNION ALL
@@ -581,4 +582,15 @@ async fn the_reverse_stream_carries_the_targets_schema_changes_back() {
         .unwrap();
     catch_up_and_stop(&p, &t, run).await;
     assert_identical(&p, "app").await;
+}
+
+/// The oldest source to the newest target: on 12 a publication lists partitions one by one
+/// (no partitioned tables), so new and detached partitions join it by their own names.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_ddl_is_applied_from_12_to_17() {
+    let p = Pair {
+        source: Cluster::start_with(ClusterOptions::default().major(12)).unwrap(),
+        target: Cluster::start_with(ClusterOptions::default().major(17)).unwrap(),
+    };
+    run_ddl_stream(&p).await;
 }
