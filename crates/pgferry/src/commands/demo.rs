@@ -101,6 +101,8 @@ async fn story(
         anyhow::bail!("the run ended before it streamed changes");
     }
 
+    schema_change(source, target).await?;
+
     // The cutover, as `pgferry cutover` runs it, while the application still writes.
     let options = CutoverOptions {
         validation_jobs: task.full_load.jobs,
@@ -172,6 +174,49 @@ async fn assess(task: &Task) -> anyhow::Result<()> {
         anyhow::bail!("the assessment found blockers; see above");
     }
     Ok(())
+}
+
+/// The application ships a schema change while it writes; pgferry's capture carries it to
+/// the target at its place in the stream (`[cdc] ddl`). Waits until the target applied it.
+async fn schema_change(source: &Cluster, target: &Cluster) -> anyhow::Result<()> {
+    const DDL: [&str; 3] = [
+        "ALTER TABLE products ADD COLUMN discontinued boolean NOT NULL DEFAULT false",
+        "CREATE INDEX products_discontinued ON products (id) WHERE discontinued",
+        "UPDATE products SET discontinued = true WHERE id % 50 = 0",
+    ];
+    progress::say("The application ships a schema change while it writes:");
+    for sql in DDL {
+        progress::say(&format!("  {sql};"));
+        source
+            .execute("inventory", sql)
+            .await
+            .context("changing the source's schema")?;
+    }
+    let control = target
+        .connect("inventory")
+        .await
+        .context("reading the target")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = control
+            .query(
+                "SELECT tag || ' ' || object || ': ' || outcome FROM pgferry.ddl_log
+                 WHERE task = 'demo' ORDER BY id",
+                &[],
+            )
+            .await
+            .context("reading pgferry.ddl_log")?;
+        if rows.len() >= 2 {
+            for r in &rows {
+                progress::say(&format!("  on the target: {}", r.get::<_, String>(0)));
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the schema change did not reach the target within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A cutover (or, with `back`, a rollback) while the application writes, as the commands
@@ -252,6 +297,8 @@ fn demo_task(args: &DemoArgs, source: &Cluster, target: &Cluster) -> Task {
     task.name = "demo".to_owned();
     task.full_load.chunk_size = DEMO_CHUNK_SIZE;
     task.cdc.heartbeat_interval = Duration::from_secs(1);
+    // Schema changes made during the migration are carried too.
+    task.cdc.ddl = true;
     task.monitoring.sample_interval = Duration::from_secs(1);
     if let Some(jobs) = args.jobs {
         task.full_load.jobs = jobs;
@@ -293,7 +340,7 @@ async fn leave_running(
         format!(
             "# Written by `pgferry demo`; removed when the demo ends.\nname = \"demo\"\n\
              migration_type = \"full-load-and-cdc\"\n[source]\nurl = \"{}\"\n[target]\n\
-             url = \"{}\"\n",
+             url = \"{}\"\n[cdc]\nddl = true\n",
             source.url("inventory"),
             target.url("inventory")
         ),

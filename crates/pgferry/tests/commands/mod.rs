@@ -156,7 +156,7 @@ async fn failures_exit_with_the_documented_codes_and_one_clear_message() {
 }
 
 /// The README's first command: an assessment, full load and streaming under the demo application's
-/// writes, a cutover, writes on the target streamed back, a rollback, a second cutover,
+/// writes, a schema change carried in the stream, a cutover, writes on the target streamed back, a rollback, a second cutover,
 /// and validation; then both servers are gone.
 #[test]
 fn the_demo_runs_end_to_end_and_cleans_up() {
@@ -169,6 +169,9 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
         "estimated load:",
         "An application now writes to the source",
         "total (6 tables)",
+        "The application ships a schema change while it writes",
+        "on the target: ALTER TABLE public.products: applied",
+        "on the target: CREATE INDEX public.products: applied",
         "Cutting over (pgferry cutover)",
         "fence",
         "downtime (fence to write probe)",
