@@ -124,6 +124,11 @@ pub const CATALOG: &[MetricInfo] = &[
         "Sub-batches applied change by change instead of in bulk, by reason (triggers_fire, not_coalescable, key_not_mapped, row_missing, unsent_value, key_exists, keyless_mismatch, statement_failed).",
     ),
     counter(
+        "pgferry_cdc_schema_changes_total",
+        &["outcome"],
+        "Schema changes captured on the source ([cdc] ddl) and handled by this run, by outcome: applied on the target, kept off it by the task's settings, or failed (pgferry.ddl_log has each).",
+    ),
+    counter(
         "pgferry_cdc_apply_exceptions_total",
         &[],
         "Changes that failed to apply and were handled by an error policy (logged in pgferry.apply_exceptions).",

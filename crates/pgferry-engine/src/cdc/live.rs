@@ -17,6 +17,8 @@ pub struct CdcLive {
     pub binary: bool,
     /// Sub-batches the bulk fast path handed to the careful one, by reason.
     pub fallbacks: std::collections::BTreeMap<&'static str, i64>,
+    /// Captured schema changes handled, by outcome (`applied`, `kept`, `failed`).
+    pub schema_changes: std::collections::BTreeMap<&'static str, i64>,
 }
 
 /// Counts by operation.

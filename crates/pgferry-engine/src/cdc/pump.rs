@@ -171,6 +171,7 @@ impl Pump<'_> {
             totals: applier.totals,
             incoming: applier.incoming,
             fallbacks: applier.fallbacks.clone(),
+            schema_changes: applier.schema_changes.clone(),
             wal_retained_bytes: self.watch.wal_retained,
             binary: self.state.binary,
         });

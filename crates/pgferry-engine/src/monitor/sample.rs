@@ -121,6 +121,12 @@ pub fn progress_samples(task: &Task, progress: &RunProgress) -> Vec<Sample> {
                 Sample::new("pgferry_cdc_bulk_fallbacks_total", n as f64).label("reason", reason),
             );
         }
+        for outcome in ["applied", "kept", "failed"] {
+            let n = cdc.schema_changes.get(outcome).copied().unwrap_or(0);
+            out.push(
+                Sample::new("pgferry_cdc_schema_changes_total", n as f64).label("outcome", outcome),
+            );
+        }
     }
     out
 }

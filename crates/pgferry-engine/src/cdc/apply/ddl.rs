@@ -110,7 +110,7 @@ impl Applier {
         // Statements prepared for the old shape must not outlive it.
         self.statements.clear();
         self.commit_after_txn |= plan.commit_after;
-        self.ddl_applied += 1;
+        *self.schema_changes.entry("applied").or_default() += 1;
         Ok(())
     }
 
@@ -121,6 +121,7 @@ impl Applier {
             .map_or_else(|| c.identity.clone(), QualifiedName::to_string);
         self.record_ddl(c, &object, "kept", &[], Some(&why.reason))
             .await?;
+        *self.schema_changes.entry("kept").or_default() += 1;
         tracing::warn!(tag = %c.tag, object = %object, reason = %why.reason,
             "a schema change of the source is not applied");
         crate::control::event(
@@ -157,6 +158,7 @@ impl Applier {
         };
         self.record_ddl(c, object, "failed", statements, Some(&detail))
             .await?;
+        *self.schema_changes.entry("failed").or_default() += 1;
         let reason = format!("the source's {} could not be applied: {detail}", c.tag);
         match table {
             Some(t) => self.suspend(&t, &reason).await,

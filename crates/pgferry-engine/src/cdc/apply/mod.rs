@@ -210,8 +210,9 @@ pub struct Applier {
     /// A schema change in the open source transaction needs its own commit before the
     /// next one (a new enum value cannot be used in the transaction that added it).
     commit_after_txn: bool,
-    /// Schema changes applied by this applier.
-    pub ddl_applied: u64,
+    /// Captured schema changes this applier handled, by outcome (`applied`, `kept`,
+    /// `failed`).
+    pub schema_changes: BTreeMap<&'static str, i64>,
     pub totals: OpCounts,
     /// Changes received for tables in scope, before they are applied.
     pub incoming: OpCounts,
@@ -271,7 +272,7 @@ impl Applier {
             apply_errors: 0,
             data_errors: 0,
             commit_after_txn: false,
-            ddl_applied: 0,
+            schema_changes: BTreeMap::new(),
             totals: OpCounts::default(),
             incoming: OpCounts::default(),
             fallbacks: BTreeMap::new(),
