@@ -105,6 +105,10 @@ SELECT jsonb_build_object(
 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE s.seqrelid = seq AND c.relpersistence = 'p'
+  -- An identity column's sequence comes and goes with its column.
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
+                    AND d.deptype = 'i')
 $$;
 
 CREATE OR REPLACE FUNCTION pgferry_capture.enum_shape(typ oid) RETURNS jsonb

@@ -431,6 +431,16 @@ impl Applier {
                 .insert(id, Resolution::Capture(Arc::new(columns)));
             return Ok(());
         }
+        // The capture's own bookkeeping, published by a FOR ALL TABLES publication; and a
+        // suspended table, which may not even exist on the target (a refused CREATE).
+        if rel.namespace == super::capture::SCHEMA
+            || self
+                .suspended
+                .contains(&QualifiedName::new(&rel.namespace, &rel.name))
+        {
+            self.relations.insert(id, Resolution::Ignore);
+            return Ok(());
+        }
         // Resolution may alter the target table; do it inside the current batch.
         self.ensure_open().await?;
         // Bounded like the stream itself: a source cut off mid-lookup must not hold the

@@ -80,21 +80,28 @@ pub fn plan(c: &Captured, scope: &Scope, settings: &CdcSettings) -> Result<Verdi
             let old: Option<TableShape> = parse(&c.old).map_err(unreadable)?;
             let new: Option<TableShape> = parse(&c.new).map_err(unreadable)?;
             match (old, new) {
-                (None, Some(new)) => {
-                    if matches!(c.tag.as_str(), "CREATE TABLE AS" | "SELECT INTO") {
-                        return table::create(scope, &new).and_then(|v| match v {
-                            Verdict::Outside => Ok(Verdict::Outside),
-                            Verdict::Apply(p) => Err(Why::refused(format!(
-                                "{} fills the new table in the same statement, before it can \
-                                 join the publication, so its first rows are not in the \
-                                 stream; create it on the target and copy it by hand",
-                                c.tag
-                            ))
-                            .on(p.table.unwrap_or_else(|| name_of(&c.identity)))),
-                        });
-                    }
-                    table::create(scope, &new)
+                (None, Some(new)) if c.tag != "CREATE TABLE" => {
+                    // Filled in the same statement (before it could join the publication),
+                    // or a table that existed unseen: an unlogged one made logged.
+                    let how = if matches!(c.tag.as_str(), "CREATE TABLE AS" | "SELECT INTO") {
+                        format!(
+                            "{} fills the new table in the same statement, before it can \
+                             join the publication",
+                            c.tag
+                        )
+                    } else {
+                        format!("{} made it a table pgferry streams", c.tag)
+                    };
+                    table::create(scope, &new).and_then(|v| match v {
+                        Verdict::Outside => Ok(Verdict::Outside),
+                        Verdict::Apply(p) => Err(Why::refused(format!(
+                            "{how}, so its rows are not in the stream; create it on the \
+                             target and copy it by hand"
+                        ))
+                        .on(p.table.unwrap_or_else(|| name_of(&c.identity)))),
+                    })
                 }
+                (None, Some(new)) => table::create(scope, &new),
                 (Some(old), None) => table::drop(scope, &old, settings.apply_drop_table),
                 (Some(old), Some(new)) => table::alter(scope, &old, &new, settings.add_new_columns),
                 (None, None) => Ok(Verdict::Outside),

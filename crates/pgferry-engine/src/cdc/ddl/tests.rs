@@ -156,3 +156,17 @@ fn new_enum_values_keep_their_place_and_force_a_commit() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_table_whose_rows_never_streamed_is_refused_not_created_empty() {
+    let new = table("t", vec![column(1, "id", "integer")]);
+    for tag in ["CREATE TABLE AS", "SELECT INTO", "ALTER TABLE"] {
+        let c = captured(tag, None, Some(new.clone()));
+        let why = plan(&c, &scope(Mapping::default()), &CdcSettings::default()).unwrap_err();
+        assert!(
+            !why.kept && why.reason.contains("copy it by hand"),
+            "{tag}: {why:?}"
+        );
+        assert_eq!(why.table, Some(QualifiedName::new("public", "t")));
+    }
+}
