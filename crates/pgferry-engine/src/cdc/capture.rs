@@ -47,10 +47,11 @@ pub async fn install(source: &PgClient, task: &str, publication: &str) -> Result
             let _ = source.batch("", "ROLLBACK").await;
             if e.sqlstate() == Some("42501") {
                 Ok(Installed::Refused(format!(
-                    "the source user may not create event triggers ({e}), so schema changes \
-                     are not captured: pgferry follows added columns from the stream, and \
-                     other DDL must be made on the target by hand. Run pgferry as a superuser \
-                     (rds_superuser on RDS and Aurora) to capture them"
+                    "the source user may not create event triggers, or add the capture's log \
+                     to the publication ({e}), so schema changes are not captured: pgferry \
+                     follows added columns from the stream, and other DDL must be made on the \
+                     target by hand. Run pgferry as a superuser (rds_superuser on RDS and \
+                     Aurora), owning the publication, to capture them"
                 )))
             } else {
                 Err(e.into())

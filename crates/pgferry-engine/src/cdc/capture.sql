@@ -297,8 +297,8 @@ BEGIN
             ELSIF cmd.classid = 'pg_namespace'::regclass THEN
                 IF cmd.command_tag = 'CREATE SCHEMA' AND pgferry_capture.carried(cmd.objid) THEN
                     PERFORM pgferry_capture.emit(cmd.command_tag, 'schema', cmd.object_identity,
-                                                 NULL, jsonb_build_object('name', cmd.object_identity),
-                                                 NULL);
+                        NULL, (SELECT jsonb_build_object('name', n.nspname)
+                               FROM pg_namespace n WHERE n.oid = cmd.objid), NULL);
                 END IF;
             ELSIF cmd.classid NOT IN ('pg_publication'::regclass, 'pg_publication_rel'::regclass,
                                       'pg_event_trigger'::regclass, 'pg_extension'::regclass)

@@ -76,37 +76,7 @@ impl Why {
 /// Plans one captured command.
 pub fn plan(c: &Captured, scope: &Scope, settings: &CdcSettings) -> Result<Verdict, Why> {
     match c.kind.as_str() {
-        "table" => {
-            let old: Option<TableShape> = parse(&c.old).map_err(unreadable)?;
-            let new: Option<TableShape> = parse(&c.new).map_err(unreadable)?;
-            match (old, new) {
-                (None, Some(new)) if c.tag != "CREATE TABLE" => {
-                    // Filled in the same statement (before it could join the publication),
-                    // or a table that existed unseen: an unlogged one made logged.
-                    let how = if matches!(c.tag.as_str(), "CREATE TABLE AS" | "SELECT INTO") {
-                        format!(
-                            "{} fills the new table in the same statement, before it can \
-                             join the publication",
-                            c.tag
-                        )
-                    } else {
-                        format!("{} made it a table pgferry streams", c.tag)
-                    };
-                    table::create(scope, &new).and_then(|v| match v {
-                        Verdict::Outside => Ok(Verdict::Outside),
-                        Verdict::Apply(p) => Err(Why::refused(format!(
-                            "{how}, so its rows are not in the stream; create it on the \
-                             target and copy it by hand"
-                        ))
-                        .on(p.table.unwrap_or_else(|| name_of(&c.identity)))),
-                    })
-                }
-                (None, Some(new)) => table::create(scope, &new),
-                (Some(old), None) => table::drop(scope, &old, settings.apply_drop_table),
-                (Some(old), Some(new)) => table::alter(scope, &old, &new, settings.add_new_columns),
-                (None, None) => Ok(Verdict::Outside),
-            }
-        }
+        "table" => table_change(c, scope, settings),
         "sequence" => sequence(c, scope),
         "enum" => enumeration(c, scope),
         "function" | "procedure" | "view" | "trigger" => definition(c, scope),
@@ -117,11 +87,14 @@ pub fn plan(c: &Captured, scope: &Scope, settings: &CdcSettings) -> Result<Verdi
                 .and_then(|n| serde_json::from_str::<serde_json::Value>(n).ok())
                 .and_then(|v| v["name"].as_str().map(str::to_owned))
                 .unwrap_or_default();
-            if !scope.selection.includes_schema(&unquote(&name)) {
+            if !scope.selection.includes_schema(&name) {
                 return Ok(Verdict::Outside);
             }
             Ok(apply(
-                vec![format!("CREATE SCHEMA IF NOT EXISTS {name}")],
+                vec![format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    quote_ident(&name)
+                )],
                 name,
             ))
         }
@@ -137,6 +110,38 @@ pub fn plan(c: &Captured, scope: &Scope, settings: &CdcSettings) -> Result<Verdi
                 c.tag, c.identity
             ),
         )),
+    }
+}
+
+fn table_change(c: &Captured, scope: &Scope, settings: &CdcSettings) -> Result<Verdict, Why> {
+    let old: Option<TableShape> = parse(&c.old).map_err(unreadable)?;
+    let new: Option<TableShape> = parse(&c.new).map_err(unreadable)?;
+    match (old, new) {
+        (None, Some(new)) if c.tag != "CREATE TABLE" => {
+            // Filled in the same statement (before it could join the publication), or a
+            // table that existed unseen: an unlogged one made logged.
+            let how = if matches!(c.tag.as_str(), "CREATE TABLE AS" | "SELECT INTO") {
+                format!(
+                    "{} fills the new table in the same statement, before it can join the \
+                     publication",
+                    c.tag
+                )
+            } else {
+                format!("{} made it a table pgferry streams", c.tag)
+            };
+            match table::create(scope, &new)? {
+                Verdict::Outside => Ok(Verdict::Outside),
+                Verdict::Apply(p) => Err(Why::refused(format!(
+                    "{how}, so its rows are not in the stream; create it on the target and \
+                     copy it by hand"
+                ))
+                .on(p.table.unwrap_or_else(|| name_of(&c.identity)))),
+            }
+        }
+        (None, Some(new)) => table::create(scope, &new),
+        (Some(old), None) => table::drop(scope, &old, settings.apply_drop_table),
+        (Some(old), Some(new)) => table::alter(scope, &old, &new, settings.add_new_columns),
+        (None, None) => Ok(Verdict::Outside),
     }
 }
 
@@ -343,19 +348,32 @@ fn definition(c: &Captured, scope: &Scope) -> Planned {
     if !covered(scope, &schema) {
         return Ok(Verdict::Outside);
     }
-    let statement = match c.kind.as_str() {
-        "trigger" => match dropped.names.as_slice() {
-            [s, t, name] => format!(
-                "DROP TRIGGER IF EXISTS {} ON {}",
-                quote_ident(name),
-                QualifiedName::new(s, t).quoted()
-            ),
-            _ => return Ok(Verdict::Outside),
-        },
-        // The identity the server printed: `schema.name(argument types)`, quoted.
-        "function" => format!("DROP FUNCTION IF EXISTS {}", c.identity),
-        "procedure" => format!("DROP PROCEDURE IF EXISTS {}", c.identity),
-        _ => format!("DROP VIEW IF EXISTS {}", c.identity),
+    // Names from the dropped object's address, quoted here; argument types as the server
+    // prints them (`format_type`).
+    let statement = match (c.kind.as_str(), dropped.names.as_slice()) {
+        ("trigger", [s, t, name]) => format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote_ident(name),
+            QualifiedName::new(s, t).quoted()
+        ),
+        (kind @ ("function" | "procedure"), [s, name]) => format!(
+            "DROP {} IF EXISTS {}({})",
+            kind.to_uppercase(),
+            QualifiedName::new(s, name).quoted(),
+            dropped.args.join(", ")
+        ),
+        ("view", [s, name]) => {
+            format!(
+                "DROP VIEW IF EXISTS {}",
+                QualifiedName::new(s, name).quoted()
+            )
+        }
+        _ => {
+            return Err(Why::refused(format!(
+                "the dropped {} {} has an address pgferry cannot read",
+                c.kind, c.identity
+            )));
+        }
     };
     Ok(apply(vec![statement], c.identity.clone()))
 }

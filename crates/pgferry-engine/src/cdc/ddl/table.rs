@@ -172,28 +172,8 @@ pub(super) fn alter(
     new: &TableShape,
     apply_alter: bool,
 ) -> Result<Verdict, Why> {
-    let (before, after) = (mapped(scope, old)?, mapped(scope, new)?);
-    let (before, after) = match (before, after) {
-        (None, None) => return Ok(Verdict::Outside),
-        (Some(b), None) => {
-            return Err(Why::kept(
-                Some(b.source),
-                format!(
-                    "it was renamed to {}.{}, outside the task: {} is kept on the target and \
-                     its changes stop",
-                    new.schema, new.name, b.target
-                ),
-            ));
-        }
-        (None, Some(a)) => {
-            return Err(Why::refused(format!(
-                "it was renamed into the task from {}.{}, so its rows are not on the target; \
-                 copy it (a new task, or by hand) and resume",
-                old.schema, old.name
-            ))
-            .on(a.source));
-        }
-        (Some(b), Some(a)) => (b, a),
+    let Some((before, after)) = both_mapped(scope, old, new)? else {
+        return Ok(Verdict::Outside);
     };
     if !apply_alter {
         return Err(Why::kept(
@@ -205,19 +185,6 @@ pub(super) fn alter(
     let mut s = Vec::new();
     let table = rename_table(&before.target, &after.target, &mut s);
     let t = table.quoted();
-    // Attaching and detaching move the parent's constraints and indexes onto the partition
-    // or off it, on the target as on the source: they are not compared then.
-    let moved = old.parent != new.parent;
-    let (old_constraints, new_constraints, old_indexes, new_indexes) = if moved {
-        (&[][..], &[][..], &[][..], &[][..])
-    } else {
-        (
-            &old.constraints[..],
-            &new.constraints[..],
-            &old.indexes[..],
-            &new.indexes[..],
-        )
-    };
     if let Some(parent) = &old.parent
         && new.parent.as_ref() != Some(parent)
     {
@@ -227,40 +194,16 @@ pub(super) fn alter(
             parent.quoted()
         ));
     }
-    for k in old_constraints {
-        if !new_constraints.contains(k) {
-            s.push(format!(
-                "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
-                quote_ident(&k.name)
-            ));
-        }
-    }
-    for i in old_indexes {
-        if !new_indexes.iter().any(|n| n.same_index(i)) {
-            let index = QualifiedName::new(&table.schema, &i.name);
-            s.push(format!("DROP INDEX IF EXISTS {}", index.quoted()));
-        }
-    }
+    // Attaching and detaching move the parent's constraints and indexes onto the partition
+    // or off it, on the target as on the source: they are not compared then.
+    let attachments = if old.parent == new.parent {
+        Attachments::compared(old, new)
+    } else {
+        Attachments::default()
+    };
+    attachments.drops(&table, &mut s);
     columns(&before, &after, old, new, &t, &mut s);
-    for k in new_constraints {
-        if !old_constraints.contains(k) {
-            s.push(add_constraint(&t, &k.name, &k.def));
-        }
-    }
-    for i in new_indexes {
-        match old_indexes.iter().find(|o| o.same_index(i)) {
-            Some(o) if o.name != i.name => {
-                let index = QualifiedName::new(&table.schema, &o.name);
-                s.push(format!(
-                    "ALTER INDEX {} RENAME TO {}",
-                    index.quoted(),
-                    quote_ident(&i.name)
-                ));
-            }
-            Some(_) => {}
-            None => s.push(create_index(&table, i)?),
-        }
-    }
+    attachments.adds(&table, &mut s)?;
     if let (Some(parent), Some(bound)) = (&new.parent, &new.bound)
         && old.parent.as_ref() != Some(parent)
     {
@@ -276,6 +219,97 @@ pub(super) fn alter(
         object: table.to_string(),
         commit_after: false,
     }))
+}
+
+/// The table before and after the command under the task's rules; a rename across the
+/// edge of the task's selection is kept (out of it) or refused (into it).
+fn both_mapped(
+    scope: &Scope,
+    old: &TableShape,
+    new: &TableShape,
+) -> Result<Option<(Mapped, Mapped)>, Why> {
+    match (mapped(scope, old)?, mapped(scope, new)?) {
+        (None, None) => Ok(None),
+        (Some(b), None) => Err(Why::kept(
+            Some(b.source),
+            format!(
+                "it was renamed to {}.{}, outside the task: {} is kept on the target and its \
+                 changes stop",
+                new.schema, new.name, b.target
+            ),
+        )),
+        (None, Some(a)) => Err(Why::refused(format!(
+            "it was renamed into the task from {}.{}, so its rows are not on the target; copy \
+             it (a new task, or by hand) and resume",
+            old.schema, old.name
+        ))
+        .on(a.source)),
+        (Some(b), Some(a)) => Ok(Some((b, a))),
+    }
+}
+
+/// A table's constraints and indexes before and after a command.
+#[derive(Default)]
+struct Attachments<'a> {
+    old_constraints: &'a [super::shape::Constraint],
+    new_constraints: &'a [super::shape::Constraint],
+    old_indexes: &'a [super::shape::Index],
+    new_indexes: &'a [super::shape::Index],
+}
+
+impl<'a> Attachments<'a> {
+    fn compared(old: &'a TableShape, new: &'a TableShape) -> Self {
+        Attachments {
+            old_constraints: &old.constraints,
+            new_constraints: &new.constraints,
+            old_indexes: &old.indexes,
+            new_indexes: &new.indexes,
+        }
+    }
+
+    /// Those that went or changed: first, `IF EXISTS` (a dropped column takes its own).
+    fn drops(&self, table: &QualifiedName, s: &mut Vec<String>) {
+        let t = table.quoted();
+        for k in self.old_constraints {
+            if !self.new_constraints.contains(k) {
+                s.push(format!(
+                    "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
+                    quote_ident(&k.name)
+                ));
+            }
+        }
+        for i in self.old_indexes {
+            if !self.new_indexes.iter().any(|n| n.same_index(i)) {
+                let index = QualifiedName::new(&table.schema, &i.name);
+                s.push(format!("DROP INDEX IF EXISTS {}", index.quoted()));
+            }
+        }
+    }
+
+    /// Those that came or changed, and renamed indexes: last, on the final columns.
+    fn adds(&self, table: &QualifiedName, s: &mut Vec<String>) -> Result<(), Why> {
+        let t = table.quoted();
+        for k in self.new_constraints {
+            if !self.old_constraints.contains(k) {
+                s.push(add_constraint(&t, &k.name, &k.def));
+            }
+        }
+        for i in self.new_indexes {
+            match self.old_indexes.iter().find(|o| o.same_index(i)) {
+                Some(o) if o.name != i.name => {
+                    let index = QualifiedName::new(&table.schema, &o.name);
+                    s.push(format!(
+                        "ALTER INDEX {} RENAME TO {}",
+                        index.quoted(),
+                        quote_ident(&i.name)
+                    ));
+                }
+                Some(_) => {}
+                None => s.push(create_index(table, i)?),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl super::shape::Index {
