@@ -607,3 +607,20 @@ async fn every_kind_of_ddl_is_applied_from_12_to_17() {
     };
     run_ddl_stream(&p).await;
 }
+
+/// The DDL run for the pair in `PGFERRY_MATRIX_SOURCE` and `PGFERRY_MATRIX_TARGET`;
+/// passes without doing anything when they are unset (`scripts/test-versions` sets them).
+#[tokio::test(flavor = "multi_thread")]
+async fn matrix_pair_from_the_environment() {
+    let major = |name: &str| -> Option<u32> { std::env::var(name).ok()?.parse().ok() };
+    if let (Some(s), Some(t)) = (
+        major("PGFERRY_MATRIX_SOURCE"),
+        major("PGFERRY_MATRIX_TARGET"),
+    ) {
+        let p = Pair {
+            source: Cluster::start_with(ClusterOptions::default().major(s)).unwrap(),
+            target: Cluster::start_with(ClusterOptions::default().major(t)).unwrap(),
+        };
+        run_ddl_stream(&p).await;
+    }
+}
