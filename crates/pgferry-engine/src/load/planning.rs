@@ -6,9 +6,13 @@
 //!   on the source;
 //! * for CDC, the publication and then the slot are created first, and the slot exports the
 //!   snapshot the plan and the load read, so the stream starts exactly where the copy ends;
+//! * with `[cdc] ddl`, the DDL capture is installed (one source transaction) after the
+//!   publication and before the slot;
 //! * the plan, the schema archive, the chunks and the CDC setup commit in one target
-//!   transaction. A crash before it leaves at most a slot of the task's name and no task
-//!   row: the next run drops that slot (it was never used) and plans again.
+//!   transaction. A crash before it leaves at most the publication, the DDL capture and a
+//!   slot of the task's name, and no task row: the next run drops that slot (it was never
+//!   used), installs the capture again (idempotent) and plans again; `pgferry cleanup`
+//!   removes them if it never does.
 
 use std::collections::{HashMap, HashSet};
 

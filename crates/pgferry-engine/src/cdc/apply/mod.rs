@@ -30,10 +30,15 @@
 //! and triggers quiet, as the source already enforced them); without it every sub-batch
 //! takes the careful path, in source order.
 //!
+//! A schema change captured on the source (`[cdc] ddl`) arrives as a row of the capture's
+//! log, at its place in its transaction: it is a barrier (`ddl`), applied in the same
+//! target transaction after the changes before it.
+//!
 //! Where each part lives: this file holds the applier's state, the stream's messages and
 //! the batch and checkpoint; `coalesce` folds changes into net effects, `bulk` is the
-//! fast path, `careful` the change-by-change path with the error policies, `filters` the
-//! row and chunk filters, and `params` the parameter encodings.
+//! fast path, `careful` the change-by-change path with the error policies, `ddl` the
+//! schema changes, `filters` the row and chunk filters, and `params` the parameter
+//! encodings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
