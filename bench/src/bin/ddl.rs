@@ -230,6 +230,10 @@ async fn main() -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = writer.await;
+    // Everything written is applied before the run stops, so validation compares alike.
+    source
+        .wait_for_slot(DB, "pgferry_bench", Duration::from_secs(600))
+        .await?;
     let out = Command::new(&binary)
         .args(["stop", "--task", &task])
         .stdout(Stdio::null())
