@@ -258,10 +258,11 @@ BEGIN
                     -- Attaching or detaching moves the partitions' shapes; a detached
                     -- partition is a table of its own, published by its own name.
                     FOR child IN
-                        SELECT h.inhrelid AS object FROM pg_inherits h WHERE h.inhparent = rel.oid
+                        SELECT h.inhrelid AS object FROM pg_inherits h
+                        WHERE rel.relkind = 'p' AND h.inhparent = rel.oid
                         UNION
                         SELECT s.object FROM pgferry_capture.shapes s
-                        WHERE (s.shape -> 'parent' ->> 'oid')::oid = rel.oid
+                        WHERE rel.relkind = 'p' AND (s.shape -> 'parent' ->> 'oid')::oid = rel.oid
                     LOOP
                         IF NOT EXISTS (SELECT 1 FROM pg_inherits h
                                        WHERE h.inhrelid = child.object) THEN
@@ -338,8 +339,9 @@ BEGIN
                     PERFORM pgferry_capture.emit(tg_tag, kept.kind, obj.object_identity,
                                                  kept.shape, NULL, NULL);
                 END IF;
-            ELSIF obj.object_type = 'index' THEN
-                -- DROP INDEX alone: its table's shape moved (gone tables are skipped).
+            ELSIF obj.object_type = 'index' AND obj.original THEN
+                -- DROP INDEX: its table's shape moved. (An index that goes with its table
+                -- goes with the table's copy.)
                 PERFORM pgferry_capture.refresh(tg_tag, 'table', s.object)
                 FROM pgferry_capture.shapes s
                 WHERE s.kind = 'table' AND s.shape -> 'indexes' @> jsonb_build_array(
