@@ -29,7 +29,6 @@ CREATE TABLE IF NOT EXISTS pgferry_capture.log (
     identity text NOT NULL,
     old_shape text,
     new_shape text,
-    command text,
     problem text
 );
 
@@ -146,9 +145,10 @@ RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     logged bigint;
 BEGIN
-    INSERT INTO pgferry_capture.log (tag, kind, identity, old_shape, new_shape, command, problem)
-    VALUES (p_tag, p_kind, p_identity, p_old::text, p_new::text, left(current_query(), 4000),
-            p_problem)
+    -- Never the command's text: the client's query string may hold other statements, and
+    -- secrets (a user mapping's password).
+    INSERT INTO pgferry_capture.log (tag, kind, identity, old_shape, new_shape, problem)
+    VALUES (p_tag, p_kind, p_identity, p_old::text, p_new::text, p_problem)
     RETURNING id INTO logged;
     DELETE FROM pgferry_capture.log WHERE id = logged;
 END

@@ -18,8 +18,6 @@ pub struct DdlRecord {
     pub outcome: String,
     pub statements: Vec<String>,
     pub error: Option<String>,
-    /// The statement the source ran, as its session sent it.
-    pub command: Option<String>,
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -33,7 +31,6 @@ pub struct DdlOutcome<'a> {
     pub outcome: &'a str,
     pub statements: &'a [String],
     pub error: Option<&'a str>,
-    pub command: Option<&'a str>,
 }
 
 pub async fn record_ddl(client: &PgClient, task: &str, d: DdlOutcome<'_>) -> Result<()> {
@@ -41,8 +38,8 @@ pub async fn record_ddl(client: &PgClient, task: &str, d: DdlOutcome<'_>) -> Res
         .execute(
             "recording a schema change",
             "INSERT INTO pgferry.ddl_log
-                 (task, commit_lsn, xid, tag, object, outcome, statements, error, command)
-             VALUES ($1, $2::text::pg_lsn, $3, $4, $5, $6, $7, $8, $9)",
+                 (task, commit_lsn, xid, tag, object, outcome, statements, error)
+             VALUES ($1, $2::text::pg_lsn, $3, $4, $5, $6, $7, $8)",
             &[
                 &task,
                 &d.commit_lsn.to_string(),
@@ -52,7 +49,6 @@ pub async fn record_ddl(client: &PgClient, task: &str, d: DdlOutcome<'_>) -> Res
                 &d.outcome,
                 &d.statements,
                 &d.error,
-                &d.command,
             ],
         )
         .await?;
@@ -68,7 +64,7 @@ pub async fn recent_ddl(
     let rows = client
         .query(
             "reading schema changes",
-            "SELECT commit_lsn::text, xid, tag, object, outcome, statements, error, command, at
+            "SELECT commit_lsn::text, xid, tag, object, outcome, statements, error, at
              FROM pgferry.ddl_log WHERE task = $1 ORDER BY id DESC LIMIT $2",
             &[&task, &limit],
         )
@@ -91,8 +87,7 @@ pub async fn recent_ddl(
             outcome: r.get(4),
             statements: r.get(5),
             error: r.get(6),
-            command: r.get(7),
-            at: r.get(8),
+            at: r.get(7),
         })
         .collect();
     Ok((records, failed))

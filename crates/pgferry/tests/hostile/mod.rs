@@ -724,6 +724,11 @@ async fn schema_changes_with_hostile_names_stay_names_on_the_target() {
                  CHECK ("c""ol" <> 42)"#
         ),
         format!(r#"INSERT INTO {table} ("c""ol", e) VALUES (2, 'b"); DROP TABLE victim; --')"#),
+        // A secret in the same query string as a captured change: never recorded.
+        "CREATE EXTENSION IF NOT EXISTS postgres_fdw; CREATE SERVER elsewhere FOREIGN DATA \
+         WRAPPER postgres_fdw; CREATE USER MAPPING FOR CURRENT_USER SERVER elsewhere \
+         OPTIONS (user 'u', password 'hunter2-secret'); CREATE TABLE near (id int PRIMARY KEY)"
+            .to_owned(),
     ] {
         source
             .execute("app", &sql)
@@ -751,7 +756,20 @@ async fn schema_changes_with_hostile_names_stay_names_on_the_target() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 7, "every change applied");
+    assert_eq!(applied, 8, "every change applied");
+    let leaked: i64 = t
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgferry.ddl_log l WHERE l::text LIKE '%hunter2%')
+                  + (SELECT count(*) FROM pgferry.event e WHERE e::text LIKE '%hunter2%')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        leaked, 0,
+        "the password of a user mapping is recorded nowhere"
+    );
     let index: i64 = t
         .query_one(
             "SELECT count(*) FROM pg_indexes WHERE indexname = 'i; DROP TABLE victim; --'",

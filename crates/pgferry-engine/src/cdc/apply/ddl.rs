@@ -200,7 +200,6 @@ impl Applier {
                 outcome,
                 statements,
                 error,
-                command: c.command.as_deref(),
             },
         )
         .await

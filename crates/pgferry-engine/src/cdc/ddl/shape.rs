@@ -115,8 +115,6 @@ pub struct Captured {
     pub identity: String,
     pub old: Option<String>,
     pub new: Option<String>,
-    /// The statement the source ran (for people; never replayed).
-    pub command: Option<String>,
     /// Why the capture failed, for `problem`.
     pub problem: Option<String>,
 }
@@ -132,7 +130,6 @@ impl Captured {
                 "identity" => c.identity = value.unwrap_or_default(),
                 "old_shape" => c.old = value,
                 "new_shape" => c.new = value,
-                "command" => c.command = value,
                 "problem" => c.problem = value,
                 _ => {}
             }

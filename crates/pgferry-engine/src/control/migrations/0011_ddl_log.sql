@@ -11,8 +11,7 @@ CREATE TABLE pgferry.ddl_log (
     object text NOT NULL,
     outcome text NOT NULL CHECK (outcome IN ('applied', 'kept', 'failed')),
     statements text[] NOT NULL DEFAULT '{}',
-    error text,
-    command text
+    error text
 );
 CREATE INDEX ddl_log_task_id ON pgferry.ddl_log (task, id);
 COMMENT ON TABLE pgferry.ddl_log IS
