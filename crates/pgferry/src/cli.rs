@@ -102,8 +102,9 @@ pub enum Command {
     Finish(FinishArgs),
 
     /// Drop the task's replication slot and (if pgferry created it) its publication on the
-    /// source, and restore replica identities pgferry changed. Until then the slot keeps
-    /// WAL on the source. Refused while the task runs.
+    /// source, restore replica identities pgferry changed, and remove the DDL capture
+    /// ([cdc] ddl) once no other task uses it. Until then the slot keeps WAL on the source.
+    /// Refused while the task runs.
     Cleanup(TaskArgs),
 
     /// Show a task's progress: phase, per-table state, rows, schema steps and recent events.

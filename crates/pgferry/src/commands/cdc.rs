@@ -40,6 +40,12 @@ pub async fn cleanup(args: TaskArgs) -> anyhow::Result<u8> {
         for t in &cleaned.identities_restored {
             println!("Restored the replica identity of {t}.");
         }
+        if cleaned.capture_removed {
+            println!(
+                "Removed the DDL capture (event triggers pgferry_capture_ddl and \
+                 pgferry_capture_drop, schema pgferry_capture)."
+            );
+        }
     }
     Ok(exit::OK)
 }
