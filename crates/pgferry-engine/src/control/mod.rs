@@ -88,17 +88,29 @@ pub fn control_application_name() -> String {
     name
 }
 
+/// How long a lock held by someone else is tried again: a process that just ended (the
+/// previous command of a script) holds it until its server session has gone, a few
+/// milliseconds after its connection closed.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the task's lock for `wanted` (`run`, `cleanup`), or says who holds it.
 pub async fn lock_task(client: &PgClient, task: &str, wanted: &'static str) -> Result<()> {
-    let row = client
-        .query_one(
-            "taking the task lock",
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&LOCK_CLASS, &task],
-        )
-        .await?;
-    if row.get::<_, bool>(0) {
-        return Ok(());
+    let until = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        let row = client
+            .query_one(
+                "taking the task lock",
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&LOCK_CLASS, &task],
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let holder = client
         .query_opt(
