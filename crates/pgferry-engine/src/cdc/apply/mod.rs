@@ -381,6 +381,11 @@ impl Applier {
                 } else if self.batch.txns > 0 {
                     // Ride along with the pending batch.
                     self.batch.end_lsn = end_lsn;
+                } else {
+                    // Opened for nothing of ours (a relation described, maybe a column
+                    // added, in a transaction skipped or filtered out): commit what it did,
+                    // so the stream is idle again and a drain can see it.
+                    self.end_empty_batch(end_lsn).await?;
                 }
             }
             Message::Relation(rel) => self.relation(rel).await?,
@@ -684,6 +689,19 @@ impl Applier {
         self.positions.flushed.fetch_max(end.0, Ordering::AcqRel);
         self.batch = Batch::default();
         self.commit_after_txn = false;
+        Ok(())
+    }
+
+    /// Commits an open target transaction that holds no source transaction (only what
+    /// resolving a relation did), and acknowledges `end`.
+    async fn end_empty_batch(&mut self, end: Lsn) -> Result<()> {
+        if self.batch.open {
+            self.target
+                .batch("committing an apply transaction", "COMMIT")
+                .await?;
+        }
+        self.batch = Batch::default();
+        self.positions.flushed.fetch_max(end.0, Ordering::AcqRel);
         Ok(())
     }
 
