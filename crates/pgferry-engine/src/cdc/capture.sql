@@ -284,6 +284,12 @@ BEGIN
                 IF EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = cmd.objid AND t.typtype = 'e'
                            AND pgferry_capture.carried(t.typnamespace)) THEN
                     PERFORM pgferry_capture.refresh(cmd.command_tag, 'enum', cmd.objid);
+                ELSIF EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
+                              WHERE t.oid = cmd.objid AND pgferry_capture.carried(t.typnamespace)
+                                AND (c.oid IS NULL OR c.relkind = 'c')) THEN
+                    -- A domain, a composite or range type: not carried, and said so.
+                    PERFORM pgferry_capture.emit(cmd.command_tag, 'other', cmd.object_identity,
+                                                 NULL, NULL, NULL);
                 END IF;
             ELSIF cmd.classid = 'pg_proc'::regclass THEN
                 IF EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid = cmd.objid

@@ -482,6 +482,7 @@ async fn a_schema_change_the_target_refuses_suspends_its_table_and_shows_in_stat
         // Its first rows are written before it can join the publication: refused too.
         "CREATE TABLE made AS SELECT g AS id FROM generate_series(1, 3) g",
         "INSERT INTO made VALUES (4)",
+        "CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
         "INSERT INTO other VALUES (1, 1)",
     ] {
         p.source.execute("app", sql).await.unwrap();
@@ -491,12 +492,18 @@ async fn a_schema_change_the_target_refuses_suspends_its_table_and_shows_in_stat
     let status = pgferry_engine::status(&client, &t.name).await.unwrap();
     let cdc = status.cdc.expect("CDC status");
     assert_eq!(cdc.ddl_failed, 2, "{:?}", cdc.recent_ddl);
-    let made = &cdc.recent_ddl[0];
+    let find = |object: &str| {
+        cdc.recent_ddl
+            .iter()
+            .find(|d| d.object == object && d.outcome == "failed")
+            .unwrap_or_else(|| panic!("no failure for {object}: {:?}", cdc.recent_ddl))
+    };
+    let made = find("public.made");
     assert!(
         made.object == "public.made" && made.error.as_deref().unwrap_or("").contains("by hand"),
         "{made:?}"
     );
-    let failed = &cdc.recent_ddl[1];
+    let failed = find("public.items");
     assert_eq!(failed.outcome, "failed");
     assert!(
         failed
@@ -512,6 +519,18 @@ async fn a_schema_change_the_target_refuses_suspends_its_table_and_shows_in_stat
         "{failed:?}"
     );
     assert_eq!(cdc.suspended_tables, ["public.items", "public.made"]);
+    // What pgferry does not carry is recorded as kept, by name, never skipped silently.
+    let kept: Vec<String> = cdc
+        .recent_ddl
+        .iter()
+        .filter(|d| d.outcome == "kept")
+        .map(|d| d.error.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|e| e.contains("CREATE DOMAIN") && e.contains("positive")),
+        "{kept:?}"
+    );
     let other: i64 = scalar(&p.target, "app", "SELECT count(*) FROM other").await;
     assert_eq!(other, 1, "other tables stream on");
     let items: i64 = scalar(&p.target, "app", "SELECT count(*) FROM items").await;

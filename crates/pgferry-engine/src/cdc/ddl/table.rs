@@ -91,9 +91,12 @@ fn parent_target(scope: &Scope, child: &TableShape, parent: &Rel) -> Result<Qual
         bound: None,
         ..child.clone()
     };
-    mapped(scope, &shape)?
-        .map(|m| m.target)
-        .ok_or_else(|| Why::refused(format!("its parent {parent:?} is outside the task")))
+    mapped(scope, &shape)?.map(|m| m.target).ok_or_else(|| {
+        Why::refused(format!(
+            "its parent {}.{} is outside the task",
+            parent.schema, parent.name
+        ))
+    })
 }
 
 /// `CREATE TABLE` and what the source built with it.
