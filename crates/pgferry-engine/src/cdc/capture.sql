@@ -245,6 +245,17 @@ DECLARE
 BEGIN
     FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE NOT in_extension LOOP
         BEGIN
+            -- Not carried, and said so (pgferry's own schemas aside).
+            IF cmd.command_tag IN ('COMMENT', 'GRANT', 'REVOKE', 'SECURITY LABEL',
+                                   'ALTER DEFAULT PRIVILEGES') THEN
+                IF coalesce(cmd.schema_name, cmd.object_identity, '')
+                       NOT IN ('pgferry', 'pgferry_capture', 'pg_catalog') THEN
+                    PERFORM pgferry_capture.emit(cmd.command_tag, 'other',
+                                                 coalesce(cmd.object_identity, ''),
+                                                 NULL, NULL, NULL);
+                END IF;
+                CONTINUE;
+            END IF;
             IF cmd.classid = 'pg_class'::regclass THEN
                 SELECT c.oid, c.relkind, c.relnamespace, i.indrelid INTO rel
                 FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid
