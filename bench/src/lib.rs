@@ -181,6 +181,44 @@ pub async fn wait_subscription_ready(
     }
 }
 
+/// Servers that run pgferry under a steady write rate: no checkpoint during a measurement.
+pub fn steady_options() -> pgferry_testkit::ClusterOptions {
+    let mut o = pgferry_testkit::ClusterOptions::default();
+    for (k, v) in [
+        ("shared_buffers", "'512MB'"),
+        ("max_wal_size", "'16GB'"),
+        ("checkpoint_timeout", "'1h'"),
+    ] {
+        o = o.setting(k, v);
+    }
+    o
+}
+
+/// Waits until `pgferry run` (the process `run`) streams: its task's phase on `target`'s
+/// `db` is `cdc`. Fails if the run exits first, or after an hour.
+pub async fn wait_streaming(
+    target: &pgferry_testkit::Cluster,
+    db: &str,
+    run: &mut std::process::Child,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(c) = target.connect(db).await
+            && let Ok(Some(row)) = c.query_opt("SELECT phase FROM pgferry.task", &[]).await
+            && row.get::<_, String>(0) == "cdc"
+        {
+            return Ok(());
+        }
+        if let Some(status) = run.try_wait()? {
+            bail!("pgferry run exited with {status}");
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("pgferry never started streaming");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Formats bytes as MiB.
 pub fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / 1024.0 / 1024.0)

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use pgferry_testkit::{Cluster, ClusterOptions, datagen, workload};
+use pgferry_testkit::{Cluster, datagen, workload};
 
 #[derive(Parser)]
 #[command(about = "Measure pgferry's cutover and rollback downtime at several sizes")]
@@ -48,18 +48,6 @@ struct Outcome {
     rows: i64,
     cutover: Switched,
     rollback: Switched,
-}
-
-fn options() -> ClusterOptions {
-    let mut o = ClusterOptions::default();
-    for (k, v) in [
-        ("shared_buffers", "'512MB'"),
-        ("max_wal_size", "'16GB'"),
-        ("checkpoint_timeout", "'1h'"),
-    ] {
-        o = o.setting(k, v);
-    }
-    o
 }
 
 /// The application: the inventory workload on `cluster` until `stop` (or the fence).
@@ -111,8 +99,8 @@ fn switched(report: &serde_json::Value) -> Switched {
 }
 
 async fn one_size(args: &Args, binary: &Path, scale: u32, work: &Path) -> anyhow::Result<Outcome> {
-    let source = Cluster::start_with(options())?;
-    let target = Cluster::start_with(options())?;
+    let source = Cluster::start_with(pgferry_bench::steady_options())?;
+    let target = Cluster::start_with(pgferry_bench::steady_options())?;
     println!("scale {scale}: seeding…");
     datagen::create_inventory(&source, DB, scale).await?;
     source.execute(DB, "VACUUM ANALYZE").await?;
@@ -151,28 +139,7 @@ async fn one_size(args: &Args, binary: &Path, scale: u32, work: &Path) -> anyhow
     let stop = Arc::new(AtomicBool::new(false));
     let writer = app(&source, pause, stop.clone());
     println!("scale {scale}: full load, then streaming under writes…");
-    let t = target.connect("postgres").await?;
-    let started = Instant::now();
-    loop {
-        let c = target.connect(DB).await?;
-        let phase: Option<String> = c
-            .query_opt("SELECT phase FROM pgferry.task", &[])
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get(0));
-        if phase.as_deref() == Some("cdc") {
-            break;
-        }
-        if let Some(status) = run.try_wait()? {
-            bail!("pgferry run exited with {status}");
-        }
-        if started.elapsed() > Duration::from_secs(3600) {
-            bail!("pgferry never started streaming");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    drop(t);
+    pgferry_bench::wait_streaming(&target, DB, &mut run).await?;
     tokio::time::sleep(Duration::from_secs(args.stream_seconds)).await;
     println!("scale {scale}: cutover…");
     let cut = pgferry_json(binary, &["cutover", "--task", &task, "--json"])?;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use pgferry_testkit::{Cluster, ClusterOptions, datagen, workload};
+use pgferry_testkit::{Cluster, datagen, workload};
 
 #[derive(Parser)]
 #[command(about = "Measure what capturing schema changes costs, and how soon they apply")]
@@ -45,18 +45,6 @@ struct Args {
 
 const DB: &str = "inventory";
 const PLAIN: &str = "plain";
-
-fn options() -> ClusterOptions {
-    let mut o = ClusterOptions::default();
-    for (k, v) in [
-        ("shared_buffers", "'512MB'"),
-        ("max_wal_size", "'16GB'"),
-        ("checkpoint_timeout", "'1h'"),
-    ] {
-        o = o.setting(k, v);
-    }
-    o
-}
 
 /// One cycle of small DDL, `{i}` numbering its table.
 const CYCLE: [&str; 4] = [
@@ -111,25 +99,6 @@ async fn logged(target: &Cluster) -> anyhow::Result<(i64, i64)> {
     Ok((row.get(0), row.get(1)))
 }
 
-async fn wait_streaming(target: &Cluster, run: &mut std::process::Child) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        if let Ok(c) = target.connect(DB).await
-            && let Ok(Some(row)) = c.query_opt("SELECT phase FROM pgferry.task", &[]).await
-            && row.get::<_, String>(0) == "cdc"
-        {
-            return Ok(());
-        }
-        if let Some(status) = run.try_wait()? {
-            bail!("pgferry run exited with {status}");
-        }
-        if started.elapsed() > Duration::from_secs(3600) {
-            bail!("pgferry never started streaming");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn start_run(
     binary: &Path,
     source: &Cluster,
@@ -167,15 +136,15 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("target/release/pgferry"));
     let work = std::env::temp_dir().join(format!("pgferry-bench-ddl-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let source = Cluster::start_with(options())?;
-    let target = Cluster::start_with(options())?;
+    let source = Cluster::start_with(pgferry_bench::steady_options())?;
+    let target = Cluster::start_with(pgferry_bench::steady_options())?;
     println!("scale {}: seeding…", args.scale);
     datagen::create_inventory(&source, DB, args.scale).await?;
     source.execute(DB, "VACUUM ANALYZE").await?;
     source.create_database(PLAIN).await?;
     target.create_database(DB).await?;
     let (task, mut run) = start_run(&binary, &source, &target, &work)?;
-    wait_streaming(&target, &mut run).await?;
+    pgferry_bench::wait_streaming(&target, DB, &mut run).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (connector, stop) = (source.connector(), stop.clone());
