@@ -154,6 +154,18 @@ BEGIN
 END
 $$;
 
+-- A command the triggers could not capture: a `problem` row, which the applier refuses; if
+-- even that fails, a WARNING. Never an error: the application's DDL goes on.
+CREATE OR REPLACE FUNCTION pgferry_capture.failed(p_tag text, p_identity text, p_error text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pgferry_capture.emit(p_tag, 'problem', coalesce(p_identity, ''), NULL, NULL,
+                                 p_error);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pgferry could not capture %: %', p_tag, SQLERRM;
+END
+$$;
+
 -- Compares an object's shape with the last one captured; logs and keeps it when it moved.
 CREATE OR REPLACE FUNCTION pgferry_capture.refresh(p_tag text, p_kind text, p_object oid)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -326,12 +338,7 @@ BEGIN
                                              coalesce(cmd.object_identity, ''), NULL, NULL, NULL);
             END IF;
         EXCEPTION WHEN OTHERS THEN
-            BEGIN
-                PERFORM pgferry_capture.emit(cmd.command_tag, 'problem',
-                                             coalesce(cmd.object_identity, ''), NULL, NULL, SQLERRM);
-            EXCEPTION WHEN OTHERS THEN
-                RAISE WARNING 'pgferry could not capture %: %', cmd.command_tag, SQLERRM;
-            END;
+            PERFORM pgferry_capture.failed(cmd.command_tag, cmd.object_identity, SQLERRM);
         END;
     END LOOP;
 END
@@ -371,12 +378,7 @@ BEGIN
                                        'args', to_jsonb(obj.address_args)), NULL, NULL);
             END IF;
         EXCEPTION WHEN OTHERS THEN
-            BEGIN
-                PERFORM pgferry_capture.emit(tg_tag, 'problem', coalesce(obj.object_identity, ''),
-                                             NULL, NULL, SQLERRM);
-            EXCEPTION WHEN OTHERS THEN
-                RAISE WARNING 'pgferry could not capture %: %', tg_tag, SQLERRM;
-            END;
+            PERFORM pgferry_capture.failed(tg_tag, obj.object_identity, SQLERRM);
         END;
     END LOOP;
 END

@@ -17,11 +17,9 @@ use crate::cdc::ddl::shape::Captured;
 use crate::cdc::ddl::{self, Plan, Verdict, Why};
 use crate::error::{EngineError, Result};
 
+/// A `text` column's value: the same bytes in the text and the binary format.
 fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Text(b) | Value::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::Null | Value::Unchanged => None,
-    }
+    v.bytes().map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 impl Applier {

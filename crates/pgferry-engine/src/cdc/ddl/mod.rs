@@ -131,11 +131,13 @@ fn table_change(c: &Captured, scope: &Scope, settings: &CdcSettings) -> Result<V
             };
             match table::create(scope, &new)? {
                 Verdict::Outside => Ok(Verdict::Outside),
-                Verdict::Apply(p) => Err(Why::refused(format!(
-                    "{how}, so its rows are not in the stream; create it on the target and \
-                     copy it by hand"
-                ))
-                .on(p.table.unwrap_or_else(|| name_of(&c.identity)))),
+                Verdict::Apply(p) => Err(Why {
+                    table: p.table,
+                    ..Why::refused(format!(
+                        "{how}, so its rows are not in the stream; create it on the target \
+                         and copy it by hand"
+                    ))
+                }),
             }
         }
         (None, Some(new)) => table::create(scope, &new),
@@ -159,21 +161,6 @@ fn apply(statements: Vec<String>, object: String) -> Verdict {
         object,
         commit_after: false,
     })
-}
-
-/// A qualified name from an identity as the server prints it (best effort, for records).
-fn name_of(identity: &str) -> QualifiedName {
-    match identity.split_once('.') {
-        Some((s, n)) => QualifiedName::new(unquote(s), unquote(n)),
-        None => QualifiedName::new("", unquote(identity)),
-    }
-}
-
-fn unquote(s: &str) -> String {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .map(|s| s.replace("\"\"", "\""))
-        .unwrap_or_else(|| s.to_owned())
 }
 
 type Planned = Result<Verdict, Why>;
@@ -224,23 +211,9 @@ fn sequence(c: &Captured, scope: &Scope) -> Planned {
     let statement = match (&old, &new) {
         (None, Some(n)) => format!("CREATE SEQUENCE IF NOT EXISTS {q} {}", options(n)),
         (Some(o), Some(n)) if o.schema != n.schema || o.name != n.name => {
-            let from = QualifiedName::new(&o.schema, &o.name);
             let mut s = Vec::new();
-            if o.schema != n.schema {
-                s.push(format!(
-                    "ALTER SEQUENCE {} SET SCHEMA {}",
-                    from.quoted(),
-                    quote_ident(&n.schema)
-                ));
-            }
-            if o.name != n.name {
-                let moved = QualifiedName::new(&n.schema, &o.name);
-                s.push(format!(
-                    "ALTER SEQUENCE {} RENAME TO {}",
-                    moved.quoted(),
-                    quote_ident(&n.name)
-                ));
-            }
+            let from = QualifiedName::new(&o.schema, &o.name);
+            table::rename("SEQUENCE", &from, &name, &mut s);
             s.push(format!("ALTER SEQUENCE {q} {}", options(n)));
             return Ok(apply(s, name.to_string()));
         }

@@ -186,7 +186,7 @@ pub(super) fn alter(
         ));
     }
     let mut s = Vec::new();
-    let table = rename_table(&before.target, &after.target, &mut s);
+    let table = rename("TABLE", &before.target, &after.target, &mut s);
     let t = table.quoted();
     if let Some(parent) = &old.parent
         && new.parent.as_ref() != Some(parent)
@@ -325,10 +325,17 @@ impl super::shape::Index {
     }
 }
 
-fn rename_table(from: &QualifiedName, to: &QualifiedName, s: &mut Vec<String>) -> QualifiedName {
+/// Moves and renames a relation of `kind` (`TABLE`, `SEQUENCE`) from `from` to `to`;
+/// returns `to`, the name later statements use.
+pub(super) fn rename(
+    kind: &str,
+    from: &QualifiedName,
+    to: &QualifiedName,
+    s: &mut Vec<String>,
+) -> QualifiedName {
     if from.schema != to.schema {
         s.push(format!(
-            "ALTER TABLE {} SET SCHEMA {}",
+            "ALTER {kind} {} SET SCHEMA {}",
             from.quoted(),
             quote_ident(&to.schema)
         ));
@@ -336,7 +343,7 @@ fn rename_table(from: &QualifiedName, to: &QualifiedName, s: &mut Vec<String>) -
     let moved = QualifiedName::new(&to.schema, &from.name);
     if from.name != to.name {
         s.push(format!(
-            "ALTER TABLE {} RENAME TO {}",
+            "ALTER {kind} {} RENAME TO {}",
             moved.quoted(),
             quote_ident(&to.name)
         ));
